@@ -1,0 +1,59 @@
+"""Writing a bundle: model.onnx, tokenizer.json, config.json and the tinyship.json manifest, all or nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from tinyship.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME
+from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.files import move_into_place, sha256_file, temporary_sibling
+
+PACKAGES = ("tinyship", "onnxruntime", "onnx", "optimum", "optimum-onnx", "torch", "transformers", "tokenizers", "numpy")
+
+
+def versions() -> dict[str, str]:
+    """The versions of the packages that made (or measured) something, for the record."""
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def check_bundle_output(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise TinyshipError(f"{out} already exists: pass --force to replace it, or choose another --out")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TinyshipError(f"cannot create {parent} ({e.strerror}): choose another --out") from None
+    if not os.access(parent, os.W_OK):
+        raise TinyshipError(f"cannot write to {parent}: choose an --out in a writable directory")
+
+
+def write_bundle(out: Path, model_file: Path, model_dir: Path, manifest: dict) -> Path:
+    """Copy the model, tokenizer and config into a temporary directory, add the manifest, rename into place."""
+    tmp = temporary_sibling(out)
+    shutil.copyfile(model_file, tmp / "model.onnx")
+    for name in ("tokenizer.json", "config.json"):
+        shutil.copyfile(model_dir / name, tmp / name)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        **manifest,
+        "model": "model.onnx",
+        "tokenizer": "tokenizer.json",
+        "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+    }
+    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return move_into_place(tmp, out)

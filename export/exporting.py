@@ -1,0 +1,95 @@
+"""`export`: a model directory in, a verified bundle out (ONNX, parity-checked, optionally INT8)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from tinyship.export.bundling import check_bundle_output, write_bundle
+from tinyship.export.config import ExportConfig
+from tinyship.export.onnx_export import TASK, check_parity, to_onnx
+from tinyship.export.quantization import QUANTIZERS
+from tinyship.runtime.data import load_examples
+from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.files import check_model_dir
+from tinyship.runtime.predictor import TextClassifier
+
+
+def model_labels(model_dir: Path) -> list[str]:
+    """The label names of a classifier directory, in id order, from its config.json."""
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    id2label = config.get("id2label") or {}
+    if not id2label:
+        raise TinyshipError(f"{model_dir}/config.json has no id2label: export a fine-tuned classifier")
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def accuracy(model_file: Path, tokenizer_file: Path, labels: list[str], examples, max_length: int) -> float:
+    classify = TextClassifier(model_file, tokenizer_file, labels, max_length=max_length)
+    predicted = classify.logits(examples.inputs()).argmax(axis=-1)
+    return float((predicted == examples.labels).mean())
+
+
+def export(config: ExportConfig) -> Path:
+    """Write the bundle and return its path; candidates_dir (if set) keeps each candidate as PRECISION/model.onnx."""
+    if config.quantize != "none" and config.quantize not in QUANTIZERS:
+        raise TinyshipError(f"unknown --quantize {config.quantize!r}: use none or {', '.join(QUANTIZERS)}")
+    out = Path(config.output)
+    check_bundle_output(out, config.force)
+    model_dir = check_model_dir(config.model)
+    labels = model_labels(model_dir)
+    validation = load_examples(config.data, "validation", labels)
+    if config.candidates_dir:
+        return _export(config, model_dir, labels, validation, Path(config.candidates_dir), out)
+    with tempfile.TemporaryDirectory(prefix="tinyship-export-") as work:
+        return _export(config, model_dir, labels, validation, Path(work), out)
+
+
+def _export(config: ExportConfig, model_dir: Path, labels: list[str], validation, work: Path, out: Path) -> Path:
+    print(f"exporting {model_dir} to ONNX (opset {config.opset})")
+    candidates = {"fp32": to_onnx(model_dir, work / "fp32", config.opset)}
+    parity = check_parity(model_dir, candidates["fp32"], validation.inputs(), config.data.max_length, config.parity_atol)
+    print(f"parity with PyTorch: largest logit difference {max(parity.values()):.2e}")
+    if config.quantize != "none":
+        quantized = work / config.quantize / "model.onnx"
+        quantized.parent.mkdir(parents=True, exist_ok=True)
+        QUANTIZERS[config.quantize](candidates["fp32"], quantized)
+        candidates[config.quantize] = quantized
+    measured = {}
+    for precision, path in candidates.items():
+        measured[precision] = {
+            "validation_accuracy": accuracy(path, model_dir / "tokenizer.json", labels, validation, config.data.max_length),
+            "size_bytes": path.stat().st_size,
+        }
+        print(f"{precision}: validation accuracy {measured[precision]['validation_accuracy']:.4f}, "
+              f"{measured[precision]['size_bytes'] / 1e6:.1f} MB")
+    shipped = config.quantize if config.quantize != "none" else "fp32"
+    bundle = write_bundle(
+        out,
+        candidates[shipped],
+        model_dir,
+        {
+            "task": TASK,
+            "labels": labels,
+            "max_length": config.data.max_length,
+            "inputs": _input_names(candidates[shipped]),
+            "outputs": ["logits"],
+            "precision": shipped,
+            "metrics": {
+                **measured[shipped],
+                "validation_set": validation.source,
+                "parity_max_abs_diff": parity,
+                "candidates": measured,
+            },
+            "source_model": str(model_dir),
+        },
+    )
+    print(f"bundle written to {bundle}")
+    return bundle
+
+
+def _input_names(model_file: Path) -> list[str]:
+    import onnxruntime as ort
+
+    return [i.name for i in ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"]).get_inputs()]

@@ -1,0 +1,33 @@
+"""Quantization recipes, by name: each a small function (fp32 .onnx, output .onnx) -> None."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+QUANTIZERS: dict[str, Callable[[Path, Path], None]] = {}
+
+
+def register(name: str):
+    def add(fn):
+        QUANTIZERS[name] = fn
+        return fn
+
+    return add
+
+
+@register("dynamic")
+def dynamic_u8s8(fp32: Path, out: Path) -> None:
+    """INT8 dynamic: int8 weights, uint8 activations quantized at run time (u8s8, the fast path on x86 VNNI)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+
+    prepared = out.with_name(out.stem + ".prepared.onnx")
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    quantize_dynamic(
+        prepared,
+        out,
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    prepared.unlink()

@@ -1,0 +1,150 @@
+"""The compression report: teacher and student, PyTorch and ONNX, side by side on the test split.
+
+For each model: test accuracy, size on disk, parameters, and the latency of one forward pass
+at batch 1 on a typical input (the test text of median token count), on one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+from tinyship.export.bundling import versions
+from tinyship.export.exporting import accuracy, model_labels
+from tinyship.runtime.data import DataConfig, Examples, load_examples
+from tinyship.runtime.predictor import load_tokenizer
+
+WARMUP, REPEAT = 20, 200
+
+
+def latency_ms(run, warmup: int = WARMUP, repeat: int = REPEAT) -> dict[str, float]:
+    """Median and p99 wall time of run() in milliseconds, after warm-up runs."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99))}
+
+
+def typical_input(examples: Examples, tokenizer_file: Path, max_length: int) -> dict[str, np.ndarray]:
+    """The tokenized test input of median token count, as a batch of one."""
+    tokenizer, _ = load_tokenizer(tokenizer_file, max_length)
+    encodings = tokenizer.encode_batch(examples.inputs())
+    median = sorted(encodings, key=lambda e: len(e.ids))[len(encodings) // 2]
+    return {
+        "input_ids": np.array([median.ids], dtype=np.int64),
+        "attention_mask": np.array([median.attention_mask], dtype=np.int64),
+        "token_type_ids": np.array([median.type_ids], dtype=np.int64),
+    }
+
+
+def torch_row(name: str, model_dir: Path, test: Examples, typical: dict, max_length: int) -> dict:
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    collate = DataCollatorWithPadding(tokenizer)
+    encoded = tokenizer(test.texts, test.text_pairs, truncation=True, max_length=max_length)
+    rows = [{k: encoded[k][i] for k in encoded} for i in range(len(test))]
+    predicted = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(rows), 64), desc=f"{name}: test accuracy", leave=False):
+            predicted += model(**collate(rows[start : start + 64])).logits.argmax(-1).tolist()
+        inputs = {k: torch.from_numpy(v) for k, v in typical.items()}
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            timing = latency_ms(lambda: model(**inputs))
+        finally:
+            torch.set_num_threads(threads)
+    return {
+        "model": name,
+        "accuracy": float(np.mean(np.array(predicted) == np.array(test.labels))),
+        "size_bytes": (model_dir / "model.safetensors").stat().st_size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **timing,
+    }
+
+
+def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typical: dict, max_length: int, parameters: int) -> dict:
+    import onnxruntime as ort
+
+    labels = model_labels(model_dir)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    feed = {i.name: typical[i.name] for i in session.get_inputs()}
+    return {
+        "model": name,
+        "accuracy": accuracy(model_file, model_dir / "tokenizer.json", labels, test, max_length),
+        "size_bytes": model_file.stat().st_size,
+        "parameters": parameters,  # those of the PyTorch model it was exported from
+        **latency_ms(lambda: session.run(None, feed)),
+    }
+
+
+def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[str, Path], data: DataConfig, out_dir: Path) -> dict:
+    """Measure teacher, student and the student's ONNX candidates; write report.json and report.md to out_dir."""
+    test = load_examples(data, "test", model_labels(teacher_dir))
+    typical = typical_input(test, student_dir / "tokenizer.json", data.max_length)
+    rows = [torch_row("teacher (PyTorch fp32)", teacher_dir, test, typical, data.max_length)]
+    rows.append(torch_row("student (PyTorch fp32)", student_dir, test, typical, data.max_length))
+    for precision, path in candidates.items():
+        rows.append(onnx_row(f"student (ONNX {precision})", path, student_dir, test, typical, data.max_length, rows[1]["parameters"]))
+    teacher = rows[0]
+    for row in rows:
+        row["speedup"] = teacher["median_ms"] / row["median_ms"]
+        row["size_reduction"] = teacher["size_bytes"] / row["size_bytes"]
+        row["accuracy_kept"] = row["accuracy"] / teacher["accuracy"]
+    report = {
+        "test_set": test.source,
+        "test_examples": len(test),
+        "latency": {"batch_size": 1, "threads": 1, "tokens": int(typical["input_ids"].shape[1]),
+                    "warmup": WARMUP, "repeat": REPEAT},
+        "machine": machine(),
+        "versions": versions(),
+        "rows": rows,
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "report.md").write_text(markdown(report), encoding="utf-8")
+    return report
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()}
+
+
+def markdown(report: dict) -> str:
+    latency = report["latency"]
+    lines = [
+        f"Test set: {report['test_set']}, {report['test_examples']} examples. "
+        f"Latency: one forward pass, batch {latency['batch_size']}, {latency['tokens']} tokens, "
+        f"{latency['threads']} thread, median and p99 of {latency['repeat']} runs. "
+        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores.",
+        "",
+        "| model | accuracy | kept | size MB | smaller | params M | median ms | p99 ms | faster |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['accuracy']:.4f} | {r['accuracy_kept']:.1%} | {r['size_bytes'] / 1e6:.1f} | "
+            f"{r['size_reduction']:.1f}x | {r['parameters'] / 1e6:.1f} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r['speedup']:.1f}x |"
+        )
+    return "\n".join(lines) + "\n"

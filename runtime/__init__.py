@@ -1,0 +1,36 @@
+"""tinyship.runtime: load a bundle and predict, with numpy, onnxruntime and tokenizers only.
+
+    from tinyship.runtime import load
+    classify = load("runs/demo/bundle")
+    classify(["a gripping, funny film", "a dull mess"])
+    # [{'label': 'positive', 'score': 0.97, 'scores': {...}}, {'label': 'negative', ...}]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinyship.runtime.bundle import FORMAT_VERSION, read_manifest
+from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.predictor import TextClassifier
+
+TASKS = {"text-classification": TextClassifier}
+
+__all__ = ["FORMAT_VERSION", "TextClassifier", "TinyshipError", "load"]
+
+
+def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32) -> TextClassifier:
+    """The bundle's predictor, after verifying its manifest and every file's checksum."""
+    manifest = read_manifest(bundle)
+    task = manifest.get("task")
+    if task not in TASKS:
+        raise TinyshipError(f"{bundle} is a {task!r} bundle; this tinyship serves {', '.join(TASKS)}")
+    bundle = Path(bundle)
+    return TASKS[task](
+        bundle / manifest["model"],
+        bundle / manifest["tokenizer"],
+        labels=manifest["labels"],
+        max_length=manifest["max_length"],
+        threads=threads,
+        batch_size=batch_size,
+    )

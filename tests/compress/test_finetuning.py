@@ -1,0 +1,56 @@
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, TrainerCallback
+
+from tinyship.compress import FinetuneConfig, finetune
+from tinyship.compress.training import load_tokenizer, train
+from tinyship.runtime.data import load_examples
+from tinyship.runtime.errors import TinyshipError
+
+
+def test_finetune_saves_a_classifier_with_label_names(tiny_model_dir, small_data, tmp_path):
+    out = finetune(FinetuneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "teacher"), data=small_data,
+                                  epochs=1, batch_size=16))
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "model.safetensors", "special_tokens_map.json", "tinyship_stage.json", "tokenizer.json",
+         "tokenizer_config.json", "vocab.txt"]
+    )
+
+
+class Interrupt(TrainerCallback):
+    """Stop training as a kill would, after a given step (after that step's checkpoint, if any)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            raise KeyboardInterrupt
+
+
+def run(tiny_model_dir, small_data, out, callbacks=()):
+    config = FinetuneConfig(output_dir=str(out), data=small_data, epochs=2, batch_size=16, save_steps=3)
+    names = ["negative", "positive"]
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    train_set, validation = load_examples(small_data, "train", names), load_examples(small_data, "validation", names)
+    return train(model, load_tokenizer(tiny_model_dir), config, train_set, validation, callbacks=list(callbacks))
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, small_data, tmp_path):
+    reference = load_file(run(tiny_model_dir, small_data, tmp_path / "straight") / "model.safetensors")
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_model_dir, small_data, tmp_path / "resumed", [Interrupt(step=3)])  # mid-epoch 1 of 2
+    assert not (tmp_path / "resumed").exists() and (tmp_path / "resumed.checkpoints" / "checkpoint-3").is_dir()
+    resumed = load_file(run(tiny_model_dir, small_data, tmp_path / "resumed") / "model.safetensors")
+    assert reference.keys() == resumed.keys()
+    for name in reference:
+        torch.testing.assert_close(resumed[name], reference[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_existing_output_is_refused_without_force(tiny_model_dir, small_data, tmp_path):
+    (tmp_path / "teacher").mkdir()
+    with pytest.raises(TinyshipError, match="already exists: pass --force"):
+        finetune(FinetuneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "teacher"), data=small_data))

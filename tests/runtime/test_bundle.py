@@ -1,0 +1,48 @@
+import json
+import shutil
+
+import pytest
+
+from tinyship.runtime import FORMAT_VERSION, load
+from tinyship.runtime.bundle import MANIFEST_NAME, read_manifest
+from tinyship.runtime.errors import TinyshipError
+
+
+@pytest.fixture
+def bundle_copy(fp32_bundle, tmp_path):
+    return shutil.copytree(fp32_bundle, tmp_path / "bundle")
+
+
+def test_manifest_records_task_labels_and_checksums(fp32_bundle):
+    manifest = read_manifest(fp32_bundle)
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["task"] == "text-classification" and manifest["labels"] == ["negative", "positive"]
+    assert set(manifest["files"]) == {"model.onnx", "tokenizer.json", "config.json"}
+    assert manifest["precision"] == "fp32" and 0 <= manifest["metrics"]["validation_accuracy"] <= 1
+
+
+def test_damaged_model_is_refused(bundle_copy):
+    with open(bundle_copy / "model.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(TinyshipError, match="model.onnx is damaged"):
+        load(bundle_copy)
+
+
+def test_missing_file_and_missing_manifest_are_refused(bundle_copy):
+    (bundle_copy / "tokenizer.json").unlink()
+    with pytest.raises(TinyshipError, match="tokenizer.json is missing"):
+        load(bundle_copy)
+    (bundle_copy / MANIFEST_NAME).unlink()
+    with pytest.raises(TinyshipError, match="not a tinyship bundle"):
+        load(bundle_copy)
+    with pytest.raises(TinyshipError, match="no bundle at"):
+        load(bundle_copy / "nowhere")
+
+
+def test_newer_format_is_refused(bundle_copy):
+    path = bundle_copy / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(TinyshipError, match="newer than this tinyship reads.*upgrade"):
+        load(bundle_copy)

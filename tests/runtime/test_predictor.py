@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from tinyship.runtime import load
+from tinyship.runtime.errors import TinyshipError
+
+TEXTS = [
+    "a gripping, funny and moving film",
+    "dull",
+    "the plot wanders, the acting is wooden, and the two hours feel like four",
+    "not bad at all",
+    "an absolute triumph of style over substance , and i loved every minute of it",
+]
+
+
+def torch_logits(model_dir, inputs, max_length=64):
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    first, second = zip(*inputs) if isinstance(inputs[0], tuple) else (inputs, None)
+    rows = []
+    with torch.inference_mode():
+        for i in range(len(first)):  # one at a time: no padding on the PyTorch side
+            enc = tokenizer(first[i], second[i] if second else None, truncation=True, max_length=max_length, return_tensors="pt")
+            rows.append(model(**enc).logits[0].numpy())
+    return np.stack(rows)
+
+
+def test_logits_match_pytorch_in_input_order(fp32_bundle, tiny_model_dir):
+    classify = load(fp32_bundle, batch_size=2)  # several length-sorted, padded batches
+    np.testing.assert_allclose(classify.logits(TEXTS), torch_logits(tiny_model_dir, TEXTS), atol=1e-4)
+
+
+def test_pairs_match_pytorch(fp32_bundle, tiny_model_dir):
+    pairs = [(t, TEXTS[-1 - i]) for i, t in enumerate(TEXTS)]
+    np.testing.assert_allclose(load(fp32_bundle).logits(pairs), torch_logits(tiny_model_dir, pairs), atol=1e-4)
+
+
+def test_labels_and_probabilities(fp32_bundle):
+    classify = load(fp32_bundle)
+    results = classify(TEXTS, top_k=2)
+    assert len(results) == len(TEXTS)
+    for result in results:
+        assert set(result["scores"]) == {"negative", "positive"}
+        assert sum(result["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert result["score"] == max(result["scores"].values())
+        assert result["label"] == max(result["scores"], key=result["scores"].get)
+    single = classify(TEXTS[0])
+    assert single["label"] == results[0]["label"] and len(single["scores"]) == 1
+
+
+def test_long_input_is_truncated_not_dropped(fp32_bundle):
+    classify = load(fp32_bundle)
+    long_text = "good " * 5000
+    assert classify.logits([long_text, "ok"]).shape == (2, 2)
+
+
+@pytest.mark.parametrize("bad", [[], None, [1, "a"], ["a", None], [("a",)], 3.5])
+def test_bad_inputs_get_clear_errors(fp32_bundle, bad):
+    with pytest.raises(TinyshipError, match="input"):
+        load(fp32_bundle)(bad)
