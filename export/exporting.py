@@ -57,13 +57,13 @@ def _export(config: ExportConfig, model_dir: Path, labels: list[str], validation
         QUANTIZERS[config.quantize](candidates["fp32"], quantized)
         candidates[config.quantize] = quantized
     measured = {}
-    for precision, path in candidates.items():
-        measured[precision] = {
+    for name, path in candidates.items():
+        measured[name] = {
             "validation_accuracy": accuracy(path, model_dir / "tokenizer.json", labels, validation, config.data.max_length),
             "size_bytes": path.stat().st_size,
         }
-        print(f"{precision}: validation accuracy {measured[precision]['validation_accuracy']:.4f}, "
-              f"{measured[precision]['size_bytes'] / 1e6:.1f} MB")
+        print(f"{name}: validation accuracy {measured[name]['validation_accuracy']:.4f}, "
+              f"{measured[name]['size_bytes'] / 1e6:.1f} MB")
     shipped = config.quantize if config.quantize != "none" else "fp32"
     bundle = write_bundle(
         out,
@@ -75,7 +75,8 @@ def _export(config: ExportConfig, model_dir: Path, labels: list[str], validation
             "max_length": config.data.max_length,
             "inputs": _input_names(candidates[shipped]),
             "outputs": ["logits"],
-            "precision": shipped,
+            "precision": QUANTIZERS[shipped].precision if shipped in QUANTIZERS else "fp32",
+            "quantization": config.quantize,
             "metrics": {
                 **measured[shipped],
                 "validation_set": validation.source,

@@ -1,4 +1,5 @@
-"""Quantization recipes, by name: each a small function (fp32 .onnx, output .onnx) -> None."""
+"""Quantization recipes, by name: each a small function (fp32 .onnx, output .onnx) -> None,
+tagged with the precision it produces."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from typing import Callable
 QUANTIZERS: dict[str, Callable[[Path, Path], None]] = {}
 
 
-def register(name: str):
+def register(name: str, precision: str):
     def add(fn):
+        fn.precision = precision
         QUANTIZERS[name] = fn
         return fn
 
     return add
 
 
-@register("dynamic")
+@register("dynamic", precision="int8")
 def dynamic_u8s8(fp32: Path, out: Path) -> None:
     """INT8 dynamic: int8 weights, uint8 activations quantized at run time (u8s8, the fast path on x86 VNNI)."""
     import onnx

@@ -19,6 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 from tinyship.export.bundling import versions
 from tinyship.export.exporting import accuracy, model_labels
+from tinyship.export.quantization import QUANTIZERS
 from tinyship.runtime.data import DataConfig, Examples, load_examples
 from tinyship.runtime.predictor import load_tokenizer
 
@@ -99,8 +100,9 @@ def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[st
     typical = typical_input(test, student_dir / "tokenizer.json", data.max_length)
     rows = [torch_row("teacher (PyTorch fp32)", teacher_dir, test, typical, data.max_length)]
     rows.append(torch_row("student (PyTorch fp32)", student_dir, test, typical, data.max_length))
-    for precision, path in candidates.items():
-        rows.append(onnx_row(f"student (ONNX {precision})", path, student_dir, test, typical, data.max_length, rows[1]["parameters"]))
+    for name, path in candidates.items():
+        label = f"{QUANTIZERS[name].precision} {name}" if name in QUANTIZERS else name
+        rows.append(onnx_row(f"student (ONNX {label})", path, student_dir, test, typical, data.max_length, rows[1]["parameters"]))
     teacher = rows[0]
     for row in rows:
         row["speedup"] = teacher["median_ms"] / row["median_ms"]

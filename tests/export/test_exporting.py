@@ -24,7 +24,7 @@ def int8_bundle(tiny_model_dir, small_data, tmp_path_factory):
 def test_int8_bundle_is_u8s8_smaller_and_close_to_fp32(int8_bundle, fp32_bundle):
     bundle, candidates = int8_bundle
     manifest = read_manifest(bundle)
-    assert manifest["precision"] == "dynamic"
+    assert manifest["precision"] == "int8" and manifest["quantization"] == "dynamic"
     assert set(manifest["metrics"]["candidates"]) == {"fp32", "dynamic"}
     assert all(diff <= 1e-4 for diff in manifest["metrics"]["parity_max_abs_diff"].values())
     graph = onnx.load(str(bundle / "model.onnx")).graph

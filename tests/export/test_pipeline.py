@@ -20,7 +20,7 @@ def test_pipeline_writes_bundle_and_report_and_reuses_finished_stages(tiny_model
     assert load(bundle)(["a fine film"])[0]["label"] in ("negative", "positive")
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     names = [row["model"] for row in report["rows"]]
-    assert names == ["teacher (PyTorch fp32)", "student (PyTorch fp32)", "student (ONNX fp32)", "student (ONNX dynamic)"]
+    assert names == ["teacher (PyTorch fp32)", "student (PyTorch fp32)", "student (ONNX fp32)", "student (ONNX int8 dynamic)"]
     teacher, student = report["rows"][0], report["rows"][1]
     assert teacher["parameters"] > student["parameters"] and teacher["speedup"] == 1.0
     assert all(0 <= row["accuracy"] <= 1 and row["median_ms"] <= row["p99_ms"] for row in report["rows"])
