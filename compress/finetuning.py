@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transformers import AutoModelForSequenceClassification
+from transformers.utils import logging
 
 from tinyship.compress.config import FinetuneConfig
 from tinyship.compress.training import check_output, default_base_model, load_tokenizer, train
@@ -19,12 +20,17 @@ def finetune(config: FinetuneConfig) -> Path:
     train_set = load_examples(config.data, "train")
     validation_set = load_examples(config.data, "validation", train_set.label_names)
     names = train_set.label_names
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir,
-        num_labels=len(names),
-        id2label=dict(enumerate(names)),
-        label2id={name: i for i, name in enumerate(names)},
-        problem_type="single_label_classification",
-    )
-    print(f"fine-tuning {model_dir} on {train_set.source}: {len(train_set)} examples, labels {names}")
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # a new classification head is the point here, not a warning
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={name: i for i, name in enumerate(names)},
+            problem_type="single_label_classification",
+        )
+    finally:
+        logging.set_verbosity(verbosity)
+    print(f"fine-tuning {model_dir} with a new {len(names)}-label head {names} on {train_set.source}: {len(train_set)} examples")
     return train(model, load_tokenizer(model_dir), config, train_set, validation_set)

@@ -18,13 +18,18 @@ TASK = "text-classification"
 def to_onnx(model_dir: Path, out_dir: Path, opset: int = 18) -> Path:
     """Export with dynamic batch and sequence axes; returns the .onnx path (config.json and tokenizer beside it)."""
     from optimum.exporters.onnx import main_export
+    from transformers.utils import logging
 
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # optimum passes transformers a deprecated argument; the warning is not ours to fix
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about constant masks are expected and harmless
         try:
             main_export(str(model_dir), output=str(out_dir), task=TASK, opset=opset, do_validation=False, no_post_process=True)
         except (ValueError, KeyError) as e:
             raise TinyshipError(f"cannot export {model_dir} to ONNX: {e}") from None
+        finally:
+            logging.set_verbosity(verbosity)
     return out_dir / "model.onnx"
 
 
@@ -44,7 +49,7 @@ def check_parity(model_dir: Path, onnx_path: Path, texts: list, max_length: int,
         onnx_logits = session.run(None, {n: encoded[n].astype(np.int64) for n in names})[0]
         with torch.inference_mode():
             torch_logits = model(**{k: torch.from_numpy(v) for k, v in encoded.items()}).logits.numpy()
-        diffs[f"{shape}x{encoded['input_ids'].shape[1]}"] = float(np.abs(onnx_logits - torch_logits).max())
+        diffs[f"{shape}_seq{encoded['input_ids'].shape[1]}"] = float(np.abs(onnx_logits - torch_logits).max())
     worst = max(diffs, key=diffs.get)
     if diffs[worst] > atol:
         raise TinyshipError(

@@ -24,6 +24,7 @@ from tinyship.runtime.data import DataConfig, Examples, load_examples
 from tinyship.runtime.predictor import load_tokenizer
 
 WARMUP, REPEAT = 20, 200
+SPEED_FLAGS = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "i8mm"}
 
 
 def latency_ms(run, warmup: int = WARMUP, repeat: int = REPEAT) -> dict[str, float]:
@@ -123,13 +124,17 @@ def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[st
 
 
 def machine() -> dict:
-    cpu = platform.processor()
+    """The CPU, its core count and the instruction sets that decide INT8 and fp32 speed."""
+    info = {"model name": platform.processor(), "flags": ""}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()}
+    flags = sorted(set(info.get("flags", "").split()) & SPEED_FLAGS)
+    return {"cpu": info["model name"], "cores": os.cpu_count(), "flags": flags, "system": platform.platform()}
 
 
 def markdown(report: dict) -> str:
@@ -138,7 +143,8 @@ def markdown(report: dict) -> str:
         f"Test set: {report['test_set']}, {report['test_examples']} examples. "
         f"Latency: one forward pass, batch {latency['batch_size']}, {latency['tokens']} tokens, "
         f"{latency['threads']} thread, median and p99 of {latency['repeat']} runs. "
-        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores.",
+        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores "
+        f"({', '.join(report['machine']['flags']) or 'no AVX2/VNNI'}).",
         "",
         "| model | accuracy | kept | size MB | smaller | params M | median ms | p99 ms | faster |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",

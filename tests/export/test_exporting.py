@@ -62,7 +62,7 @@ def test_parity_failure_writes_no_bundle(tiny_model_dir, small_data, tmp_path):
 
 def test_parity_reports_each_shape(fp32_bundle, tiny_model_dir):
     diffs = check_parity(tiny_model_dir, fp32_bundle / "model.onnx", TEXTS, max_length=64, atol=1e-4)
-    assert len(diffs) == 2 and all(name.startswith(("batch1x", "batch3_paddedx")) for name in diffs)
+    assert len(diffs) == 2 and all(name.startswith(("batch1_seq", "batch3_padded_seq")) for name in diffs)
 
 
 def test_bad_inputs(tiny_model_dir, small_data, tmp_path):
