@@ -125,7 +125,7 @@ def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[st
 
 def machine() -> dict:
     """The CPU, its core count and the instruction sets that decide INT8 and fp32 speed."""
-    info = {"model name": platform.processor(), "flags": ""}
+    info = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -134,7 +134,7 @@ def machine() -> dict:
     except OSError:
         pass
     flags = sorted(set(info.get("flags", "").split()) & SPEED_FLAGS)
-    return {"cpu": info["model name"], "cores": os.cpu_count(), "flags": flags, "system": platform.platform()}
+    return {"cpu": info.get("model name", platform.processor()), "cores": os.cpu_count(), "flags": flags, "system": platform.platform()}
 
 
 def markdown(report: dict) -> str:

@@ -25,6 +25,7 @@ def test_pipeline_writes_bundle_and_report_and_reuses_finished_stages(tiny_model
     assert teacher["parameters"] > student["parameters"] and teacher["speedup"] == 1.0
     assert all(0 <= row["accuracy"] <= 1 and row["median_ms"] <= row["p99_ms"] for row in report["rows"])
     assert report["latency"]["threads"] == 1 and report["latency"]["batch_size"] == 1
+    assert report["machine"]["cpu"] and isinstance(report["machine"]["flags"], list)
     assert (tmp_path / "run" / "report.md").read_text().count("| student") == 3
 
     compress(config)  # finished stages are reused, not retrained
