@@ -15,6 +15,7 @@ _LAZY = {
     "distill": "distillation",
     "student_from_teacher": "distillation",
     "uniform_layers": "distillation",
+    "weights_digest": "distillation",
     "LOSSES": "losses",
 }
 

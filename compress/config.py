@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 
 from tinyship.runtime.data import DataConfig
 
 STAGE_FILE = "tinyship_stage.json"  # beside each trained model: the config and metrics that made it
+
+
+def settings(config) -> dict:
+    """A config as plain JSON values, to record and compare (force is how, not what: left out)."""
+    values = json.loads(json.dumps(asdict(config), default=str))
+    values.pop("force", None)
+    return values
 
 
 @dataclass

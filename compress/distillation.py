@@ -11,9 +11,9 @@ from transformers import AutoModelForSequenceClassification, Trainer
 
 from tinyship.compress.config import DistillConfig
 from tinyship.compress.losses import LOSSES
-from tinyship.compress.training import check_output, load_tokenizer, train
+from tinyship.compress.training import check_output, hf_tokenizer, train
 from tinyship.runtime.data import load_examples
-from tinyship.runtime.files import check_model_dir
+from tinyship.runtime.files import check_model_dir, sha256_file
 from tinyship.runtime.errors import TinyshipError
 
 
@@ -78,12 +78,17 @@ def distill(config: DistillConfig) -> Path:
     train_set = load_examples(config.data, "train", names)
     validation_set = load_examples(config.data, "validation", names)
     count = len(encoder_layers(teacher))
-    layers = config.layers or uniform_layers(count, config.student_layers or max(1, count // 2))
+    if config.layers is not None and config.student_layers is not None:
+        raise TinyshipError("give either the student's layer count or the teacher layers it keeps, not both")
+    if config.layers is None:
+        layers = uniform_layers(count, max(1, count // 2) if config.student_layers is None else config.student_layers)
+    else:
+        layers = config.layers
     student = student_from_teacher(teacher, layers)
     print(f"distilling {teacher_dir} ({count} layers) into a student of teacher layers {layers} on {train_set.source}")
     return train(
         student,
-        load_tokenizer(teacher_dir),
+        hf_tokenizer(teacher_dir),
         config,
         train_set,
         validation_set,
@@ -91,4 +96,11 @@ def distill(config: DistillConfig) -> Path:
         teacher=teacher,
         temperature=config.temperature,
         hard_label_weight=config.hard_label_weight,
+        record={"teacher_sha256": weights_digest(teacher_dir)},
     )
+
+
+def weights_digest(model_dir: Path) -> str:
+    """The sha256 of a model directory's weights: which teacher a student was distilled from."""
+    weights = model_dir / "model.safetensors"
+    return sha256_file(weights if weights.is_file() else model_dir / "model.safetensors.index.json")

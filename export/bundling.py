@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tinyship.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME
 from tinyship.runtime.errors import TinyshipError
-from tinyship.runtime.files import move_into_place, sha256_file, temporary_sibling
+from tinyship.runtime.files import refuse_existing, sha256_file, writing_directory
 
 PACKAGES = ("tinyship", "onnxruntime", "onnx", "optimum", "optimum-onnx", "torch", "transformers", "tokenizers", "numpy")
 
@@ -29,8 +29,7 @@ def versions() -> dict[str, str]:
 
 
 def check_bundle_output(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise TinyshipError(f"{out} already exists: pass --force to replace it, or choose another --out")
+    refuse_existing(out, force)
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -42,18 +41,18 @@ def check_bundle_output(out: Path, force: bool) -> None:
 
 def write_bundle(out: Path, model_file: Path, model_dir: Path, manifest: dict) -> Path:
     """Copy the model, tokenizer and config into a temporary directory, add the manifest, rename into place."""
-    tmp = temporary_sibling(out)
-    shutil.copyfile(model_file, tmp / "model.onnx")
-    for name in ("tokenizer.json", "config.json"):
-        shutil.copyfile(model_dir / name, tmp / name)
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        **manifest,
-        "model": "model.onnx",
-        "tokenizer": "tokenizer.json",
-        "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(),
-    }
-    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return move_into_place(tmp, out)
+    with writing_directory(out) as tmp:
+        shutil.copyfile(model_file, tmp / "model.onnx")
+        for name in ("tokenizer.json", "config.json"):
+            shutil.copyfile(model_dir / name, tmp / name)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            **manifest,
+            "model": "model.onnx",
+            "tokenizer": "tokenizer.json",
+            "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": versions(),
+        }
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return out

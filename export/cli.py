@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from functools import partial
 
 from tinyship.compress.cli import parse_layers
 from tinyship.export.config import ExportConfig
 from tinyship.export.pipeline import CompressConfig, load_recipe
-from tinyship.runtime.cli import Command, add_data_arguments, data_config_from_args
+from tinyship.runtime.cli import Command, add_data_arguments, data_config_from_args, optional_flag
 
 QUANTIZE_HELP = "dynamic (INT8 u8s8) or none (fp32)"
 
@@ -30,7 +31,7 @@ def _run_export(args: argparse.Namespace) -> None:
 
 
 def _configure_compress(parser: argparse.ArgumentParser) -> None:
-    add = lambda flag, help, **kw: parser.add_argument(flag, default=argparse.SUPPRESS, help=help, **kw)  # noqa: E731
+    add = partial(optional_flag, parser)
     defaults = CompressConfig()
     add("--recipe", "a YAML recipe whose keys mirror CompressConfig (flags given here override it)")
     add("--out", f"output directory for teacher, student, bundle and report (default: {defaults.output_dir})")

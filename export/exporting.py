@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,13 +21,16 @@ def model_labels(model_dir: Path) -> list[str]:
     """The label names of a classifier directory, in id order, from its config.json."""
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     id2label = config.get("id2label") or {}
-    if not id2label:
-        raise TinyshipError(f"{model_dir}/config.json has no id2label: export a fine-tuned classifier")
-    return [id2label[str(i)] for i in range(len(id2label))]
+    try:
+        return [id2label[str(i)] for i in range(len(id2label))]
+    except KeyError:
+        raise TinyshipError(
+            f"{model_dir}/config.json: id2label must map ids 0..{len(id2label) - 1} to label names "
+            f"(found ids {sorted(id2label)}); export a fine-tuned classifier"
+        ) from None
 
 
-def accuracy(model_file: Path, tokenizer_file: Path, labels: list[str], examples, max_length: int) -> float:
-    classify = TextClassifier(model_file, tokenizer_file, labels, max_length=max_length)
+def accuracy(classify: TextClassifier, examples) -> float:
     predicted = classify.logits(examples.inputs()).argmax(axis=-1)
     return float((predicted == examples.labels).mean())
 
@@ -41,7 +45,9 @@ def export(config: ExportConfig) -> Path:
     labels = model_labels(model_dir)
     validation = load_examples(config.data, "validation", labels)
     if config.candidates_dir:
-        return _export(config, model_dir, labels, validation, Path(config.candidates_dir), out)
+        work = Path(config.candidates_dir)
+        shutil.rmtree(work, ignore_errors=True)  # no stale candidate from an earlier run
+        return _export(config, model_dir, labels, validation, work, out)
     with tempfile.TemporaryDirectory(prefix="tinyship-export-") as work:
         return _export(config, model_dir, labels, validation, Path(work), out)
 
@@ -56,12 +62,11 @@ def _export(config: ExportConfig, model_dir: Path, labels: list[str], validation
         quantized.parent.mkdir(parents=True, exist_ok=True)
         QUANTIZERS[config.quantize](candidates["fp32"], quantized)
         candidates[config.quantize] = quantized
-    measured = {}
+    measured, inputs = {}, {}
     for name, path in candidates.items():
-        measured[name] = {
-            "validation_accuracy": accuracy(path, model_dir / "tokenizer.json", labels, validation, config.data.max_length),
-            "size_bytes": path.stat().st_size,
-        }
+        classify = TextClassifier(path, model_dir / "tokenizer.json", labels, max_length=config.data.max_length)
+        inputs[name] = classify.input_names
+        measured[name] = {"validation_accuracy": accuracy(classify, validation), "size_bytes": path.stat().st_size}
         print(f"{name}: validation accuracy {measured[name]['validation_accuracy']:.4f}, "
               f"{measured[name]['size_bytes'] / 1e6:.1f} MB")
     shipped = config.quantize if config.quantize != "none" else "fp32"
@@ -73,7 +78,7 @@ def _export(config: ExportConfig, model_dir: Path, labels: list[str], validation
             "task": TASK,
             "labels": labels,
             "max_length": config.data.max_length,
-            "inputs": _input_names(candidates[shipped]),
+            "inputs": inputs[shipped],
             "outputs": ["logits"],
             "precision": QUANTIZERS[shipped].precision if shipped in QUANTIZERS else "fp32",
             "quantization": config.quantize,
@@ -88,9 +93,3 @@ def _export(config: ExportConfig, model_dir: Path, labels: list[str], validation
     )
     print(f"bundle written to {bundle}")
     return bundle
-
-
-def _input_names(model_file: Path) -> list[str]:
-    import onnxruntime as ort
-
-    return [i.name for i in ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"]).get_inputs()]

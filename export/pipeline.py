@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tinyship.compress.config import STAGE_FILE, DistillConfig, FinetuneConfig
+from tinyship.compress.config import STAGE_FILE, DistillConfig, FinetuneConfig, settings
 from tinyship.export.config import ExportConfig
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
@@ -36,10 +37,11 @@ class CompressConfig:
 
 def compress(config: CompressConfig) -> Path:
     """Run every stage into config.output_dir; returns the bundle's path (report.md and .json beside it)."""
-    from tinyship.compress import distill, finetune
+    from tinyship.compress import distill, finetune, weights_digest
     from tinyship.export.exporting import export
     from tinyship.export.report import compression_report
 
+    check_recipe(config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.teacher:
@@ -50,6 +52,7 @@ def compress(config: CompressConfig) -> Path:
         "student",
         distill,
         replace(config.distill, teacher=str(teacher), output_dir=str(out / "student"), data=config.data),
+        teacher_sha256=weights_digest(teacher),
     )
     print("== bundle")
     candidates_dir = out / "candidates"
@@ -65,18 +68,30 @@ def compress(config: CompressConfig) -> Path:
     return bundle
 
 
-def _run_stage(name: str, verb, stage_config) -> Path:
-    """Run a training stage, or reuse its directory when it was made with the same settings."""
+def _run_stage(name: str, verb, stage_config, **made_from) -> Path:
+    """Run a training stage, or reuse its directory when it was made with the same settings from the same inputs."""
     out = Path(stage_config.output_dir)
-    settings = json.loads(json.dumps(asdict(stage_config), default=str))
     if (out / STAGE_FILE).is_file():
-        made_with = json.loads((out / STAGE_FILE).read_text(encoding="utf-8")).get("config")
-        if made_with == settings:
+        try:
+            made = json.loads((out / STAGE_FILE).read_text(encoding="utf-8"))
+        except ValueError:
+            raise TinyshipError(f"{out / STAGE_FILE} is damaged: delete {out} to redo the stage") from None
+        if made.get("config") == settings(stage_config) and all(made.get(k) == v for k, v in made_from.items()):
             print(f"== {name}: reusing {out} (same settings)")
             return out
-        raise TinyshipError(f"{out} was made with other settings: delete it, or choose another --out")
+        raise TinyshipError(f"{out} was made with other settings or another teacher: delete it, or choose another --out")
     print(f"== {name}")
     return Path(verb(stage_config))
+
+
+def check_recipe(config: CompressConfig) -> None:
+    """Catch what would otherwise fail only after the training stages have run."""
+    from tinyship.export.quantization import QUANTIZERS
+
+    if config.export.quantize != "none" and config.export.quantize not in QUANTIZERS:
+        raise TinyshipError(f"unknown quantize {config.export.quantize!r}: use none or {', '.join(QUANTIZERS)}")
+    if config.distill.layers is not None and config.distill.student_layers is not None:
+        raise TinyshipError("distill: give either student_layers or layers, not both")
 
 
 def load_recipe(path: str | Path) -> CompressConfig:
@@ -109,7 +124,37 @@ def from_dict(cls, values, where: str):
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
             value = from_dict(kind, value, f"{where}, {key}")
-        elif key == "labels" and value is not None:
-            value = tuple(value)
-        kwargs[key] = value
+        elif not _matches(value, kind):
+            raise TinyshipError(f"{where}: {key} is {value!r}; expected {_describe(kind)}")
+        as_tuple = isinstance(value, list) and any(typing.get_origin(o) is tuple for o in _options(kind))
+        kwargs[key] = tuple(value) if as_tuple else value
     return cls(**kwargs)
+
+
+def _options(kind) -> tuple:
+    """The types a field accepts: the members of a union, or the type itself."""
+    return typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
+
+
+def _matches(value, kind) -> bool:
+    """Whether a YAML value fits a config field's type (str, int, float, bool, list[int], tuple[str, ...], or None)."""
+    if len(_options(kind)) > 1:
+        return any(_matches(value, option) for option in _options(kind))
+    if kind is type(None):
+        return value is None
+    if typing.get_origin(kind) in (list, tuple):
+        item = typing.get_args(kind)[0]
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _describe(kind) -> str:
+    if len(_options(kind)) > 1:
+        return " or ".join(_describe(option) for option in _options(kind))
+    if typing.get_origin(kind) in (list, tuple):
+        return f"a list of {_describe(typing.get_args(kind)[0])}"
+    return "null" if kind is type(None) else kind.__name__

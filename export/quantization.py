@@ -25,11 +25,13 @@ def dynamic_u8s8(fp32: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
     prepared = out.with_name(out.stem + ".prepared.onnx")
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    quantize_dynamic(
-        prepared,
-        out,
-        weight_type=QuantType.QInt8,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    prepared.unlink()
+    try:
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(
+            prepared,
+            out,
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        prepared.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ at batch 1 on a typical input (the test text of median token count), on one thre
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import platform
@@ -21,7 +22,8 @@ from tinyship.export.bundling import versions
 from tinyship.export.exporting import accuracy, model_labels
 from tinyship.export.quantization import QUANTIZERS
 from tinyship.runtime.data import DataConfig, Examples, load_examples
-from tinyship.runtime.predictor import load_tokenizer
+from tinyship.runtime.files import write_text_atomic
+from tinyship.runtime.predictor import TextClassifier, load_tokenizer
 
 WARMUP, REPEAT = 20, 200
 SPEED_FLAGS = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "i8mm"}
@@ -61,7 +63,8 @@ def torch_row(name: str, model_dir: Path, test: Examples, typical: dict, max_len
     with torch.inference_mode():
         for start in tqdm(range(0, len(rows), 64), desc=f"{name}: test accuracy", leave=False):
             predicted += model(**collate(rows[start : start + 64])).logits.argmax(-1).tolist()
-        inputs = {k: torch.from_numpy(v) for k, v in typical.items()}
+        accepted = inspect.signature(model.forward).parameters
+        inputs = {k: torch.from_numpy(v) for k, v in typical.items() if k in accepted}
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -71,7 +74,7 @@ def torch_row(name: str, model_dir: Path, test: Examples, typical: dict, max_len
     return {
         "model": name,
         "accuracy": float(np.mean(np.array(predicted) == np.array(test.labels))),
-        "size_bytes": (model_dir / "model.safetensors").stat().st_size,
+        "size_bytes": sum(p.stat().st_size for p in model_dir.glob("*.safetensors")),
         "parameters": sum(p.numel() for p in model.parameters()),
         **timing,
     }
@@ -88,7 +91,7 @@ def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typic
     feed = {i.name: typical[i.name] for i in session.get_inputs()}
     return {
         "model": name,
-        "accuracy": accuracy(model_file, model_dir / "tokenizer.json", labels, test, max_length),
+        "accuracy": accuracy(TextClassifier(model_file, model_dir / "tokenizer.json", labels, max_length=max_length), test),
         "size_bytes": model_file.stat().st_size,
         "parameters": parameters,  # those of the PyTorch model it was exported from
         **latency_ms(lambda: session.run(None, feed)),
@@ -108,7 +111,7 @@ def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[st
     for row in rows:
         row["speedup"] = teacher["median_ms"] / row["median_ms"]
         row["size_reduction"] = teacher["size_bytes"] / row["size_bytes"]
-        row["accuracy_kept"] = row["accuracy"] / teacher["accuracy"]
+        row["accuracy_kept"] = row["accuracy"] / teacher["accuracy"] if teacher["accuracy"] else None
     report = {
         "test_set": test.source,
         "test_examples": len(test),
@@ -118,8 +121,8 @@ def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[st
         "versions": versions(),
         "rows": rows,
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "report.md").write_text(markdown(report), encoding="utf-8")
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out_dir / "report.md", markdown(report))
     return report
 
 
@@ -151,7 +154,7 @@ def markdown(report: dict) -> str:
     ]
     for r in report["rows"]:
         lines.append(
-            f"| {r['model']} | {r['accuracy']:.4f} | {r['accuracy_kept']:.1%} | {r['size_bytes'] / 1e6:.1f} | "
+            f"| {r['model']} | {r['accuracy']:.4f} | {'n/a' if r['accuracy_kept'] is None else format(r['accuracy_kept'], '.1%')} | {r['size_bytes'] / 1e6:.1f} | "
             f"{r['size_reduction']:.1f}x | {r['parameters'] / 1e6:.1f} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | "
             f"{r['speedup']:.1f}x |"
         )

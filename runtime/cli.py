@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import entry_points
 from typing import Callable
 
@@ -59,14 +60,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 3
     except KeyboardInterrupt:
-        print(f"tinyship {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"tinyship {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def optional_flag(parser, flag: str, help: str, **kwargs) -> None:
+    """A flag that is absent from the parsed arguments unless given, so it overrides a config only when used."""
+    parser.add_argument(flag, default=argparse.SUPPRESS, help=help, **kwargs)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that choose a data set: a built-in one, or the user's own files. Unset flags keep the config's value."""
     group = parser.add_argument_group("data (a built-in set, or your own CSV/TSV/JSONL files)")
-    add = lambda flag, help, **kw: group.add_argument(flag, default=argparse.SUPPRESS, help=help, **kw)  # noqa: E731
+    add = partial(optional_flag, group)
     d = DataConfig()
     add("--dataset", f"built-in set: rotten_tomatoes or imdb (default: {d.dataset})")
     add("--train-file", "your training file (.csv, .tsv or .jsonl); replaces --dataset")

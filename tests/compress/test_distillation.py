@@ -1,8 +1,11 @@
+import json
+
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tinyship.compress import DistillConfig, distill, student_from_teacher, uniform_layers
+from tinyship.compress import LOSSES, DistillConfig, distill, student_from_teacher, uniform_layers, weights_digest
+from tinyship.runtime.data import load_examples
 from tinyship.runtime.errors import TinyshipError
 
 
@@ -39,18 +42,40 @@ def test_bad_layers_are_refused(tiny_model_dir, layers):
         student_from_teacher(teacher, layers)
 
 
-def test_distill_saves_a_reloadable_student_that_moved_toward_the_teacher(tiny_model_dir, small_data, tmp_path):
+def prediction_loss(student, teacher, tokenizer, texts):
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        return LOSSES["prediction"](student.eval()(**batch).logits, teacher.eval()(**batch).logits).item()
+
+
+def test_distill_saves_a_reloadable_student_closer_to_the_teacher(tiny_model_factory, small_data, tmp_path):
+    tiny_model_dir = tiny_model_factory(tmp_path / "teacher", initializer_range=0.5)  # layers matter
     out = tmp_path / "student"
-    config = DistillConfig(teacher=str(tiny_model_dir), output_dir=str(out), data=small_data, epochs=2,
+    config = DistillConfig(teacher=str(tiny_model_dir), output_dir=str(out), data=small_data, epochs=3,
                            batch_size=16, learning_rate=1e-3)
     assert distill(config) == out
     student = AutoModelForSequenceClassification.from_pretrained(out)
     assert student.config.num_hidden_layers == 2 and student.config.id2label == {0: "negative", 1: "positive"}
-    assert (out / "tokenizer.json").is_file() and (out / "tinyship_stage.json").is_file()
-    assert not (tmp_path / "student.checkpoints").exists()
-    initial = student_from_teacher(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir), [2, 4])
-    assert not torch.equal(student.classifier.weight, initial.classifier.weight)
+    assert (out / "tokenizer.json").is_file() and not (tmp_path / "student.checkpoints").exists()
+    stage = json.loads((out / "tinyship_stage.json").read_text())
+    assert stage["teacher_sha256"] == weights_digest(tiny_model_dir) and stage["config"]["layers"] is None
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    initial = student_from_teacher(teacher, [2, 4])
+    texts = load_examples(small_data, "train").texts
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    # soft cross-entropy = entropy(teacher) + KL(teacher || student): lower means closer to the teacher
+    before, after = (prediction_loss(m, teacher, tokenizer, texts) for m in (initial, student))
+    entropy = prediction_loss(teacher, teacher, tokenizer, texts)
+    assert after - entropy < 0.8 * (before - entropy)
     with pytest.raises(TinyshipError, match="already exists.*--force"):
+        distill(config)
+
+
+def test_layer_count_and_layer_list_are_exclusive(tiny_model_dir, small_data, tmp_path):
+    config = DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
+                           student_layers=2, layers=[1, 2])
+    with pytest.raises(TinyshipError, match="not both"):
         distill(config)
 
 

@@ -4,7 +4,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, TrainerCallback
 
 from tinyship.compress import FinetuneConfig, finetune
-from tinyship.compress.training import load_tokenizer, train
+from tinyship.compress.training import hf_tokenizer, train
 from tinyship.runtime.data import load_examples
 from tinyship.runtime.errors import TinyshipError
 
@@ -31,12 +31,12 @@ class Interrupt(TrainerCallback):
             raise KeyboardInterrupt
 
 
-def run(tiny_model_dir, small_data, out, callbacks=()):
-    config = FinetuneConfig(output_dir=str(out), data=small_data, epochs=2, batch_size=16, save_steps=3)
+def run(tiny_model_dir, small_data, out, callbacks=(), **settings):
+    config = FinetuneConfig(output_dir=str(out), data=small_data, **{"epochs": 2, "batch_size": 16, "save_steps": 3, **settings})
     names = ["negative", "positive"]
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     train_set, validation = load_examples(small_data, "train", names), load_examples(small_data, "validation", names)
-    return train(model, load_tokenizer(tiny_model_dir), config, train_set, validation, callbacks=list(callbacks))
+    return train(model, hf_tokenizer(tiny_model_dir), config, train_set, validation, callbacks=list(callbacks))
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, small_data, tmp_path):
@@ -54,3 +54,11 @@ def test_existing_output_is_refused_without_force(tiny_model_dir, small_data, tm
     (tmp_path / "teacher").mkdir()
     with pytest.raises(TinyshipError, match="already exists: pass --force"):
         finetune(FinetuneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "teacher"), data=small_data))
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(tiny_model_dir, small_data, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_model_dir, small_data, tmp_path / "out", [Interrupt(step=3)])
+    with pytest.raises(TinyshipError, match="interrupted run with other settings.*--force"):
+        run(tiny_model_dir, small_data, tmp_path / "out", learning_rate=1e-3)
+    assert run(tiny_model_dir, small_data, tmp_path / "out", learning_rate=1e-3, force=True).is_dir()

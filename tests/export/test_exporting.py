@@ -40,6 +40,14 @@ def test_int8_bundle_is_u8s8_smaller_and_close_to_fp32(int8_bundle, fp32_bundle)
     assert sorted(p.name for p in candidates.iterdir()) == ["dynamic", "fp32"]
 
 
+def test_rerun_into_the_same_candidates_dir_keeps_no_stale_candidate(int8_bundle, tiny_model_dir, small_data):
+    bundle, candidates = int8_bundle
+    export(ExportConfig(model=str(tiny_model_dir), output=str(bundle), quantize="none", data=small_data,
+                        candidates_dir=str(candidates), force=True))
+    assert sorted(p.name for p in candidates.iterdir()) == ["fp32"]
+    assert read_manifest(bundle)["precision"] == "fp32"
+
+
 def test_dynamic_axes_take_any_batch_and_length(fp32_bundle):
     classify = load(fp32_bundle, batch_size=8)
     for batch in (1, 3, 8):
@@ -75,3 +83,8 @@ def test_bad_inputs(tiny_model_dir, small_data, tmp_path):
         export(ExportConfig(model=str(tmp_path / "no_tokenizer"), output=str(tmp_path / "b"), data=small_data))
     with pytest.raises(TinyshipError, match="no model directory"):
         export(ExportConfig(model=str(tmp_path / "nothing"), output=str(tmp_path / "b")))
+    config = json.loads((tmp_path / "no_tokenizer" / "config.json").read_text())
+    (tmp_path / "no_tokenizer" / "config.json").write_text(json.dumps({**config, "id2label": {"0": "a", "5": "b"}}))
+    (tmp_path / "no_tokenizer" / "tokenizer.json").write_bytes((tiny_model_dir / "tokenizer.json").read_bytes())
+    with pytest.raises(TinyshipError, match=r"id2label must map ids 0..1"):
+        export(ExportConfig(model=str(tmp_path / "no_tokenizer"), output=str(tmp_path / "b"), data=small_data))

@@ -1,9 +1,10 @@
 import json
 
 import pytest
+from transformers import AutoModelForSequenceClassification
 
 from tinyship.compress import DistillConfig, FinetuneConfig
-from tinyship.export import CompressConfig, compress, load_recipe
+from tinyship.export import CompressConfig, ExportConfig, compress, load_recipe
 from tinyship.export.cli import _configure_compress, compress_config_from_args
 from tinyship.runtime import load
 from tinyship.runtime.errors import TinyshipError
@@ -21,18 +22,37 @@ def test_pipeline_writes_bundle_and_report_and_reuses_finished_stages(tiny_model
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     names = [row["model"] for row in report["rows"]]
     assert names == ["teacher (PyTorch fp32)", "student (PyTorch fp32)", "student (ONNX fp32)", "student (ONNX int8 dynamic)"]
-    teacher, student = report["rows"][0], report["rows"][1]
-    assert teacher["parameters"] > student["parameters"] and teacher["speedup"] == 1.0
-    assert all(0 <= row["accuracy"] <= 1 and row["median_ms"] <= row["p99_ms"] for row in report["rows"])
+    teacher, student, onnx_fp32, int8 = report["rows"]
+    assert teacher["parameters"] > student["parameters"] == onnx_fp32["parameters"]
+    assert student["accuracy"] == pytest.approx(onnx_fp32["accuracy"], abs=2 / report["test_examples"])
+    assert int8["size_bytes"] < 0.5 * onnx_fp32["size_bytes"]
+    assert int8["size_reduction"] == pytest.approx(teacher["size_bytes"] / int8["size_bytes"])
+    assert int8["speedup"] == pytest.approx(teacher["median_ms"] / int8["median_ms"])
     assert report["latency"]["threads"] == 1 and report["latency"]["batch_size"] == 1
     assert report["machine"]["cpu"] and isinstance(report["machine"]["flags"], list)
     assert (tmp_path / "run" / "report.md").read_text().count("| student") == 3
 
+    capsys.readouterr()
     compress(config)  # finished stages are reused, not retrained
-    assert "teacher: reusing" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "teacher: reusing" in out and "student: reusing" in out
     changed = CompressConfig(**{**config.__dict__, "distill": DistillConfig(epochs=2, batch_size=16)})
     with pytest.raises(TinyshipError, match="made with other settings"):
         compress(changed)
+
+    teacher_dir = tmp_path / "run" / "teacher"  # a retrained teacher makes the old student stale
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    model.classifier.bias.data += 1
+    model.save_pretrained(teacher_dir)
+    with pytest.raises(TinyshipError, match="another teacher"):
+        compress(config)
+
+
+def test_bad_quantize_is_refused_before_any_training(tmp_path):
+    config = CompressConfig(output_dir=str(tmp_path / "run"), export=ExportConfig(quantize="int3"))
+    with pytest.raises(TinyshipError, match="unknown quantize 'int3'"):
+        compress(config)
+    assert not (tmp_path / "run" / "teacher").exists()
 
 
 def test_recipe_and_flags(tmp_path):
@@ -60,6 +80,9 @@ def test_recipe_and_flags(tmp_path):
         ("export: {model: elsewhere}", "unknown key 'model'"),
         ("distill: 3", "expected a mapping"),
         ("data: [", "not valid YAML"),
+        ("data: {labels: 'neg,pos'}", "data: labels is 'neg,pos'; expected a list of str or null"),
+        ("distill: {layers: 3}", "layers is 3; expected a list of int or null"),
+        ("distill: {epochs: three}", "epochs is 'three'; expected float"),
     ],
 )
 def test_bad_recipes_name_the_problem(tmp_path, text, message):

@@ -46,3 +46,20 @@ def test_newer_format_is_refused(bundle_copy):
     path.write_text(json.dumps({**manifest, "format_version": FORMAT_VERSION + 1}))
     with pytest.raises(TinyshipError, match="newer than this tinyship reads.*upgrade"):
         load(bundle_copy)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: [1, 2], "no format_version"),
+        (lambda m: {k: v for k, v in m.items() if k != "files"}, "no valid 'files'"),
+        (lambda m: {**m, "files": {}}, "the model file 'model.onnx' has no checksum"),
+        (lambda m: {k: v for k, v in m.items() if k != "labels"}, "no valid 'labels'"),
+        (lambda m: {**m, "files": {**m["files"], "../model.onnx": "0"}}, "outside the bundle"),
+    ],
+)
+def test_manifest_that_skips_or_escapes_checks_is_refused(bundle_copy, edit, message):
+    path = bundle_copy / MANIFEST_NAME
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    with pytest.raises(TinyshipError, match=message):
+        load(bundle_copy)

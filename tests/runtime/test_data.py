@@ -23,6 +23,17 @@ def test_builtin_splits_are_fixed_disjoint_and_deduplicated(dataset, sizes):
     assert 0.4 < sum(splits["test"].labels) / len(splits["test"]) < 0.6
 
 
+def test_builtin_labels_follow_the_models_names_in_any_order():
+    plain = load_examples(DataConfig(limit=20), "test")
+    swapped = load_examples(DataConfig(limit=20), "test", ["positive", "negative"])
+    assert swapped.texts == plain.texts and swapped.labels == [1 - label for label in plain.labels]
+
+
+def test_limit_must_be_positive():
+    with pytest.raises(TinyshipError, match="limit 0"):
+        load_examples(DataConfig(limit=0), "train")
+
+
 def test_builtin_limit_is_a_fixed_mixed_sample_with_model_label_names():
     examples = load_examples(DataConfig(limit=40), "validation", ["neg", "pos"])
     assert len(examples) == 40 and examples.label_names == ["neg", "pos"]
@@ -48,6 +59,18 @@ def test_user_csv_tsv_jsonl_with_custom_columns_and_pairs(tmp_path):
     assert train.inputs() == [("hi, there", "b"), ("bye", "c")]
     test = load_examples(DataConfig(train_file=csv_file, validation_file=tsv_file, test_file=jsonl_file, **columns), "test")
     assert test.texts == ["hi"] and test.labels == [0]
+
+
+def test_test_file_without_validation_file(tmp_path):
+    train = write(tmp_path / "train.csv", "text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(50)))
+    test = write(tmp_path / "test.csv", "text,label\nx,1\n")
+    examples = load_examples(DataConfig(train_file=train, test_file=test), "test")
+    assert examples.texts == ["x"] and examples.source == test
+
+
+def test_jsonl_text_may_hold_unicode_line_separators(tmp_path):
+    path = write(tmp_path / "d.jsonl", json.dumps({"text": "a\u2028b", "label": "1"}, ensure_ascii=False) + "\n")
+    assert load_examples(DataConfig(train_file=path, validation_file=path), "validation").texts == ["a\u2028b"]
 
 
 def test_validation_held_out_from_train_file(tmp_path):

@@ -51,9 +51,20 @@ def test_labels_and_probabilities(fp32_bundle):
 
 
 def test_long_input_is_truncated_not_dropped(fp32_bundle):
-    classify = load(fp32_bundle)
-    long_text = "good " * 5000
-    assert classify.logits([long_text, "ok"]).shape == (2, 2)
+    classify = load(fp32_bundle)  # max_length 64
+    long_text = " ".join(f"w{i % 7}" if i % 2 else "good" for i in range(5000))
+    encoding = classify.tokenizer.encode(long_text)
+    assert len(encoding.ids) == 64
+    kept = long_text[: encoding.offsets[-2][1]]  # the text the 62 tokens between [CLS] and [SEP] cover
+    assert classify.tokenizer.encode(kept).ids == encoding.ids
+    np.testing.assert_allclose(classify.logits([long_text, "ok"])[0], classify.logits(kept)[0], atol=1e-6)
+
+
+def test_bad_settings_get_clear_errors(fp32_bundle):
+    with pytest.raises(TinyshipError, match="top_k -1"):
+        load(fp32_bundle)("text", top_k=-1)
+    with pytest.raises(TinyshipError, match="batch_size 0"):
+        load(fp32_bundle, batch_size=0)
 
 
 @pytest.mark.parametrize("bad", [[], None, [1, "a"], ["a", None], [("a",)], 3.5])
