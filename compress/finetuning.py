@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, set_seed
 from transformers.utils import logging
 
 from tinyship.compress.config import FinetuneConfig
@@ -20,6 +20,7 @@ def finetune(config: FinetuneConfig) -> Path:
     train_set = load_examples(config.data, "train")
     validation_set = load_examples(config.data, "validation", train_set.label_names)
     names = train_set.label_names
+    set_seed(config.seed)  # the new head's initial weights, so that a rerun gives the same teacher
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # a new classification head is the point here, not a warning
     try:

@@ -19,6 +19,7 @@ from tinyship.compress.config import STAGE_FILE, DistillConfig, FinetuneConfig, 
 from tinyship.export.config import ExportConfig
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.files import check_model_dir
 
 OWNED_BY_PIPELINE = {"output_dir", "output", "data", "teacher", "candidates_dir", "force"}
 
@@ -45,7 +46,7 @@ def compress(config: CompressConfig) -> Path:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.teacher:
-        teacher = Path(config.teacher)
+        teacher = check_model_dir(config.teacher)
     else:
         teacher = _run_stage("teacher", finetune, replace(config.finetune, output_dir=str(out / "teacher"), data=config.data))
     student = _run_stage(

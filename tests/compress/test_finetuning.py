@@ -20,6 +20,20 @@ def test_finetune_saves_a_classifier_with_label_names(tiny_model_dir, small_data
     )
 
 
+def test_finetune_is_reproducible_from_a_headless_model(tiny_model_dir, small_data, tmp_path):
+    from transformers import BertModel
+
+    BertModel.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "base")  # no classifier: a fresh head
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (tmp_path / "base" / name).write_bytes((tiny_model_dir / name).read_bytes())
+    runs = [
+        load_file(finetune(FinetuneConfig(model=str(tmp_path / "base"), output_dir=str(tmp_path / f"run{i}"),
+                                          data=small_data, epochs=1, batch_size=16)) / "model.safetensors")
+        for i in range(2)
+    ]
+    assert all(torch.equal(runs[0][name], runs[1][name]) for name in runs[0])
+
+
 class Interrupt(TrainerCallback):
     """Stop training as a kill would, after a given step (after that step's checkpoint, if any)."""
 

@@ -53,6 +53,8 @@ def test_bad_quantize_is_refused_before_any_training(tmp_path):
     with pytest.raises(TinyshipError, match="unknown quantize 'int3'"):
         compress(config)
     assert not (tmp_path / "run" / "teacher").exists()
+    with pytest.raises(TinyshipError, match="no model directory at"):
+        compress(CompressConfig(output_dir=str(tmp_path / "run"), teacher=str(tmp_path / "missing")))
 
 
 def test_recipe_and_flags(tmp_path):
