@@ -1,4 +1,4 @@
-"""What the training stages share: model directories, tokenized data, and a Trainer run that
+"""What the training stages share: the built-in base model, tokenized data, and a Trainer run that
 checkpoints, resumes after a kill, and saves its result atomically."""
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from tinyship.compress.config import STAGE_FILE, TrainingConfig, settings
 from tinyship.runtime.data import Examples
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import refuse_existing, writing_directory
-
 
 
 def default_base_model() -> str:
