@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from tinyship.runtime.data import DataConfig
+from tinyship.runtime.errors import TinyshipError
 
 STAGE_FILE = "tinyship_stage.json"  # beside each trained model: the config and metrics that made it
 
@@ -53,3 +54,7 @@ class DistillConfig(TrainingConfig):
     learning_rate: float = 1e-4
     temperature: float = 1.0  # prediction loss: soft cross-entropy of z_T/t and z_S/t
     hard_label_weight: float = 0.0  # weight of cross-entropy against the true labels (TinyBERT: 0)
+
+    def __post_init__(self):
+        if self.layers is not None and self.student_layers is not None:
+            raise TinyshipError("give either the student's layer count or the teacher layers it keeps, not both")

@@ -78,8 +78,6 @@ def distill(config: DistillConfig) -> Path:
     train_set = load_examples(config.data, "train", names)
     validation_set = load_examples(config.data, "validation", names)
     count = len(encoder_layers(teacher))
-    if config.layers is not None and config.student_layers is not None:
-        raise TinyshipError("give either the student's layer count or the teacher layers it keeps, not both")
     if config.layers is None:
         layers = uniform_layers(count, max(1, count // 2) if config.student_layers is None else config.student_layers)
     else:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tinyship.export.quantization import QUANTIZERS
 from tinyship.runtime.data import DataConfig
+from tinyship.runtime.errors import TinyshipError
 
 
 @dataclass
@@ -19,3 +21,7 @@ class ExportConfig:
     parity_atol: float = 1e-4  # largest allowed |ONNX - PyTorch| logit difference
     candidates_dir: str | None = None  # keep every candidate model here (default: a temporary directory)
     force: bool = False  # replace an existing bundle at output
+
+    def __post_init__(self):
+        if self.quantize != "none" and self.quantize not in QUANTIZERS:
+            raise TinyshipError(f"unknown quantize {self.quantize!r}: use none or {', '.join(QUANTIZERS)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from tinyship.export.bundling import check_bundle_output, write_bundle
 from tinyship.export.config import ExportConfig
 from tinyship.export.onnx_export import TASK, check_parity, to_onnx
-from tinyship.export.quantization import QUANTIZERS
+from tinyship.export.quantization import QUANTIZERS, precision_of
 from tinyship.runtime.data import load_examples
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
@@ -37,8 +37,6 @@ def accuracy(classify: TextClassifier, examples) -> float:
 
 def export(config: ExportConfig) -> Path:
     """Write the bundle and return its path; candidates_dir (if set) keeps each candidate as PRECISION/model.onnx."""
-    if config.quantize != "none" and config.quantize not in QUANTIZERS:
-        raise TinyshipError(f"unknown --quantize {config.quantize!r}: use none or {', '.join(QUANTIZERS)}")
     out = Path(config.output)
     check_bundle_output(out, config.force)
     model_dir = check_model_dir(config.model)
@@ -80,7 +78,7 @@ def _export(config: ExportConfig, model_dir: Path, labels: list[str], validation
             "max_length": config.data.max_length,
             "inputs": inputs[shipped],
             "outputs": ["logits"],
-            "precision": QUANTIZERS[shipped].precision if shipped in QUANTIZERS else "fp32",
+            "precision": precision_of(shipped),
             "quantization": config.quantize,
             "metrics": {
                 **measured[shipped],

@@ -42,7 +42,6 @@ def compress(config: CompressConfig) -> Path:
     from tinyship.export.exporting import export
     from tinyship.export.report import compression_report
 
-    check_recipe(config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.teacher:
@@ -83,16 +82,6 @@ def _run_stage(name: str, verb, stage_config, **made_from) -> Path:
         raise TinyshipError(f"{out} was made with other settings or another teacher: delete it, or choose another --out")
     print(f"== {name}")
     return Path(verb(stage_config))
-
-
-def check_recipe(config: CompressConfig) -> None:
-    """Catch what would otherwise fail only after the training stages have run."""
-    from tinyship.export.quantization import QUANTIZERS
-
-    if config.export.quantize != "none" and config.export.quantize not in QUANTIZERS:
-        raise TinyshipError(f"unknown quantize {config.export.quantize!r}: use none or {', '.join(QUANTIZERS)}")
-    if config.distill.layers is not None and config.distill.student_layers is not None:
-        raise TinyshipError("distill: give either student_layers or layers, not both")
 
 
 def load_recipe(path: str | Path) -> CompressConfig:

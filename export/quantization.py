@@ -18,6 +18,11 @@ def register(name: str, precision: str):
     return add
 
 
+def precision_of(name: str) -> str:
+    """The number format a candidate named by its quantizer (or "fp32", the unquantized model) computes in."""
+    return QUANTIZERS[name].precision if name in QUANTIZERS else "fp32"
+
+
 @register("dynamic", precision="int8")
 def dynamic_u8s8(fp32: Path, out: Path) -> None:
     """INT8 dynamic: int8 weights, uint8 activations quantized at run time (u8s8, the fast path on x86 VNNI)."""

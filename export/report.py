@@ -20,7 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 from tinyship.export.bundling import versions
 from tinyship.export.exporting import accuracy, model_labels
-from tinyship.export.quantization import QUANTIZERS
+from tinyship.export.quantization import precision_of
 from tinyship.runtime.data import DataConfig, Examples, load_examples
 from tinyship.runtime.files import write_text_atomic
 from tinyship.runtime.predictor import TextClassifier, load_tokenizer
@@ -105,7 +105,7 @@ def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[st
     rows = [torch_row("teacher (PyTorch fp32)", teacher_dir, test, typical, data.max_length)]
     rows.append(torch_row("student (PyTorch fp32)", student_dir, test, typical, data.max_length))
     for name, path in candidates.items():
-        label = f"{QUANTIZERS[name].precision} {name}" if name in QUANTIZERS else name
+        label = name if precision_of(name) == name else f"{precision_of(name)} {name}"
         rows.append(onnx_row(f"student (ONNX {label})", path, student_dir, test, typical, data.max_length, rows[1]["parameters"]))
     teacher = rows[0]
     for row in rows:

@@ -26,23 +26,6 @@ def refuse_existing(out: Path, force: bool) -> None:
         raise TinyshipError(f"{out} already exists: pass --force to replace it, or choose another --out")
 
 
-def move_into_place(tmp: Path, out: Path) -> Path:
-    """Rename a finished directory to out, replacing what was there: out exists whole or not at all."""
-    if not out.exists():
-        tmp.rename(out)
-        return out
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(old, ignore_errors=True)
-    out.rename(old)
-    try:
-        tmp.rename(out)
-    except OSError:
-        old.rename(out)  # put the previous version back
-        raise
-    shutil.rmtree(old)
-    return out
-
-
 @contextmanager
 def writing_directory(out: Path):
     """Yield an empty directory beside out to fill; on success it replaces out, on failure it is removed."""
@@ -54,7 +37,18 @@ def writing_directory(out: Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    move_into_place(tmp, out)
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except OSError:
+        old.rename(out)  # put the previous version back
+        raise
+    shutil.rmtree(old)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

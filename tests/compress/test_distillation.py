@@ -73,10 +73,9 @@ def test_distill_saves_a_reloadable_student_closer_to_the_teacher(tiny_model_fac
 
 
 def test_layer_count_and_layer_list_are_exclusive(tiny_model_dir, small_data, tmp_path):
-    config = DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
-                           student_layers=2, layers=[1, 2])
     with pytest.raises(TinyshipError, match="not both"):
-        distill(config)
+        distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
+                              student_layers=2, layers=[1, 2]))
 
 
 def test_distill_needs_a_teacher_with_safetensors(tmp_path, small_data):

@@ -74,7 +74,7 @@ def test_parity_reports_each_shape(fp32_bundle, tiny_model_dir):
 
 
 def test_bad_inputs(tiny_model_dir, small_data, tmp_path):
-    with pytest.raises(TinyshipError, match="unknown --quantize 'int4'"):
+    with pytest.raises(TinyshipError, match="unknown quantize 'int4'"):
         export(ExportConfig(model=str(tiny_model_dir), output=str(tmp_path / "b"), quantize="int4"))
     (tmp_path / "no_tokenizer").mkdir()
     for name in ("config.json", "model.safetensors"):

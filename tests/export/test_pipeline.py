@@ -49,9 +49,8 @@ def test_pipeline_writes_bundle_and_report_and_reuses_finished_stages(tiny_model
 
 
 def test_bad_quantize_is_refused_before_any_training(tmp_path):
-    config = CompressConfig(output_dir=str(tmp_path / "run"), export=ExportConfig(quantize="int3"))
     with pytest.raises(TinyshipError, match="unknown quantize 'int3'"):
-        compress(config)
+        compress(CompressConfig(output_dir=str(tmp_path / "run"), export=ExportConfig(quantize="int3")))
     assert not (tmp_path / "run" / "teacher").exists()
     with pytest.raises(TinyshipError, match="no model directory at"):
         compress(CompressConfig(output_dir=str(tmp_path / "run"), teacher=str(tmp_path / "missing")))
