@@ -1,6 +1,6 @@
-"""tinyship.compress: fine-tune a teacher and distil smaller students from it (torch, transformers).
+"""tinyship.compress: fine-tune a teacher, augment its data and distil smaller students (torch, transformers).
 
-One verb and one config per stage: finetune(FinetuneConfig), distill(DistillConfig).
+One verb and one config per stage: finetune(FinetuneConfig), distill(DistillConfig), augment(AugmentConfig).
 The verbs import torch when first used, so the configs stay importable without it.
 """
 
@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import importlib
 
-from tinyship.compress.config import DistillConfig, FinetuneConfig, TrainingConfig
+from tinyship.compress.config import AugmentConfig, DistillConfig, FinetuneConfig, Phase, TrainingConfig
 
 _LAZY = {
     "finetune": "finetuning",
     "distill": "distillation",
-    "student_from_teacher": "distillation",
-    "uniform_layers": "distillation",
+    "augment": "augmentation",
     "weights_digest": "distillation",
+    "student_from_teacher": "students",
+    "uniform_layers": "students",
     "LOSSES": "losses",
 }
 
-__all__ = ["DistillConfig", "FinetuneConfig", "TrainingConfig", *_LAZY]
+__all__ = ["AugmentConfig", "DistillConfig", "FinetuneConfig", "Phase", "TrainingConfig", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -1,33 +1,47 @@
-"""`tinyship finetune` and `tinyship distill`: flags in, the stage's config dataclass out."""
+"""`tinyship finetune`, `tinyship distill` and `tinyship augment`: flags in, the stage's config dataclass out."""
 
 from __future__ import annotations
 
 import argparse
 
-from tinyship.compress.config import DistillConfig, FinetuneConfig, TrainingConfig
+from tinyship.compress.config import (
+    ATTENTION_TARGETS,
+    STAGES,
+    STUDENT_SHAPES,
+    AugmentConfig,
+    DistillConfig,
+    FinetuneConfig,
+    Phase,
+    TrainingConfig,
+    general_phases,
+    task_phases,
+)
 from tinyship.runtime.cli import Command, add_data_arguments, data_config_from_args
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainingConfig) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--out", default=defaults.output_dir, help="output model directory (default: %(default)s)")
-    group.add_argument("--epochs", type=float, default=defaults.epochs, help="default: %(default)s")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="default: %(default)s")
+    group.add_argument(
+        "--grad-accum", type=int, default=defaults.gradient_accumulation_steps,
+        help="batches per optimiser step (default: %(default)s)",
+    )
     group.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="default: %(default)s")
     group.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
     group.add_argument(
         "--save-steps", type=int, default=defaults.save_steps,
         help="checkpoint every N steps; rerunning an interrupted command resumes from the last (default: %(default)s)",
     )
-    group.add_argument("--force", action="store_true", help="replace --out if it already holds a model")
+    group.add_argument("--force", action="store_true", help="replace --out (and any interrupted run's checkpoints)")
 
 
 def training_fields(args: argparse.Namespace) -> dict:
     return dict(
         output_dir=args.out,
         data=data_config_from_args(args),
-        epochs=args.epochs,
         batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
         learning_rate=args.learning_rate,
         seed=args.seed,
         save_steps=args.save_steps,
@@ -37,6 +51,7 @@ def training_fields(args: argparse.Namespace) -> dict:
 
 def _configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="a Hugging Face save_pretrained directory (default: the built-in MiniLM-L6)")
+    parser.add_argument("--epochs", type=float, default=FinetuneConfig.epochs, help="default: %(default)s")
     add_training_arguments(parser, FinetuneConfig())
     add_data_arguments(parser)
 
@@ -44,42 +59,114 @@ def _configure_finetune(parser: argparse.ArgumentParser) -> None:
 def _run_finetune(args: argparse.Namespace) -> None:
     from tinyship.compress import finetune
 
-    print(f"teacher saved to {finetune(FinetuneConfig(model=args.model, **training_fields(args)))}")
-
-
-def _configure_distill(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="a fine-tuned model directory (e.g. from `tinyship finetune`)")
-    student = parser.add_argument_group("student")
-    student.add_argument("--student-layers", type=int, help="layer count, mapped uniformly (default: half the teacher's)")
-    student.add_argument("--layers", type=parse_layers, help="or the teacher layers to keep, 1-based, comma-separated (e.g. 2,4,6)")
-    student.add_argument("--temperature", type=float, default=DistillConfig.temperature, help="default: %(default)s")
-    student.add_argument(
-        "--hard-label-weight", type=float, default=DistillConfig.hard_label_weight,
-        help="weight of the true-label cross-entropy added to the prediction loss (default: %(default)s)",
-    )
-    add_training_arguments(parser, DistillConfig())
-    add_data_arguments(parser)
+    print(f"teacher saved to {finetune(FinetuneConfig(model=args.model, epochs=args.epochs, **training_fields(args)))}")
 
 
 def parse_layers(text: str) -> list[int]:
     try:
         return [int(n) for n in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--layers {text!r}: give comma-separated layer numbers, e.g. 2,4,6") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated layer numbers, e.g. 2,4,6") from None
+
+
+def parse_phase(text: str) -> Phase:
+    """LOSS[=WEIGHT],...:EPOCHS, e.g. `embedding,hidden,attention:2` or `prediction=1,labels=0.5:3`."""
+    try:
+        losses, epochs = text.rsplit(":", 1)
+        weights = {}
+        for item in losses.split(","):
+            name, _, weight = item.partition("=")
+            weights[name.strip()] = float(weight) if weight else 1.0
+        return Phase(weights, float(epochs))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"phase {text!r}: write LOSS[=WEIGHT],...:EPOCHS, e.g. hidden,attention:2 or prediction=1,labels=0.5:3"
+        ) from None
+
+
+def describe_phases(phases: list[Phase]) -> str:
+    return " then ".join(",".join(p.losses) + f":{p.epochs:g}" for p in phases)
+
+
+def _configure_distill(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage", choices=STAGES, default="task",
+                        help="task: a fine-tuned teacher and labelled data; general: a pre-trained teacher and "
+                             "unlabelled text (default: %(default)s)")
+    parser.add_argument("--teacher", help="the teacher's model directory (task: fine-tuned, e.g. by `tinyship finetune`; "
+                                          "general: pre-trained, default the built-in MiniLM-L6)")
+    student = parser.add_argument_group("student (one of)")
+    student.add_argument("--student", help=f"a smaller model directory (e.g. from --stage general), or a shape: "
+                                           f"{', '.join(STUDENT_SHAPES)}")
+    student.add_argument("--student-layers", type=int, help="a layer count, cut from the teacher and mapped uniformly "
+                                                            "(default: half the teacher's layers)")
+    student.add_argument("--layers", type=parse_layers, help="the teacher layers to keep, 1-based, e.g. 2,4,6")
+    method = parser.add_argument_group("method")
+    method.add_argument("--phase", dest="phases", action="append", type=parse_phase,
+                        help="a training phase, LOSS[=WEIGHT],...:EPOCHS, repeat for several; losses: embedding, "
+                             "hidden, attention, prediction, labels (true labels) (default: task "
+                             f"{describe_phases(task_phases())}; general {describe_phases(general_phases())})")
+    method.add_argument("--layer-map", type=parse_layers,
+                        help="the teacher layer each student layer learns from (default: g(m) = m*N/M)")
+    method.add_argument("--attention", choices=ATTENTION_TARGETS, default=DistillConfig.attention,
+                        help="compare attention scores before softmax (TinyBERT) or probabilities (default: %(default)s)")
+    method.add_argument("--temperature", type=float, default=DistillConfig.temperature,
+                        help="of the prediction loss's soft cross-entropy (default: %(default)s)")
+    method.add_argument("--corpus", help="general stage: a text file (one document per line), a folder of .txt "
+                                         "files, or imdb / treebank (built in; default imdb)")
+    method.add_argument("--augmented", help="task stage: a file from `tinyship augment`, trained on in place of the "
+                                            "train split")
+    method.add_argument("--cache-teacher", action="store_true",
+                        help="compute the teacher's logits once and keep them on disk (for a teacher much larger "
+                             "than the student)")
+    add_training_arguments(parser, DistillConfig())
+    add_data_arguments(parser)
 
 
 def _run_distill(args: argparse.Namespace) -> None:
     from tinyship.compress import distill
 
     config = DistillConfig(
-        teacher=args.teacher,
+        stage=args.stage,
+        teacher=args.teacher or "",
+        student=args.student,
         student_layers=args.student_layers,
         layers=args.layers,
+        layer_map=args.layer_map,
+        phases=args.phases,
+        attention=args.attention,
         temperature=args.temperature,
-        hard_label_weight=args.hard_label_weight,
+        corpus=args.corpus,
+        augmented=args.augmented,
+        cache_teacher=args.cache_teacher,
         **training_fields(args),
     )
     print(f"student saved to {distill(config)}")
+
+
+def _configure_augment(parser: argparse.ArgumentParser) -> None:
+    d = AugmentConfig()
+    parser.add_argument("--out", default=d.output, help="the augmented training set, JSONL (default: %(default)s)")
+    candidates = parser.add_argument_group("candidates (word vectors by default; a masked LM adds predictions)")
+    candidates.add_argument("--model", help="the model whose input embeddings give word neighbours (default: the "
+                                            "built-in MiniLM-L6; use your teacher)")
+    candidates.add_argument("--vectors", help="a word-vectors text file (GloVe or word2vec format) instead")
+    candidates.add_argument("--mlm", help="a masked-LM model directory: its predictions replace single-piece words")
+    parser.add_argument("--copies", type=int, default=d.copies, help="augmented copies per example (default: %(default)s)")
+    parser.add_argument("--probability", type=float, default=d.probability,
+                        help="chance that a word is replaced (default: %(default)s)")
+    parser.add_argument("--candidates", type=int, default=d.candidates, help="candidates per word (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    parser.add_argument("--force", action="store_true", help="replace --out")
+    add_data_arguments(parser)
+
+
+def _run_augment(args: argparse.Namespace) -> None:
+    from tinyship.compress import augment
+
+    config = AugmentConfig(output=args.out, data=data_config_from_args(args), model=args.model, vectors=args.vectors,
+                           mlm=args.mlm, copies=args.copies, probability=args.probability,
+                           candidates=args.candidates, seed=args.seed, force=args.force)
+    print(f"augmented training set written to {augment(config)}")
 
 
 FINETUNE = Command(
@@ -88,7 +175,12 @@ FINETUNE = Command(
     run=_run_finetune,
 )
 DISTILL = Command(
-    help="distil a fine-tuned teacher into a student made of a subset of its layers",
+    help="distil a teacher into a smaller student (TinyBERT: general or task stage)",
     configure=_configure_distill,
     run=_run_distill,
+)
+AUGMENT = Command(
+    help="augment a training set by word replacement, for task distillation (TinyBERT)",
+    configure=_configure_augment,
+    run=_run_augment,
 )

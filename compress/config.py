@@ -9,6 +9,13 @@ from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
 
 STAGE_FILE = "tinyship_stage.json"  # beside each trained model: the config and metrics that made it
+INTERMEDIATE_LOSSES = ("embedding", "hidden", "attention")  # need aligned tokens; the rest need only logits
+STUDENT_SHAPES = {  # students built from a config (random weights: give them a general distillation first)
+    "tinybert-4": dict(num_hidden_layers=4, hidden_size=312, intermediate_size=1200, num_attention_heads=12),
+    "tinybert-6": dict(num_hidden_layers=6, hidden_size=768, intermediate_size=3072, num_attention_heads=12),
+}
+STAGES = ("task", "general")
+ATTENTION_TARGETS = ("scores", "probabilities")
 
 
 def settings(config) -> dict:
@@ -24,8 +31,8 @@ class TrainingConfig:
 
     output_dir: str = "runs/model"
     data: DataConfig = field(default_factory=DataConfig)
-    epochs: float = 3.0
     batch_size: int = 32
+    gradient_accumulation_steps: int = 1  # an optimiser step every N batches: batch_size * N examples per step
     learning_rate: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -40,21 +47,90 @@ class FinetuneConfig(TrainingConfig):
 
     output_dir: str = "runs/teacher"
     model: str | None = None  # a save_pretrained directory; None: the built-in MiniLM-L6
+    epochs: float = 3.0
+
+
+@dataclass
+class Phase:
+    """One training run within a distillation: the losses it minimises (name -> weight) and its epochs."""
+
+    losses: dict[str, float]
+    epochs: float
+
+
+def task_phases() -> list[Phase]:
+    """TinyBERT's task distillation: intermediate layers first, then predictions."""
+    return [Phase(dict.fromkeys(INTERMEDIATE_LOSSES, 1.0), 2.0), Phase({"prediction": 1.0}, 3.0)]
+
+
+def general_phases() -> list[Phase]:
+    return [Phase(dict.fromkeys(INTERMEDIATE_LOSSES, 1.0), 1.0)]
 
 
 @dataclass
 class DistillConfig(TrainingConfig):
-    """Distil a fine-tuned teacher into a student made of a subset of its layers."""
+    """Distil a teacher into a smaller student by the TinyBERT method.
+
+    stage "task": a fine-tuned teacher and labelled data (optionally augmented); "general": a pre-trained
+    teacher and an unlabelled corpus, intermediate losses only. The student is a subset of the teacher's
+    layers (default: half of them), a shape from STUDENT_SHAPES, or a smaller model directory.
+    """
 
     output_dir: str = "runs/student"
-    teacher: str = ""  # a fine-tuned save_pretrained directory
-    student_layers: int | None = None  # layer count; None: half the teacher's, mapped uniformly
+    stage: str = "task"
+    teacher: str = ""  # a save_pretrained directory; general stage default: the built-in MiniLM-L6
+    student: str | None = None  # a smaller model directory or a STUDENT_SHAPES name; None: teacher layers
+    student_layers: int | None = None  # with student None: a layer count, mapped uniformly
     layers: list[int] | None = None  # or the teacher layers to keep, 1-based (1 = first Transformer layer)
-    epochs: float = 4.0
-    learning_rate: float = 1e-4
+    layer_map: list[int] | None = None  # the teacher layer each student layer learns from; None: g(m) = m*N/M
+    phases: list[Phase] | None = None  # None: task_phases() or general_phases()
+    attention: str = "scores"  # match attention scores before softmax (TinyBERT) or probabilities
     temperature: float = 1.0  # prediction loss: soft cross-entropy of z_T/t and z_S/t
-    hard_label_weight: float = 0.0  # weight of cross-entropy against the true labels (TinyBERT: 0)
+    learning_rate: float = 1e-4
+    corpus: str | None = None  # general stage: a text file, a folder of .txt files, or imdb / treebank (built in)
+    augmented: str | None = None  # task stage: a file from `tinyship augment`, the training set in place of train
+    cache_teacher: bool = False  # compute the teacher's logits once, on disk, instead of every epoch
 
     def __post_init__(self):
-        if self.layers is not None and self.student_layers is not None:
-            raise TinyshipError("give either the student's layer count or the teacher layers it keeps, not both")
+        if self.stage not in STAGES:
+            raise TinyshipError(f"stage {self.stage!r}: use task or general")
+        if sum(x is not None for x in (self.student, self.student_layers, self.layers)) > 1:
+            raise TinyshipError("give one of: a student (directory or shape), its layer count, or the teacher layers it keeps")
+        if self.attention not in ATTENTION_TARGETS:
+            raise TinyshipError(f"attention {self.attention!r}: use scores or probabilities")
+        if self.phases is None:
+            self.phases = task_phases() if self.stage == "task" else general_phases()
+        self.phases = [Phase(**p) if isinstance(p, dict) else p for p in self.phases]
+        if not self.phases:
+            raise TinyshipError("no phases: give at least one, e.g. prediction:3")
+        for phase in self.phases:
+            if not phase.losses or phase.epochs <= 0:
+                raise TinyshipError(f"phase {phase}: name at least one loss and a positive number of epochs")
+            if self.stage == "general" and set(phase.losses) - set(INTERMEDIATE_LOSSES):
+                raise TinyshipError(
+                    f"general distillation has no labels or task head: use only {', '.join(INTERMEDIATE_LOSSES)}"
+                )
+
+
+@dataclass
+class AugmentConfig:
+    """Augment a labelled training set by word replacement (TinyBERT): each copy replaces words with
+    probability `probability` by one of their `candidates` nearest neighbours or masked-LM predictions."""
+
+    output: str = "runs/augmented.jsonl"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: str | None = None  # whose input embeddings give word neighbours; None: the built-in MiniLM-L6
+    vectors: str | None = None  # or a word-vectors text file (GloVe / word2vec format): neighbours for any word in it
+    mlm: str | None = None  # a masked-LM model directory: candidates for single-piece words
+    copies: int = 20  # augmented copies per example (the originals are kept as well)
+    probability: float = 0.4  # chance that each word is replaced
+    candidates: int = 15  # neighbours / predictions to choose from
+    batch_size: int = 64  # masked-LM forward batch
+    seed: int = 42
+    force: bool = False
+
+    def __post_init__(self):
+        if not 0 <= self.probability <= 1:
+            raise TinyshipError(f"probability {self.probability}: use a value from 0 to 1")
+        if self.copies < 1 or self.candidates < 1:
+            raise TinyshipError("copies and candidates must be at least 1")

@@ -1,101 +1,334 @@
-"""`distill`: a fine-tuned teacher in, a smaller student trained on the teacher's predictions out."""
+"""`distill`: the TinyBERT method (Jiao et al. 2019) on transformers' Trainer.
+
+A distillation is a list of phases, each minimising a weighted sum of named losses for its own epochs:
+task distillation matches embeddings, hidden states and attention maps first, then predictions;
+general distillation matches the intermediate states on an unlabelled, streamed corpus. Every phase
+checkpoints; a rerun of an interrupted command resumes in the phase and step where it stopped.
+"""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+import math
+import os
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
-from transformers import AutoModelForSequenceClassification, Trainer
+from safetensors.torch import load_model, save_model as save_weights
 
-from tinyship.compress.config import DistillConfig
+from tinyship.compress.config import INTERMEDIATE_LOSSES, DistillConfig, Phase, settings
+from tinyship.compress.corpus import TextCorpus, corpus_lines
 from tinyship.compress.losses import LOSSES
-from tinyship.compress.training import check_output, hf_tokenizer, train
+from tinyship.compress.states import States, forward_states
+from tinyship.compress.students import build_student, load_teacher
+from tinyship.compress.training import (
+    PadCollator,
+    SeededTrainer,
+    accuracy_metric,
+    check_output,
+    default_base_model,
+    hf_tokenizer,
+    is_main_process,
+    labelled,
+    prepare_checkpoints,
+    remove_checkpoints,
+    run_trainer,
+    save_model,
+    tokenize,
+)
 from tinyship.runtime.data import load_examples
-from tinyship.runtime.files import check_model_dir, sha256_file
 from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.files import check_model_dir, sha256_file
+
+TERMS = (*INTERMEDIATE_LOSSES, "prediction", "labels")  # what a phase may name
 
 
-def uniform_layers(teacher_layers: int, student_layers: int) -> list[int]:
-    """TinyBERT's mapping g(m) = m * N / M: the 1-based teacher layer each student layer starts from."""
-    if not 1 <= student_layers <= teacher_layers:
-        raise TinyshipError(f"a student of {student_layers} layers from a {teacher_layers}-layer teacher: use 1 to {teacher_layers}")
-    return [m * teacher_layers // student_layers for m in range(1, student_layers + 1)]
+class Student(torch.nn.Module):
+    """The student in training, with learnable projections (one per distilled state) from its width to the
+    teacher's when they differ. Returns the States the phase's losses need."""
+
+    accepts_loss_kwargs = False  # the loss is a batch mean: the Trainer scales it for gradient accumulation
+
+    def __init__(self, model, teacher_width: int, layers: int, phase: Phase, attention: str):
+        super().__init__()
+        self.model = model
+        self.intermediate = bool(set(phase.losses) & set(INTERMEDIATE_LOSSES))
+        self.attention = attention if "attention" in phase.losses else None
+        width = model.config.hidden_size
+        self.projections = None
+        if self.intermediate and width != teacher_width:
+            self.projections = torch.nn.ModuleList(torch.nn.Linear(width, teacher_width) for _ in range(layers + 1))
+
+    def forward(self, **inputs) -> States:
+        if not self.intermediate:
+            return States(self.model(**inputs).logits)
+        layers = range(1, self.model.config.num_hidden_layers + 1) if self.attention else ()
+        return forward_states(self.model, inputs, layers, self.attention or "scores")
 
 
-def encoder_layers(model) -> torch.nn.ModuleList:
-    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise TinyshipError(
-            f"{type(model).__name__} has no encoder.layer list: tinyship builds students of "
-            "BERT-style encoders (bert, roberta, mpnet, electra, ...)"
-        )
-    return layers
+class DistillationTrainer(SeededTrainer):
+    """A Trainer whose loss is the phase's weighted sum of distillation losses against a frozen teacher.
+    The mean of each loss since the last log line is logged beside the total."""
 
-
-def student_from_teacher(teacher, layers: list[int]):
-    """A copy of the teacher that keeps only the given 1-based layers (embeddings and head included)."""
-    count = len(encoder_layers(teacher))
-    if not layers or len(set(layers)) != len(layers) or not all(1 <= n <= count for n in layers):
-        raise TinyshipError(f"layers {layers}: give distinct teacher layer numbers from 1 to {count}")
-    student = copy.deepcopy(teacher)
-    kept = torch.nn.ModuleList(encoder_layers(student)[n - 1] for n in layers)
-    student.base_model.encoder.layer = kept
-    student.config.num_hidden_layers = len(layers)
-    return student
-
-
-class DistillationTrainer(Trainer):
-    """A Trainer whose loss is the prediction loss against a frozen teacher (plus optional hard labels)."""
-
-    def __init__(self, *args, teacher, temperature: float, hard_label_weight: float, **kwargs):
+    def __init__(self, *args, teacher, phase: Phase, layer_map, attention, temperature, cached_logits=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.teacher = teacher.to(self.args.device).eval()
-        self.temperature = temperature
-        self.hard_label_weight = hard_label_weight
+        self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
+        self.phase, self.layer_map, self.attention, self.temperature = phase, layer_map, attention, temperature
+        self.cached_logits = cached_logits
+        self.terms_seen: dict[str, list[float]] = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
-        labels = inputs.pop("labels", None)
-        outputs = model(**inputs)
+        labels, index = inputs.pop("labels", None), inputs.pop("index", None)
+        teacher_inputs = {k.removeprefix("teacher_"): inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
+        student = model(**inputs)
+        teacher = self.teacher_states(teacher_inputs or inputs, index if model.training else None)
+        mask = inputs.get("attention_mask")
+        projections = getattr(getattr(model, "module", model), "projections", None)
+        loss = 0.0
+        for name, weight in self.phase.losses.items():
+            term = getattr(self, f"{name}_loss")(student, teacher, mask, labels, projections)
+            self.terms_seen.setdefault(name, []).append(term.item())
+            loss = loss + weight * term
+        return (loss, {"logits": student.logits}) if return_outputs else loss
+
+    def teacher_states(self, inputs: dict, index) -> States | None:
+        losses = set(self.phase.losses)
         with torch.no_grad():
-            teacher_logits = self.teacher(**inputs).logits
-        loss = LOSSES["prediction"](outputs.logits, teacher_logits, self.temperature)
-        if self.hard_label_weight and labels is not None:
-            loss = loss + self.hard_label_weight * F.cross_entropy(outputs.logits, labels)
-        return (loss, outputs) if return_outputs else loss
+            if losses & set(INTERMEDIATE_LOSSES):
+                layers = sorted(set(self.layer_map)) if "attention" in losses else ()
+                return forward_states(self.teacher, inputs, layers, self.attention)
+            if "prediction" not in losses:
+                return None
+            if self.cached_logits is not None and index is not None:
+                return States(torch.from_numpy(self.cached_logits[index.cpu().numpy()]).to(self.args.device))
+            return States(self.teacher(**inputs).logits)
+
+    def embedding_loss(self, s: States, t: States, mask, labels, projections):
+        return LOSSES["embedding"](s.hidden[0], t.hidden[0], mask, projections[0] if projections else None)
+
+    def hidden_loss(self, s: States, t: States, mask, labels, projections):
+        return sum(
+            LOSSES["hidden"](s.hidden[m], t.hidden[n], mask, projections[m] if projections else None)
+            for m, n in enumerate(self.layer_map, 1)
+        )
+
+    def attention_loss(self, s: States, t: States, mask, labels, projections):
+        return sum(LOSSES["attention"](s.attention[m], t.attention[n], mask) for m, n in enumerate(self.layer_map, 1))
+
+    def prediction_loss(self, s: States, t: States, mask, labels, projections):
+        if s.logits.shape[-1] == 1:
+            return LOSSES["prediction_mse"](s.logits, t.logits)
+        return LOSSES["prediction"](s.logits, t.logits, self.temperature)
+
+    def labels_loss(self, s: States, t: States, mask, labels, projections):
+        return LOSSES["labels"](s.logits, labels)
+
+    def log(self, logs: dict, *args, **kwargs):
+        if "loss" in logs:
+            logs.update({f"loss_{name}": round(float(np.mean(seen)), 6) for name, seen in self.terms_seen.items()})
+            self.terms_seen = {}
+        super().log(logs, *args, **kwargs)
 
 
-def distill(config: DistillConfig) -> Path:
-    """Build a student from the teacher's layers and train it on the teacher's predictions; returns its directory."""
-    check_output(config)
-    if not config.teacher:
-        raise TinyshipError("no teacher: pass --teacher DIR, a fine-tuned model directory (e.g. from `tinyship finetune`)")
-    teacher_dir = check_model_dir(config.teacher)
-    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
-    names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
-    train_set = load_examples(config.data, "train", names)
-    validation_set = load_examples(config.data, "validation", names)
-    count = len(encoder_layers(teacher))
-    if config.layers is None:
-        layers = uniform_layers(count, max(1, count // 2) if config.student_layers is None else config.student_layers)
+def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
+    """Distil config.teacher into a student by config.phases; returns the saved student directory.
+    callbacks: extra transformers TrainerCallbacks."""
+    out = check_output(config)
+    teacher_dir = _teacher_dir(config)
+    teacher = load_teacher(teacher_dir, config.stage)
+    student, student_dir, layer_map = build_student(config, teacher, teacher_dir)
+    teacher_tokenizer, tokenizer = hf_tokenizer(teacher_dir), hf_tokenizer(student_dir)
+    separate = tokenizer.get_vocab() != teacher_tokenizer.get_vocab()
+    pad_ids = {"input_ids": tokenizer.pad_token_id, "teacher_input_ids": teacher_tokenizer.pad_token_id}
+    max_length = config.data.max_length
+
+    if config.stage == "task":
+        names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+        train_set = load_examples(_training_data(config), "train", names)
+        validation_set = load_examples(config.data, "validation", names)
+        train_rows = tokenize(train_set, tokenizer, max_length)
+        teacher_rows = tokenize(train_set, teacher_tokenizer, max_length, prefix="teacher_") if separate else None
+        aligned = not separate or _aligned(train_rows, teacher_rows, tokenizer, teacher_tokenizer)
+        if teacher_rows:
+            train_rows = [{**s, **t} for s, t in zip(train_rows, teacher_rows)]
+        train_data = labelled(train_rows, train_set, indexed=True)
+        eval_rows = tokenize(validation_set, tokenizer, max_length)
+        if separate:
+            eval_rows = [{**s, **t} for s, t in zip(eval_rows, tokenize(validation_set, teacher_tokenizer, max_length, "teacher_"))]
+        eval_data = labelled(eval_rows, validation_set)
+        source = f"{train_set.source}: {len(train_set)} examples"
     else:
-        layers = config.layers
-    student = student_from_teacher(teacher, layers)
-    print(f"distilling {teacher_dir} ({count} layers) into a student of teacher layers {layers} on {train_set.source}")
-    return train(
-        student,
-        hf_tokenizer(teacher_dir),
-        config,
-        train_set,
-        validation_set,
-        trainer_class=DistillationTrainer,
-        teacher=teacher,
-        temperature=config.temperature,
-        hard_label_weight=config.hard_label_weight,
-        record={"teacher_sha256": weights_digest(teacher_dir)},
-    )
+        train_data = TextCorpus(config.corpus or "imdb", tokenizer, max_length, config.seed, teacher_tokenizer if separate else None)
+        aligned = not separate or _aligned_sample(train_data)
+        eval_data = None
+        source = f"corpus {config.corpus or 'imdb'}"
+    phases = _usable_phases(config.phases, aligned, config.stage)
+    _check_heads(teacher, student, phases)
+
+    print(f"distilling {teacher_dir} ({len(teacher.base_model.encoder.layer)} layers, {_size(teacher)}) into a "
+          f"{len(layer_map)}-layer student ({_size(student)}) on {source}; student layer m learns from teacher layer "
+          f"{layer_map}" + (" (projected to the teacher's width)" if student.config.hidden_size != teacher.config.hidden_size else ""))
+    checkpoints = prepare_checkpoints(out, config)
+    record = []
+    for number, phase in enumerate(phases, 1):
+        print(f"phase {number}/{len(phases)}: {', '.join(f'{w:g}*{n}' for n, w in phase.losses.items())} for {phase.epochs:g} epochs")
+        done = checkpoints / f"phase-{number}.safetensors"
+        if done.is_file():
+            load_model(student, done)
+            print(f"  done before: reusing {done}")
+            continue
+        cached = None
+        if config.cache_teacher and "prediction" in phase.losses and config.stage == "task":
+            cached = _cached_logits(teacher, train_data, PadCollator(pad_ids), config, checkpoints / "teacher_logits.npy")
+        wrapper = Student(student, teacher.config.hidden_size, len(layer_map), phase, config.attention)
+        predicts = bool({"prediction", "labels"} & set(phase.losses))
+        trainer = run_trainer(
+            wrapper,
+            config,
+            checkpoints / f"phase-{number}",
+            phase.epochs,
+            train_data,
+            eval_data if predicts else None,
+            trainer_class=DistillationTrainer,
+            max_steps=_streamed_steps(train_data, config, phase.epochs),
+            logging_dir=out.parent / f"{out.name}.logs" / f"phase-{number}",
+            data_collator=PadCollator(pad_ids),
+            compute_metrics=accuracy_metric,
+            callbacks=callbacks,
+            teacher=teacher,
+            phase=phase,
+            layer_map=layer_map,
+            attention=config.attention,
+            temperature=config.temperature,
+            cached_logits=cached,
+        )
+        record.append({"phase": number, "train_loss": trainer.state.log_history[-1].get("train_loss")})
+        if is_main_process():
+            save_weights(student, str(done) + ".tmp")
+            os.replace(str(done) + ".tmp", done)
+        trainer.accelerator.wait_for_everyone()
+    stage = {
+        "config": settings(config),
+        "teacher_sha256": weights_digest(teacher_dir),
+        "layer_map": layer_map,
+        "tokenizers": "same" if not separate else "aligned by position" if aligned else "different: prediction loss only",
+        "phases": record,
+    }
+    if config.stage == "task":
+        stage["validation"] = _evaluate(student, teacher, eval_data, pad_ids, config)
+    save_model(student, tokenizer, out, stage)
+    remove_checkpoints(checkpoints)
+    return out
+
+
+def _teacher_dir(config: DistillConfig) -> Path:
+    if config.teacher:
+        return check_model_dir(config.teacher)
+    if config.stage == "general":
+        return check_model_dir(default_base_model())
+    raise TinyshipError("no teacher: pass --teacher DIR, a fine-tuned model directory (e.g. from `tinyship finetune`)")
+
+
+def _training_data(config: DistillConfig):
+    """The data whose train split is distilled on: the augmented file when given (all of it: setting its
+    validation file keeps the loader from holding out a tenth), else the task data."""
+    if not config.augmented:
+        return config.data
+    return dataclasses.replace(config.data, train_file=config.augmented, validation_file=config.augmented)
+
+
+def _aligned(student_rows: list[dict], teacher_rows: list[dict], tokenizer, teacher_tokenizer) -> bool:
+    """Whether two tokenizers cut every example into the same pieces at the same positions (e.g. MPNet and
+    uncased BERT: same pieces, other ids), so that intermediate states compare position by position."""
+    for s, t in zip(student_rows, teacher_rows):
+        s_ids, t_ids = s["input_ids"], t["teacher_input_ids"]
+        if len(s_ids) != len(t_ids):
+            return False
+        s_pieces = tokenizer.convert_ids_to_tokens(s_ids, skip_special_tokens=True)
+        if s_pieces != teacher_tokenizer.convert_ids_to_tokens(t_ids, skip_special_tokens=True):
+            return False
+    return True
+
+
+def _aligned_sample(corpus: TextCorpus, count: int = 1000) -> bool:
+    rows = [w for _, w in zip(range(count), corpus.windows())]
+    return _aligned(rows, rows, corpus.tokenizer, corpus.teacher_tokenizer)
+
+
+def _usable_phases(phases: list[Phase], aligned: bool, stage: str) -> list[Phase]:
+    """The phases that can run: intermediate losses need tokens aligned between teacher and student."""
+    for phase in phases:
+        unknown = set(phase.losses) - set(TERMS)
+        if unknown:
+            raise TinyshipError(f"unknown loss {sorted(unknown)[0]!r}: use {', '.join(TERMS)}")
+    if aligned:
+        return phases
+    if stage == "general":
+        raise TinyshipError("teacher and student tokenizers split text differently: general distillation needs "
+                           "aligned tokens; give the student the teacher's tokenizer")
+    kept = [Phase({k: w for k, w in p.losses.items() if k not in INTERMEDIATE_LOSSES}, p.epochs) for p in phases]
+    print("teacher and student tokenizers split text differently: the intermediate losses are skipped; "
+          "only the prediction (and label) losses run")
+    return [p for p in kept if p.losses]
+
+
+def _check_heads(teacher, student, phases: list[Phase]) -> None:
+    if any("attention" in p.losses for p in phases):
+        t, s = teacher.config.num_attention_heads, student.config.num_attention_heads
+        if t != s:
+            raise TinyshipError(
+                f"the student has {s} attention heads and the teacher {t}: the attention loss compares them head by "
+                "head; give the student the teacher's head count, or leave attention out of the phases"
+            )
+
+
+def _streamed_steps(train_data, config: DistillConfig, epochs: float) -> int:
+    """A streamed corpus has no length: its step count, from one counting pass (-1 for sized data)."""
+    if hasattr(train_data, "__len__"):
+        return -1
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_epoch = math.ceil(train_data.count() / (config.batch_size * world * config.gradient_accumulation_steps))
+    return max(1, math.ceil(per_epoch * epochs))
+
+
+def _cached_logits(teacher, rows: list[dict], collator, config: DistillConfig, path: Path) -> np.ndarray:
+    """The teacher's logits for every training example, computed once and kept on disk (memory-mapped)."""
+    if not path.is_file() and is_main_process():
+        from tqdm.auto import tqdm
+
+        logits = []
+        keys = [k for k in rows[0] if k not in ("labels", "index")]
+        with torch.no_grad():
+            for start in tqdm(range(0, len(rows), config.batch_size * 2), desc="caching teacher logits"):
+                batch = collator([{k: r[k] for k in keys} for r in rows[start : start + config.batch_size * 2]])
+                inputs = {k.removeprefix("teacher_"): v for k, v in batch.items() if k.startswith("teacher_")} or batch
+                logits.append(teacher(**inputs).logits.float().numpy())
+        with open(f"{path}.tmp", "wb") as f:
+            np.save(f, np.concatenate(logits))
+        os.replace(f"{path}.tmp", path)
+    while not path.is_file():  # other torchrun ranks wait for rank 0's file
+        time.sleep(1)
+    return np.load(path, mmap_mode="r")
+
+
+def _evaluate(student, teacher, eval_data, pad_ids, config: DistillConfig) -> dict:
+    """The final student's validation accuracy (or MSE), as `finetune` records it."""
+    collator = PadCollator(pad_ids)
+    student.eval()
+    logits, labels = [], []
+    with torch.no_grad():
+        for start in range(0, len(eval_data), config.batch_size * 2):
+            batch = collator(eval_data[start : start + config.batch_size * 2])
+            labels.append(batch.pop("labels").numpy())
+            logits.append(student(**{k: v for k, v in batch.items() if not k.startswith("teacher_")}).logits.float().numpy())
+    return {f"eval_{k}": v for k, v in accuracy_metric((np.concatenate(logits), np.concatenate(labels))).items()}
+
+
+def _size(model) -> str:
+    return f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
 
 
 def weights_digest(model_dir: Path) -> str:

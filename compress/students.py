@@ -1,0 +1,85 @@
+"""Students: a subset of the teacher's layers, a shape built from a config, or a smaller model directory;
+and the layer map that says which teacher layer each student layer learns from."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, set_seed
+
+from tinyship.compress.config import STUDENT_SHAPES, DistillConfig
+from tinyship.compress.finetuning import quiet_transformers
+from tinyship.compress.states import encoder_layers
+from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.files import check_model_dir
+
+
+def uniform_layers(teacher_layers: int, student_layers: int) -> list[int]:
+    """TinyBERT's mapping g(m) = m * N / M: the 1-based teacher layer each student layer starts from."""
+    if not 1 <= student_layers <= teacher_layers:
+        raise TinyshipError(f"a student of {student_layers} layers from a {teacher_layers}-layer teacher: use 1 to {teacher_layers}")
+    return [m * teacher_layers // student_layers for m in range(1, student_layers + 1)]
+
+
+def student_from_teacher(teacher, layers: list[int]):
+    """A copy of the teacher that keeps only the given 1-based layers (embeddings and head included)."""
+    count = len(encoder_layers(teacher))
+    if not layers or len(set(layers)) != len(layers) or not all(1 <= n <= count for n in layers):
+        raise TinyshipError(f"layers {layers}: give distinct teacher layer numbers from 1 to {count}")
+    student = copy.deepcopy(teacher)
+    student.base_model.encoder.layer = torch.nn.ModuleList(encoder_layers(student)[n - 1] for n in layers)
+    student.config.num_hidden_layers = len(layers)
+    return student
+
+
+def load_teacher(model_dir: Path, stage: str):
+    """The teacher: a classifier for task distillation, the bare encoder for general distillation."""
+    if stage == "general":
+        return AutoModel.from_pretrained(model_dir)
+    architectures = AutoConfig.from_pretrained(model_dir).architectures or []
+    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+        raise TinyshipError(
+            f"{model_dir} holds {', '.join(architectures) or 'no architecture'}, not a fine-tuned classifier: "
+            "fine-tune it first (`tinyship finetune`), or distil it with --stage general"
+        )
+    return AutoModelForSequenceClassification.from_pretrained(model_dir)
+
+
+def build_student(config: DistillConfig, teacher, teacher_dir: Path) -> tuple[torch.nn.Module, Path, list[int]]:
+    """The student, the directory of its tokenizer, and its layer map (config.layer_map, or the teacher layers it
+    was cut from, or uniform)."""
+    set_seed(config.seed)  # fresh weights (a shape, a new head) are the same on every run
+    teacher_count = len(encoder_layers(teacher))
+    tokenizer_dir = teacher_dir
+    if config.student in STUDENT_SHAPES:
+        shape = {**teacher.config.to_dict(), **STUDENT_SHAPES[config.student]}
+        student = type(teacher)(type(teacher.config).from_dict(shape))
+        cut_from = None
+    elif config.student:
+        tokenizer_dir = check_model_dir(config.student)
+        with quiet_transformers():  # a general student has no task head yet: a fresh one is expected
+            if config.stage == "general":
+                student = AutoModel.from_pretrained(tokenizer_dir)
+            else:
+                student = AutoModelForSequenceClassification.from_pretrained(
+                    tokenizer_dir,
+                    num_labels=teacher.config.num_labels,
+                    id2label=teacher.config.id2label,
+                    label2id=teacher.config.label2id,
+                    problem_type=teacher.config.problem_type,
+                    ignore_mismatched_sizes=True,
+                )
+        cut_from = None
+    else:
+        count = max(1, teacher_count // 2) if config.student_layers is None else config.student_layers
+        cut_from = uniform_layers(teacher_count, count) if config.layers is None else config.layers
+        student = student_from_teacher(teacher, cut_from)
+    student_count = len(encoder_layers(student))
+    layer_map = config.layer_map or cut_from or uniform_layers(teacher_count, student_count)
+    if len(layer_map) != student_count or not all(1 <= n <= teacher_count for n in layer_map):
+        raise TinyshipError(
+            f"layer map {layer_map}: give one teacher layer (1 to {teacher_count}) for each of the student's {student_count} layers"
+        )
+    return student, tokenizer_dir, layer_map
