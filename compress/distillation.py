@@ -205,7 +205,8 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
             temperature=config.temperature,
             cached_logits=cached,
         )
-        record.append({"phase": number, "train_loss": trainer.state.log_history[-1].get("train_loss")})
+        record.append({"phase": number, "steps": trainer.state.global_step,
+                       "train_loss": trainer.state.log_history[-1].get("train_loss")})
         if is_main_process():
             save_weights(student, str(done) + ".tmp")
             os.replace(str(done) + ".tmp", done)
@@ -214,6 +215,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         "config": settings(config),
         "teacher_sha256": weights_digest(teacher_dir),
         "layer_map": layer_map,
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
         "tokenizers": "same" if not separate else "aligned by position" if aligned else "different: prediction loss only",
         "phases": record,
     }

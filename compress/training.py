@@ -149,6 +149,7 @@ def run_trainer(
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+    checkpoints.mkdir(parents=True, exist_ok=True)  # every torchrun rank looks for the last checkpoint here
     trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **trainer_kwargs)
     last = get_last_checkpoint(str(checkpoints))
     if last:

@@ -180,3 +180,69 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tmp_path):
     two = run(tmp_path / "teacher", data, tmp_path / "two", phases=phases, gradient_accumulation_steps=2, batch_size=8)
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-6, msg=name)
+
+
+def tokenizer_with_vocab(path, vocab: list[str]):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+
+
+def teacher_with_tokenizer(path, tokenizer):
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=2,
+                        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["shifted", "characters"])
+def test_a_teacher_with_another_tokenizer(kind, tiny_model_dir, minilm_dir, small_data, tmp_path, capsys):
+    """Ids shifted by 4 (as MPNet against BERT) keep the pieces: intermediate losses align by position.
+    A tokenizer that cuts text otherwise leaves only the prediction loss, and the tool says so."""
+    vocab = (tiny_model_dir / "vocab.txt").read_text().splitlines()
+    if kind == "shifted":
+        vocab = [f"[unused-{i}]" for i in range(4)] + vocab
+    else:
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [c for c in "abcdefghijklmnopqrstuvwxyz"] + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+    teacher = teacher_with_tokenizer(tmp_path / "teacher", tokenizer_with_vocab(tmp_path / "vocab", vocab))
+    out = distill(DistillConfig(teacher=str(teacher), student=str(tiny_model_dir), output_dir=str(tmp_path / "s"),
+                                data=small_data, batch_size=32, layer_map=[1, 1, 2, 2],
+                                phases=[Phase(INTERMEDIATE, 1), Phase({"prediction": 1}, 1)]))
+    stage = json.loads((out / "tinyship_stage.json").read_text())
+    printed = capsys.readouterr().out
+    if kind == "shifted":
+        assert stage["tokenizers"] == "aligned by position" and len(stage["phases"]) == 2
+        assert AutoTokenizer.from_pretrained(teacher)("a film")["input_ids"] == [i + 4 for i in AutoTokenizer.from_pretrained(tiny_model_dir)("a film")["input_ids"]]
+    else:
+        assert stage["tokenizers"] == "different: prediction loss only" and len(stage["phases"]) == 1
+        assert "split text differently: the intermediate losses are skipped" in printed
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(tiny_model_dir).get_vocab()
+
+
+def test_two_processes_under_torchrun(tiny_model_dir, tmp_path):
+    """Data-parallel training on CPU: torchrun starts 2 processes (gloo); each step takes a batch from each."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tinyship = Path(sys.executable).parent / "tinyship"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={port}",
+               str(tinyship), "distill", "--teacher", str(tiny_model_dir), "--out", str(tmp_path / "s"),
+               "--limit", "64", "--max-length", "64", "--batch-size", "8", "--phase", "hidden,attention:1",
+               "--phase", "prediction:1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stage = json.loads((tmp_path / "s" / "tinyship_stage.json").read_text())
+    assert stage["processes"] == 2
+    assert [p["steps"] for p in stage["phases"]] == [4, 4]  # 64 examples / (8 per process * 2 processes)
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "s").config.num_hidden_layers == 2
+    assert not (tmp_path / "s.checkpoints").exists()
