@@ -21,24 +21,21 @@ from safetensors.torch import load_model, save_model as save_weights
 from tinyship.compress.config import INTERMEDIATE_LOSSES, DistillConfig, Phase, settings
 from tinyship.compress.corpus import TextCorpus, corpus_lines
 from tinyship.compress.losses import LOSSES
-from tinyship.compress.states import States, forward_states
+from tinyship.compress.states import States, forward_states, logits_of
 from tinyship.compress.students import build_student, load_teacher
+from tinyship.compress.tasks import Task, metrics
 from tinyship.compress.training import (
     PadCollator,
     SeededTrainer,
-    accuracy_metric,
     check_output,
     default_base_model,
     hf_tokenizer,
     is_main_process,
-    labelled,
     prepare_checkpoints,
     remove_checkpoints,
     run_trainer,
     save_model,
-    tokenize,
 )
-from tinyship.runtime.data import load_examples
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir, sha256_file
 
@@ -63,7 +60,7 @@ class Student(torch.nn.Module):
 
     def forward(self, **inputs) -> States:
         if not self.intermediate:
-            return States(self.model(**inputs).logits)
+            return States(logits_of(self.model(**inputs)))
         layers = range(1, self.model.config.num_hidden_layers + 1) if self.attention else ()
         return forward_states(self.model, inputs, layers, self.attention or "scores")
 
@@ -72,9 +69,11 @@ class DistillationTrainer(SeededTrainer):
     """A Trainer whose loss is the phase's weighted sum of distillation losses against a frozen teacher.
     The mean of each loss since the last log line is logged beside the total."""
 
-    def __init__(self, *args, teacher, phase: Phase, layer_map, attention, temperature, cached_logits=None, **kwargs):
+    def __init__(self, *args, teacher, task: Task | None, phase: Phase, layer_map, attention, temperature,
+                 cached_logits=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
+        self.task = task
         self.phase, self.layer_map, self.attention, self.temperature = phase, layer_map, attention, temperature
         self.cached_logits = cached_logits
         self.terms_seen: dict[str, list[float]] = {}
@@ -104,7 +103,7 @@ class DistillationTrainer(SeededTrainer):
                 return None
             if self.cached_logits is not None and index is not None:
                 return States(torch.from_numpy(self.cached_logits[index.cpu().numpy()]).to(self.args.device))
-            return States(self.teacher(**inputs).logits)
+            return States(logits_of(self.teacher(**inputs)))
 
     def embedding_loss(self, s: States, t: States, mask, labels, projections):
         return LOSSES["embedding"](s.hidden[0], t.hidden[0], mask, projections[0] if projections else None)
@@ -119,12 +118,10 @@ class DistillationTrainer(SeededTrainer):
         return sum(LOSSES["attention"](s.attention[m], t.attention[n], mask) for m, n in enumerate(self.layer_map, 1))
 
     def prediction_loss(self, s: States, t: States, mask, labels, projections):
-        if s.logits.shape[-1] == 1:
-            return LOSSES["prediction_mse"](s.logits, t.logits)
-        return LOSSES["prediction"](s.logits, t.logits, self.temperature)
+        return self.task.prediction(s.logits, t.logits, mask, self.temperature)
 
     def labels_loss(self, s: States, t: States, mask, labels, projections):
-        return LOSSES["labels"](s.logits, labels)
+        return self.task.labels(s.logits, labels)
 
     def log(self, logs: dict, *args, **kwargs):
         if "loss" in logs:
@@ -138,33 +135,33 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     callbacks: extra transformers TrainerCallbacks."""
     out = check_output(config)
     teacher_dir = _teacher_dir(config)
-    teacher = load_teacher(teacher_dir, config.stage)
-    student, student_dir, layer_map = build_student(config, teacher, teacher_dir)
+    teacher, task = load_teacher(teacher_dir, config.stage)
+    student, student_dir, layer_map = build_student(config, teacher, teacher_dir, task)
     teacher_tokenizer, tokenizer = hf_tokenizer(teacher_dir), hf_tokenizer(student_dir)
     separate = tokenizer.get_vocab() != teacher_tokenizer.get_vocab()
-    pad_ids = {"input_ids": tokenizer.pad_token_id, "teacher_input_ids": teacher_tokenizer.pad_token_id}
+    pad_ids = {"input_ids": tokenizer.pad_token_id, "teacher_input_ids": teacher_tokenizer.pad_token_id, "labels": -100}
     max_length = config.data.max_length
 
-    if config.stage == "task":
+    if task:
         names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
-        train_set = load_examples(_training_data(config), "train", names)
-        validation_set = load_examples(config.data, "validation", names)
-        train_rows = tokenize(train_set, tokenizer, max_length)
-        teacher_rows = tokenize(train_set, teacher_tokenizer, max_length, prefix="teacher_") if separate else None
-        aligned = not separate or _aligned(train_rows, teacher_rows, tokenizer, teacher_tokenizer)
-        if teacher_rows:
-            train_rows = [{**s, **t} for s, t in zip(train_rows, teacher_rows)]
-        train_data = labelled(train_rows, train_set, indexed=True)
-        eval_rows = tokenize(validation_set, tokenizer, max_length)
-        if separate:
-            eval_rows = [{**s, **t} for s, t in zip(eval_rows, tokenize(validation_set, teacher_tokenizer, max_length, "teacher_"))]
-        eval_data = labelled(eval_rows, validation_set)
-        source = f"{train_set.source}: {len(train_set)} examples"
+        train_set = task.load(_training_data(config), "train", names)
+        validation_set = task.load(config.data, "validation", names)
+        teacher_ids = teacher_tokenizer if separate else None
+        train_rows = _rows(task, train_set, tokenizer, teacher_ids, max_length)
+        aligned = not separate or _aligned(train_rows, tokenizer, teacher_tokenizer)
+        if separate and not aligned and not task.per_sequence:
+            raise TinyshipError(f"{task.name} compares logits token by token: the teacher's and the student's "
+                                "tokenizers must cut text into the same pieces; give the student the teacher's tokenizer")
+        train_data = [{**row, "index": i} for i, row in enumerate(train_rows)]
+        eval_data = _rows(task, validation_set, tokenizer, teacher_ids, max_length)
+        source = f"{task.name} data {train_set.source}: {len(train_set)} examples"
     else:
         train_data = TextCorpus(config.corpus or "imdb", tokenizer, max_length, config.seed, teacher_tokenizer if separate else None)
-        aligned = not separate or _aligned_sample(train_data)
+        aligned = not separate or _aligned([w for _, w in zip(range(1000), train_data.windows())], tokenizer, teacher_tokenizer)
         eval_data = None
         source = f"corpus {config.corpus or 'imdb'}"
+    if config.cache_teacher and task and not task.per_sequence:
+        print(f"--cache-teacher: {task.name} logits vary in length per input and are not cached; the teacher runs live")
     phases = _usable_phases(config.phases, aligned, config.stage)
     _check_heads(teacher, student, phases)
 
@@ -181,7 +178,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
             print(f"  done before: reusing {done}")
             continue
         cached = None
-        if config.cache_teacher and "prediction" in phase.losses and config.stage == "task":
+        if config.cache_teacher and "prediction" in phase.losses and task and task.per_sequence:
             cached = _cached_logits(teacher, train_data, PadCollator(pad_ids), config, checkpoints / "teacher_logits.npy")
         wrapper = Student(student, teacher.config.hidden_size, len(layer_map), phase, config.attention)
         predicts = bool({"prediction", "labels"} & set(phase.losses))
@@ -196,9 +193,10 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
             max_steps=_streamed_steps(train_data, config, phase.epochs),
             logging_dir=out.parent / f"{out.name}.logs" / f"phase-{number}",
             data_collator=PadCollator(pad_ids),
-            compute_metrics=accuracy_metric,
+            compute_metrics=metrics(task) if task else None,
             callbacks=callbacks,
             teacher=teacher,
+            task=task,
             phase=phase,
             layer_map=layer_map,
             attention=config.attention,
@@ -219,8 +217,9 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         "tokenizers": "same" if not separate else "aligned by position" if aligned else "different: prediction loss only",
         "phases": record,
     }
-    if config.stage == "task":
-        stage["validation"] = _evaluate(student, teacher, eval_data, pad_ids, config)
+    if task:
+        stage["task"] = task.name
+        stage["validation"] = _evaluate(student, task, eval_data, pad_ids, config)
     save_model(student, tokenizer, out, stage)
     remove_checkpoints(checkpoints)
     return out
@@ -242,22 +241,28 @@ def _training_data(config: DistillConfig):
     return dataclasses.replace(config.data, train_file=config.augmented, validation_file=config.augmented)
 
 
-def _aligned(student_rows: list[dict], teacher_rows: list[dict], tokenizer, teacher_tokenizer) -> bool:
+def _rows(task: Task, examples, tokenizer, teacher_tokenizer, max_length: int) -> list[dict]:
+    """The task's encoded inputs and labels; with a teacher_tokenizer, the teacher's own ids too (keys teacher_...)."""
+    rows = task.encode(examples, tokenizer, max_length)
+    if teacher_tokenizer is None:
+        return rows
+    teacher_rows = task.encode(examples, teacher_tokenizer, max_length)
+    if len(teacher_rows) != len(rows):  # QA windows cut differently: not aligned
+        return [{**row, "teacher_input_ids": []} for row in rows]
+    return [{**s, **{f"teacher_{k}": v for k, v in t.items() if k != "labels"}} for s, t in zip(rows, teacher_rows)]
+
+
+def _aligned(rows: list[dict], tokenizer, teacher_tokenizer) -> bool:
     """Whether two tokenizers cut every example into the same pieces at the same positions (e.g. MPNet and
     uncased BERT: same pieces, other ids), so that intermediate states compare position by position."""
-    for s, t in zip(student_rows, teacher_rows):
-        s_ids, t_ids = s["input_ids"], t["teacher_input_ids"]
+    for row in rows:
+        s_ids, t_ids = row["input_ids"], row["teacher_input_ids"]
         if len(s_ids) != len(t_ids):
             return False
         s_pieces = tokenizer.convert_ids_to_tokens(s_ids, skip_special_tokens=True)
         if s_pieces != teacher_tokenizer.convert_ids_to_tokens(t_ids, skip_special_tokens=True):
             return False
     return True
-
-
-def _aligned_sample(corpus: TextCorpus, count: int = 1000) -> bool:
-    rows = [w for _, w in zip(range(count), corpus.windows())]
-    return _aligned(rows, rows, corpus.tokenizer, corpus.teacher_tokenizer)
 
 
 def _usable_phases(phases: list[Phase], aligned: bool, stage: str) -> list[Phase]:
@@ -316,17 +321,19 @@ def _cached_logits(teacher, rows: list[dict], collator, config: DistillConfig, p
     return np.load(path, mmap_mode="r")
 
 
-def _evaluate(student, teacher, eval_data, pad_ids, config: DistillConfig) -> dict:
-    """The final student's validation accuracy (or MSE), as `finetune` records it."""
+def _evaluate(student, task: Task, eval_data, pad_ids, config: DistillConfig) -> dict:
+    """The final student's validation metric (accuracy, MSE or exact match), as `finetune` records it."""
     collator = PadCollator(pad_ids)
     student.eval()
-    logits, labels = [], []
+    total = count = 0.0
     with torch.no_grad():
         for start in range(0, len(eval_data), config.batch_size * 2):
             batch = collator(eval_data[start : start + config.batch_size * 2])
-            labels.append(batch.pop("labels").numpy())
-            logits.append(student(**{k: v for k, v in batch.items() if not k.startswith("teacher_")}).logits.float().numpy())
-    return {f"eval_{k}": v for k, v in accuracy_metric((np.concatenate(logits), np.concatenate(labels))).items()}
+            labels = batch.pop("labels").numpy()
+            logits = logits_of(student(**{k: v for k, v in batch.items() if not k.startswith("teacher_")}))
+            batch_total, batch_count = task.score(logits.float().numpy(), labels)
+            total, count = total + batch_total, count + batch_count
+    return {f"eval_{task.metric}": total / max(count, 1)}
 
 
 def _size(model) -> str:

@@ -85,8 +85,8 @@ def attention_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tens
 
 @register("labels")
 def label_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Fine-tuning's own loss against the true labels (cross-entropy; MSE for one-output regression).
-    Alone it trains the student without a teacher; beside "prediction" it mixes hard and soft targets."""
-    if student_logits.shape[-1] == 1:
+    """Fine-tuning's own loss against the true labels: cross-entropy over the last axis, for whole inputs or for each
+    token (labels of -100 are ignored); MSE for one-output regression. Alone it trains the student without a teacher."""
+    if student_logits.shape[-1] == 1 and labels.is_floating_point():
         return F.mse_loss(student_logits.squeeze(-1), labels.to(student_logits.dtype))
-    return F.cross_entropy(student_logits, labels)
+    return F.cross_entropy(student_logits.reshape(-1, student_logits.shape[-1]), labels.reshape(-1), ignore_index=-100)

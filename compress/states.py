@@ -54,6 +54,14 @@ def attention_map(query: torch.Tensor, key: torch.Tensor, head_size: int, mask, 
     return scores.softmax(dim=-1)
 
 
+def logits_of(outputs) -> torch.Tensor | None:
+    """A model output's logits: [batch, classes], [batch, tokens, classes], or for extractive QA [batch, tokens, 2]
+    (start and end stacked last); None for a bare encoder."""
+    if getattr(outputs, "start_logits", None) is not None:
+        return torch.stack([outputs.start_logits, outputs.end_logits], dim=-1)
+    return getattr(outputs, "logits", None)
+
+
 def forward_states(model, inputs: dict, attention_layers=(), attention: str = "scores") -> States:
     """Run model on inputs, returning its logits, every hidden state and the maps of attention_layers (1-based)."""
     layers = encoder_layers(model)
@@ -71,4 +79,4 @@ def forward_states(model, inputs: dict, attention_layers=(), attention: str = "s
             hook.remove()
     mask = inputs.get("attention_mask")
     maps = {n: attention_map(caught[n, "q"], caught[n, "k"], head_size, mask, attention) for n in attention_layers}
-    return States(getattr(outputs, "logits", None), outputs.hidden_states, maps)
+    return States(logits_of(outputs), outputs.hidden_states, maps)

@@ -7,11 +7,13 @@ import copy
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, set_seed
+import transformers
+from transformers import AutoConfig, AutoModel, set_seed
 
 from tinyship.compress.config import STUDENT_SHAPES, DistillConfig
 from tinyship.compress.finetuning import quiet_transformers
 from tinyship.compress.states import encoder_layers
+from tinyship.compress.tasks import Task, task_of
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
 
@@ -34,20 +36,15 @@ def student_from_teacher(teacher, layers: list[int]):
     return student
 
 
-def load_teacher(model_dir: Path, stage: str):
-    """The teacher: a classifier for task distillation, the bare encoder for general distillation."""
+def load_teacher(model_dir: Path, stage: str) -> tuple[torch.nn.Module, Task | None]:
+    """The teacher and its task: a fine-tuned model for task distillation, the bare encoder for general distillation."""
     if stage == "general":
-        return AutoModel.from_pretrained(model_dir)
-    architectures = AutoConfig.from_pretrained(model_dir).architectures or []
-    if not any(name.endswith("ForSequenceClassification") for name in architectures):
-        raise TinyshipError(
-            f"{model_dir} holds {', '.join(architectures) or 'no architecture'}, not a fine-tuned classifier: "
-            "fine-tune it first (`tinyship finetune`), or distil it with --stage general"
-        )
-    return AutoModelForSequenceClassification.from_pretrained(model_dir)
+        return AutoModel.from_pretrained(model_dir), None
+    task = task_of(AutoConfig.from_pretrained(model_dir))
+    return getattr(transformers, task.head).from_pretrained(model_dir), task
 
 
-def build_student(config: DistillConfig, teacher, teacher_dir: Path) -> tuple[torch.nn.Module, Path, list[int]]:
+def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task | None) -> tuple[torch.nn.Module, Path, list[int]]:
     """The student, the directory of its tokenizer, and its layer map (config.layer_map, or the teacher layers it
     was cut from, or uniform)."""
     set_seed(config.seed)  # fresh weights (a shape, a new head) are the same on every run
@@ -60,10 +57,10 @@ def build_student(config: DistillConfig, teacher, teacher_dir: Path) -> tuple[to
     elif config.student:
         tokenizer_dir = check_model_dir(config.student)
         with quiet_transformers():  # a general student has no task head yet: a fresh one is expected
-            if config.stage == "general":
+            if task is None:
                 student = AutoModel.from_pretrained(tokenizer_dir)
             else:
-                student = AutoModelForSequenceClassification.from_pretrained(
+                student = getattr(transformers, task.head).from_pretrained(
                     tokenizer_dir,
                     num_labels=teacher.config.num_labels,
                     id2label=teacher.config.id2label,

@@ -144,19 +144,7 @@ def _read_builtin_rows(dataset: str) -> dict[str, int]:
 
 
 def _load_user_split(config: DataConfig, split: str, label_names: list[str] | None) -> Examples:
-    file = {"train": config.train_file, "validation": config.validation_file, "test": config.test_file}[split]
-    if split == "test" and file is None:
-        file, split = config.validation_file, "validation"
-    held_out = file is None  # validation (or test) held out from the train file
-    if file is None or split == "train":
-        file = config.train_file
-        rows = _read_rows(Path(file), config)
-        if config.validation_file is None:  # hold out a tenth of the train file, chosen by text hash
-            rows = [r for r in rows if (_bucket(r[1]) >= 90) == held_out]
-    else:
-        rows = _read_rows(Path(file), config)
-    if not rows:
-        raise TinyshipError(f"{file} holds no {split} examples: add rows, or give --{split}-file")
+    rows, source = _user_rows(config, split)
     names = label_names or config.labels or sorted({r[3] for r in _read_rows(Path(config.train_file), config)})
     ids = {name: i for i, name in enumerate(names)}
     for path, _, _, label, line in rows:
@@ -170,8 +158,43 @@ def _load_user_split(config: DataConfig, split: str, label_names: list[str] | No
         labels=[ids[r[3]] for r in rows],
         label_names=list(names),
         text_pairs=[r[2] for r in rows] if config.text_pair_column else None,
-        source=f"{file} (held-out tenth, by text hash)" if held_out else str(file),
+        source=source,
     )
+
+
+def load_scores(config: DataConfig, split: str) -> Examples:
+    """A regression split: texts (and pairs) with a number each, from the user's files (labels are floats)."""
+    if not config.train_file:
+        raise TinyshipError("regression needs your own data: pass --train-file with a numeric label column")
+    rows, source = _user_rows(config, split)
+    scores = []
+    for path, _, _, label, line in rows:
+        try:
+            scores.append(float(label))
+        except ValueError:
+            raise TinyshipError(f"{path} line {line}: label {label!r} is not a number, as a regression needs") from None
+    return Examples(texts=[r[1] for r in rows], labels=scores, label_names=[], source=source,
+                    text_pairs=[r[2] for r in rows] if config.text_pair_column else None)
+
+
+def _user_rows(config: DataConfig, split: str, read=None) -> tuple[list, str]:
+    """The rows of one split of the user's files, and where they came from. Without a validation file, a
+    tenth of the train file (by hash of each row's text, the rows' second item) is held out."""
+    read = read or _read_rows
+    file = {"train": config.train_file, "validation": config.validation_file, "test": config.test_file}[split]
+    if split == "test" and file is None:
+        file, split = config.validation_file, "validation"
+    held_out = file is None  # validation (or test) held out from the train file
+    if file is None or split == "train":
+        file = config.train_file
+        rows = read(Path(file), config)
+        if config.validation_file is None:  # hold out a tenth of the train file, chosen by text hash
+            rows = [r for r in rows if (_bucket(r[1]) >= 90) == held_out]
+    else:
+        rows = read(Path(file), config)
+    if not rows:
+        raise TinyshipError(f"{file} holds no {split} examples: add rows, or give --{split}-file")
+    return rows, f"{file} (held-out tenth, by text hash)" if held_out else str(file)
 
 
 def _read_rows(path: Path, config: DataConfig) -> list[tuple[Path, str, str | None, str, int]]:
@@ -241,3 +264,97 @@ def _flag(config: DataConfig, column: str) -> str:
     if column == config.label_column:
         return "label-column"
     return "text-pair-column" if column == config.text_pair_column else "text-column"
+
+
+@dataclass
+class TokenExamples:
+    """Token classification: each example a list of words with one tag id per word."""
+
+    words: list[list[str]]
+    tags: list[list[int]]
+    label_names: list[str]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+@dataclass
+class SpanExamples:
+    """Extractive QA: questions, their contexts, and each answer's text and character start in the context."""
+
+    questions: list[str]
+    contexts: list[str]
+    answers: list[tuple[str, int]]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+
+def load_token_examples(config: DataConfig, split: str, label_names: list[str] | None = None) -> TokenExamples:
+    """A token-classification split from JSONL: the text column a list of words, the label column a tag per word."""
+    rows, source = _user_rows(_needs_file(config, "token classification"), split, _read_token_rows)
+    names = label_names or config.labels or sorted({t for r in _read_token_rows(Path(config.train_file), config) for t in r[3]})
+    ids = {name: i for i, name in enumerate(names)}
+    for path, _, _, tags, line in rows:
+        unknown = [t for t in tags if t not in ids]
+        if unknown:
+            raise TinyshipError(f"{path} line {line}: tag {unknown[0]!r} is not in the label set {list(names)}: "
+                                "fix the row, or pass the full tag set with --labels")
+    return TokenExamples([r[2] for r in rows], [[ids[t] for t in r[3]] for r in rows], list(names), source)
+
+
+def load_span_examples(config: DataConfig, split: str) -> SpanExamples:
+    """An extractive-QA split from JSONL (SQuAD style): question (text column), context (text pair column) and
+    answers (label column: {"text": [...], "answer_start": [...]}, the first answer is used)."""
+    rows, source = _user_rows(_needs_file(config, "question answering"), split, _read_span_rows)
+    return SpanExamples([r[2][0] for r in rows], [r[2][1] for r in rows], [r[3] for r in rows], source)
+
+
+def _needs_file(config: DataConfig, task: str) -> DataConfig:
+    if not config.train_file or Path(config.train_file).suffix != ".jsonl":
+        raise TinyshipError(f"{task} needs your own JSONL data: pass --train-file FILE.jsonl (no built-in set has it)")
+    return config
+
+
+def _records(path: Path, config: DataConfig, columns: list[str]):
+    if path.suffix != ".jsonl" or not path.is_file():
+        raise TinyshipError(f"{path}: give an existing .jsonl file (one JSON object per line)")
+    for line, record in _jsonl_records(path, path.read_text(encoding="utf-8-sig")):
+        missing = [c for c in columns if c not in record]
+        if missing:
+            raise TinyshipError(f"{path} line {line}: no {missing[0]!r} field (found: {', '.join(map(str, record))}): "
+                                f"fix the row or name the right column with --{_flag(config, missing[0])}")
+        yield line, record
+
+
+def _read_token_rows(path: Path, config: DataConfig) -> list[tuple]:
+    """(path, words joined, words, tags, line) per row."""
+    rows = []
+    for line, record in _records(path, config, [config.text_column, config.label_column]):
+        words, tags = record[config.text_column], record[config.label_column]
+        if not isinstance(words, list) or not isinstance(tags, list) or not words or len(words) != len(tags):
+            raise TinyshipError(f"{path} line {line}: {config.text_column!r} and {config.label_column!r} must be "
+                                "lists of equal, non-zero length: one tag per word")
+        rows.append((path, " ".join(map(str, words)), [str(w) for w in words], [str(t) for t in tags], line))
+    return rows
+
+
+def _read_span_rows(path: Path, config: DataConfig) -> list[tuple]:
+    """(path, question + context, (question, context), (answer, start), line) per row."""
+    if not config.text_pair_column:
+        raise TinyshipError("question answering reads a question and a context: pass --text-column QUESTION "
+                            "--text-pair-column CONTEXT --label-column ANSWERS")
+    rows = []
+    for line, record in _records(path, config, [config.text_column, config.text_pair_column, config.label_column]):
+        question, context, answers = record[config.text_column], record[config.text_pair_column], record[config.label_column]
+        try:
+            texts, starts = answers["text"], answers["answer_start"]
+            text, start = (texts[0], int(starts[0])) if isinstance(texts, list) else (texts, int(starts))
+        except (TypeError, KeyError, IndexError, ValueError):
+            raise TinyshipError(f"{path} line {line}: answers must be {{\"text\": [...], \"answer_start\": [...]}}") from None
+        if context[start : start + len(text)] != text:
+            raise TinyshipError(f"{path} line {line}: the answer {text!r} is not at character {start} of the context")
+        rows.append((path, question + "\n" + context, (question, context), (text, start), line))
+    return rows

@@ -135,7 +135,7 @@ def test_config_errors_are_clear(tiny_model_dir, small_data, tmp_path):
 def test_distill_needs_a_fine_tuned_teacher_with_safetensors(tmp_path, small_data, minilm_dir):
     with pytest.raises(TinyshipError, match="no teacher"):
         distill(DistillConfig(output_dir=str(tmp_path / "s")))
-    with pytest.raises(TinyshipError, match="BertModel, not a fine-tuned classifier.*--stage general"):
+    with pytest.raises(TinyshipError, match="a BertModel, not a fine-tuned model of a task tinyship distils.*--stage general"):
         distill(DistillConfig(teacher=minilm_dir, output_dir=str(tmp_path / "s"), data=small_data))
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "config.json").write_text("{}")

@@ -1,0 +1,145 @@
+"""The tasks a teacher can be distilled for, by name: how each reads and encodes its data, compares a student's
+logits with the teacher's (`prediction`) and with the true labels (`labels`), and scores predictions.
+
+Logits are [batch, classes] for classification (one column for regression), [batch, tokens, classes] for
+token classification, and [batch, tokens, 2] (start and end) for extractive QA; mask is the attention mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch.nn.functional as F
+
+from tinyship.compress.losses import LOSSES
+from tinyship.runtime.data import load_examples, load_scores, load_span_examples, load_token_examples
+from tinyship.runtime.errors import TinyshipError
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    head: str  # the transformers Auto class of its models
+    load: Callable  # (DataConfig, split, label names) -> examples
+    encode: Callable  # (examples, tokenizer, max_length) -> one dict of ids and "labels" per model input
+    prediction: Callable  # (student logits, teacher logits, mask, temperature) -> loss
+    labels: Callable  # (student logits, labels) -> loss
+    score: Callable  # (logits, labels) as numpy -> (sum, count) of the metric
+    metric: str
+    per_sequence: bool = True  # one logit row per input: the teacher's logits can be cached
+
+
+def _encode_texts(examples, tokenizer, max_length: int) -> list[dict]:
+    encoded = tokenizer(examples.texts, examples.text_pairs, truncation=True, max_length=max_length)
+    return [{**{k: encoded[k][i] for k in encoded.keys()}, "labels": label} for i, label in enumerate(examples.labels)]
+
+
+def _encode_tokens(examples, tokenizer, max_length: int) -> list[dict]:
+    """Words to pieces; each word's tag goes on its first piece, the other pieces get -100 (ignored)."""
+    encoded = tokenizer(examples.words, is_split_into_words=True, truncation=True, max_length=max_length)
+    rows = []
+    for i, tags in enumerate(examples.tags):
+        words, previous, labels = encoded.word_ids(i), None, []
+        for word in words:
+            labels.append(-100 if word is None or word == previous else tags[word])
+            previous = word
+        rows.append({**{k: encoded[k][i] for k in encoded.keys()}, "labels": labels})
+    return rows
+
+
+def _encode_spans(examples, tokenizer, max_length: int) -> list[dict]:
+    """Question and context, the context cut into windows with a stride of a quarter window; labels are the
+    answer's first and last token in a window, or (0, 0) (the first token) where the window lacks it."""
+    encoded = tokenizer(examples.questions, examples.contexts, truncation="only_second", max_length=max_length,
+                        stride=max_length // 4, return_overflowing_tokens=True, return_offsets_mapping=True)
+    keys = [k for k in encoded.keys() if k not in ("offset_mapping", "overflow_to_sample_mapping")]
+    rows = []
+    for f, example in enumerate(encoded["overflow_to_sample_mapping"]):
+        text, start = examples.answers[example]
+        end = start + len(text)
+        offsets, sequence = encoded["offset_mapping"][f], encoded.sequence_ids(f)
+        context = [k for k, s in enumerate(sequence) if s == 1]
+        span = (0, 0)
+        if context and offsets[context[0]][0] <= start and offsets[context[-1]][1] >= end:
+            first = next(k for k in context if offsets[k][1] > start)
+            last = next(k for k in reversed(context) if offsets[k][0] < end)
+            span = (first, last)
+        rows.append({**{k: encoded[k][f] for k in keys}, "labels": list(span)})
+    return rows
+
+
+def _span_prediction(student, teacher, mask, temperature):
+    """Soft cross-entropy of the start and of the end distributions over the real tokens, averaged."""
+    padding = ~mask.bool()[..., None]
+    student, teacher = student.masked_fill(padding, -1e4), teacher.masked_fill(padding, -1e4)
+    return sum(LOSSES["prediction"](student[..., k], teacher[..., k], temperature) for k in (0, 1)) / 2
+
+
+def _span_labels(student, labels):
+    return (F.cross_entropy(student[..., 0], labels[:, 0]) + F.cross_entropy(student[..., 1], labels[:, 1])) / 2
+
+
+def _token_prediction(student, teacher, mask, temperature):
+    real = mask.bool()
+    return LOSSES["prediction"](student[real], teacher[real], temperature)
+
+
+def _correct(logits, labels):
+    return float((logits.argmax(-1) == labels).sum()), float(labels.size)
+
+
+def _correct_tokens(logits, labels):
+    tagged = labels != -100
+    return float((logits.argmax(-1)[tagged] == labels[tagged]).sum()), float(tagged.sum())
+
+
+def _exact_spans(logits, labels):
+    predicted = logits.argmax(1)  # [batch, 2]: the best start and end token
+    return float((predicted == labels).all(-1).sum()), float(len(labels))
+
+
+def _squared_error(logits, labels):
+    return float(((logits[:, 0] - labels) ** 2).sum()), float(len(labels))
+
+
+TASKS = {
+    "classification": Task("classification", "AutoModelForSequenceClassification", load_examples, _encode_texts,
+                           lambda s, t, mask, temp: LOSSES["prediction"](s, t, temp), LOSSES["labels"], _correct, "accuracy"),
+    "regression": Task("regression", "AutoModelForSequenceClassification", lambda c, split, names: load_scores(c, split),
+                       _encode_texts, lambda s, t, mask, temp: LOSSES["prediction_mse"](s, t), LOSSES["labels"],
+                       _squared_error, "mse"),
+    "token-classification": Task("token-classification", "AutoModelForTokenClassification", load_token_examples,
+                                 _encode_tokens, _token_prediction, LOSSES["labels"], _correct_tokens, "accuracy",
+                                 per_sequence=False),
+    "question-answering": Task("question-answering", "AutoModelForQuestionAnswering",
+                               lambda c, split, names: load_span_examples(c, split), _encode_spans, _span_prediction,
+                               _span_labels, _exact_spans, "exact_match", per_sequence=False),
+}
+HEADS = {"ForSequenceClassification": "classification", "ForTokenClassification": "token-classification",
+         "ForQuestionAnswering": "question-answering"}
+
+
+def task_of(config) -> Task:
+    """The task of a fine-tuned model, from its config's architecture (and, for regression, its single output)."""
+    for architecture in config.architectures or []:
+        for suffix, name in HEADS.items():
+            if architecture.endswith(suffix):
+                regression = name == "classification" and (config.problem_type == "regression" or config.num_labels == 1)
+                return TASKS["regression" if regression else name]
+    raise TinyshipError(
+        f"the teacher is a {', '.join(config.architectures or ['model without an architecture'])}, not a fine-tuned "
+        f"model of a task tinyship distils ({', '.join(TASKS)}): fine-tune it first (`tinyship finetune`), "
+        "or distil it with --stage general"
+    )
+
+
+def metrics(task: Task):
+    """compute_metrics for the Trainer: the task's metric over an evaluation."""
+
+    def compute(prediction) -> dict:
+        total, count = task.score(np.asarray(prediction.predictions), np.asarray(prediction.label_ids))
+        return {task.metric: total / max(count, 1)}
+
+    return compute
