@@ -9,6 +9,7 @@ checkpoints; a rerun of an interrupted command resumes in the phase and step whe
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model as save_weights
 
 from tinyship.compress.config import INTERMEDIATE_LOSSES, DistillConfig, Phase, settings
@@ -140,26 +142,9 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     teacher_tokenizer, tokenizer = hf_tokenizer(teacher_dir), hf_tokenizer(student_dir)
     separate = tokenizer.get_vocab() != teacher_tokenizer.get_vocab()
     pad_ids = {"input_ids": tokenizer.pad_token_id, "teacher_input_ids": teacher_tokenizer.pad_token_id, "labels": -100}
-    max_length = config.data.max_length
 
-    if task:
-        names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
-        train_set = task.load(_training_data(config), "train", names)
-        validation_set = task.load(config.data, "validation", names)
-        teacher_ids = teacher_tokenizer if separate else None
-        train_rows = _rows(task, train_set, tokenizer, teacher_ids, max_length)
-        aligned = not separate or _aligned(train_rows, tokenizer, teacher_tokenizer)
-        if separate and not aligned and not task.per_sequence:
-            raise TinyshipError(f"{task.name} compares logits token by token: the teacher's and the student's "
-                                "tokenizers must cut text into the same pieces; give the student the teacher's tokenizer")
-        train_data = [{**row, "index": i} for i, row in enumerate(train_rows)]
-        eval_data = _rows(task, validation_set, tokenizer, teacher_ids, max_length)
-        source = f"{task.name} data {train_set.source}: {len(train_set)} examples"
-    else:
-        train_data = TextCorpus(config.corpus or "imdb", tokenizer, max_length, config.seed, teacher_tokenizer if separate else None)
-        aligned = not separate or _aligned([w for _, w in zip(range(1000), train_data.windows())], tokenizer, teacher_tokenizer)
-        eval_data = None
-        source = f"corpus {config.corpus or 'imdb'}"
+    names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)] if task else []
+    train_data, eval_data, aligned, source = _data(config, task, names, tokenizer, teacher_tokenizer if separate else None)
     if config.cache_teacher and task and not task.per_sequence:
         print(f"--cache-teacher: {task.name} logits vary in length per input and are not cached; the teacher runs live")
     phases = _usable_phases(config.phases, aligned, config.stage)
@@ -175,6 +160,8 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         done = checkpoints / f"phase-{number}.safetensors"
         if done.is_file():
             load_model(student, done)
+            with safe_open(done, "pt") as f:
+                record.append(json.loads(f.metadata()["record"]))
             print(f"  done before: reusing {done}")
             continue
         cached = None
@@ -206,7 +193,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         record.append({"phase": number, "steps": trainer.state.global_step,
                        "train_loss": trainer.state.log_history[-1].get("train_loss")})
         if is_main_process():
-            save_weights(student, str(done) + ".tmp")
+            save_weights(student, str(done) + ".tmp", metadata={"record": json.dumps(record[-1])})
             os.replace(str(done) + ".tmp", done)
         trainer.accelerator.wait_for_everyone()
     stage = {
@@ -231,6 +218,25 @@ def _teacher_dir(config: DistillConfig) -> Path:
     if config.stage == "general":
         return check_model_dir(default_base_model())
     raise TinyshipError("no teacher: pass --teacher DIR, a fine-tuned model directory (e.g. from `tinyship finetune`)")
+
+
+def _data(config: DistillConfig, task: Task | None, names: list[str], tokenizer, teacher_tokenizer) -> tuple:
+    """(training set, validation set, whether the tokenizers align, a description): the task's labelled data,
+    or for general distillation the streamed corpus. teacher_tokenizer: the teacher's own, when it differs."""
+    if task is None:
+        corpus = TextCorpus(config.corpus or "imdb", tokenizer, config.data.max_length, config.seed, teacher_tokenizer)
+        sample = [w for _, w in zip(range(1000), corpus.windows())]
+        return corpus, None, not teacher_tokenizer or _aligned(sample, tokenizer, teacher_tokenizer), f"corpus {corpus.corpus}"
+    train_set = task.load(_training_data(config), "train", names)
+    train_rows = _rows(task, train_set, tokenizer, teacher_tokenizer, config.data.max_length)
+    aligned = not teacher_tokenizer or _aligned(train_rows, tokenizer, teacher_tokenizer)
+    if not aligned and not task.per_sequence:
+        raise TinyshipError(f"{task.name} compares logits token by token: the teacher's and the student's "
+                            "tokenizers must cut text into the same pieces; give the student the teacher's tokenizer")
+    validation_set = task.load(config.data, "validation", names)
+    eval_data = _rows(task, validation_set, tokenizer, teacher_tokenizer, config.data.max_length)
+    train_data = [{**row, "index": i} for i, row in enumerate(train_rows)]  # the key of cached teacher logits
+    return train_data, eval_data, aligned, f"{task.name} data {train_set.source}: {len(train_set)} examples"
 
 
 def _training_data(config: DistillConfig):

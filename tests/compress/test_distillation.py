@@ -157,6 +157,8 @@ def test_a_killed_distillation_resumes_to_the_same_weights(tiny_model_dir, small
     checkpoints = tmp_path / "resumed.checkpoints"
     assert (checkpoints / "phase-1.safetensors").is_file() and (checkpoints / "phase-2" / "checkpoint-6").is_dir()
     resumed = run(tiny_model_dir, small_data, tmp_path / "resumed")
+    phases = json.loads((tmp_path / "resumed" / "tinyship_stage.json").read_text())["phases"]
+    assert [(p["phase"], p["steps"]) for p in phases] == [(1, 4), (2, 8)]  # phase 1's record kept from the first run
     assert reference.keys() == resumed.keys()
     for name in reference:
         torch.testing.assert_close(resumed[name], reference[name], rtol=0, atol=1e-6, msg=name)
