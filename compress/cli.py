@@ -92,20 +92,20 @@ def _configure_distill(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=STAGES, default="task",
                         help="task: a fine-tuned teacher and labelled data; general: a pre-trained teacher and "
                              "unlabelled text (default: %(default)s)")
-    parser.add_argument("--teacher", help="the teacher's model directory (task: fine-tuned, e.g. by `tinyship finetune`; "
+    parser.add_argument("--teacher", metavar="DIR", help="the teacher's model directory (task: fine-tuned, e.g. by `tinyship finetune`; "
                                           "general: pre-trained, default the built-in MiniLM-L6)")
     student = parser.add_argument_group("student (one of)")
-    student.add_argument("--student", help=f"a smaller model directory (e.g. from --stage general), or a shape: "
+    student.add_argument("--student", metavar="DIR|SHAPE", help=f"a smaller model directory (e.g. from --stage general), or a shape: "
                                            f"{', '.join(STUDENT_SHAPES)}")
     student.add_argument("--student-layers", type=int, help="a layer count, cut from the teacher and mapped uniformly "
                                                             "(default: half the teacher's layers)")
-    student.add_argument("--layers", type=parse_layers, help="the teacher layers to keep, 1-based, e.g. 2,4,6")
+    student.add_argument("--layers", type=parse_layers, metavar="N,N,...", help="the teacher layers to keep, 1-based, e.g. 2,4,6")
     method = parser.add_argument_group("method")
-    method.add_argument("--phase", dest="phases", action="append", type=parse_phase,
+    method.add_argument("--phase", dest="phases", action="append", type=parse_phase, metavar="LOSS[=W],...:EPOCHS",
                         help="a training phase, LOSS[=WEIGHT],...:EPOCHS, repeat for several; losses: embedding, "
                              "hidden, attention, prediction, labels (true labels) (default: task "
                              f"{describe_phases(task_phases())}; general {describe_phases(general_phases())})")
-    method.add_argument("--layer-map", type=parse_layers,
+    method.add_argument("--layer-map", type=parse_layers, metavar="N,N,...",
                         help="the teacher layer each student layer learns from (default: g(m) = m*N/M)")
     method.add_argument("--attention", choices=ATTENTION_TARGETS, default=DistillConfig.attention,
                         help="compare attention scores before softmax (TinyBERT) or probabilities (default: %(default)s)")

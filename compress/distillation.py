@@ -308,19 +308,26 @@ def _streamed_steps(train_data, config: DistillConfig, epochs: float) -> int:
 
 
 def _cached_logits(teacher, rows: list[dict], collator, config: DistillConfig, path: Path) -> np.ndarray:
-    """The teacher's logits for every training example, computed once and kept on disk (memory-mapped)."""
+    """The teacher's logits for every training example, computed once (in batches of similar length) and kept on
+    disk, memory-mapped."""
     if not path.is_file() and is_main_process():
         from tqdm.auto import tqdm
 
-        logits = []
         keys = [k for k in rows[0] if k not in ("labels", "index")]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+        size = config.batch_size * 2
+        logits = None
         with torch.no_grad():
-            for start in tqdm(range(0, len(rows), config.batch_size * 2), desc="caching teacher logits"):
-                batch = collator([{k: r[k] for k in keys} for r in rows[start : start + config.batch_size * 2]])
+            for start in tqdm(range(0, len(rows), size), desc="caching teacher logits"):
+                chosen = order[start : start + size]
+                batch = collator([{k: rows[i][k] for k in keys} for i in chosen])
                 inputs = {k.removeprefix("teacher_"): v for k, v in batch.items() if k.startswith("teacher_")} or batch
-                logits.append(teacher(**inputs).logits.float().numpy())
+                values = logits_of(teacher(**inputs)).float().numpy()
+                if logits is None:
+                    logits = np.empty((len(rows), *values.shape[1:]), dtype=np.float32)
+                logits[chosen] = values
         with open(f"{path}.tmp", "wb") as f:
-            np.save(f, np.concatenate(logits))
+            np.save(f, logits)
         os.replace(f"{path}.tmp", path)
     while not path.is_file():  # other torchrun ranks wait for rank 0's file
         time.sleep(1)
