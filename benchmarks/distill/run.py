@@ -146,7 +146,7 @@ def plot(report: dict, path: Path) -> None:
 
     rows = report["rows"]
     teacher = rows[0]["accuracy"]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
     methods = sorted({r["method"] for r in rows[1:]})
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
@@ -161,7 +161,7 @@ def plot(report: dict, path: Path) -> None:
     low = min(100 * r["accuracy"] for r in rows)
     ax.set_ylim(max(0, low - 5), 100 * teacher + 3)
     ax.set_title("Rotten Tomatoes: students of a fine-tuned MiniLM-L6")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=120)
