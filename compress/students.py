@@ -55,6 +55,9 @@ def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task 
         student = type(teacher)(type(teacher.config).from_dict(shape))
         cut_from = None
     elif config.student:
+        if not Path(config.student).exists():
+            raise TinyshipError(f"student {config.student!r} is neither a model directory nor a shape "
+                                f"({', '.join(STUDENT_SHAPES)}): check the path or the name")
         tokenizer_dir = check_model_dir(config.student)
         with quiet_transformers():  # a general student has no task head yet: a fresh one is expected
             if task is None:

@@ -127,6 +127,9 @@ def test_config_errors_are_clear(tiny_model_dir, small_data, tmp_path):
         DistillConfig(student_layers=2, layers=[1, 2])
     with pytest.raises(TinyshipError, match="general distillation has no labels"):
         DistillConfig(stage="general", phases=[Phase({"prediction": 1}, 1)])
+    with pytest.raises(TinyshipError, match="student 'tinybert-3' is neither a model directory nor a shape"):
+        distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
+                              student="tinybert-3"))
     with pytest.raises(TinyshipError, match="unknown loss 'hiden'"):
         distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
                               phases=[Phase({"hiden": 1}, 1)]))
