@@ -77,12 +77,15 @@ def main() -> None:
     parser.add_argument("--general-epochs", type=float, default=1.0, help="default: %(default)s")
     parser.add_argument("--copies", type=int, default=2, help="augmented copies per example (default: %(default)s)")
     parser.add_argument("--task-epochs", type=float, default=1.0, help="per task phase (default: %(default)s)")
+    parser.add_argument("--cache-teacher", action=argparse.BooleanOptionalAction, default=True,
+                        help="cache the teacher's logits for the prediction phase (default: %(default)s; worth it "
+                             "from about one epoch up)")
     args = parser.parse_args()
     work, results_dir = Path(args.work), Path(args.results)
     work.mkdir(parents=True, exist_ok=True)
     data = DataConfig(limit=32, max_length=64) if args.quick else DataConfig(max_length=64)
     state_file = work / "results.json"
-    results = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    results = json.loads(state_file.read_text()) if state_file.is_file() else {"file": str(state_file)}
     base = mpnet(work)
 
     teacher = timed(results, "teacher", work / "teacher", lambda: finetune(FinetuneConfig(
@@ -101,10 +104,9 @@ def main() -> None:
     student = work / "student"
     epochs = 0.5 if args.quick else args.task_epochs
     timed(results, "task", student, lambda: distill(DistillConfig(
-        teacher=str(teacher), student=str(general), augmented=str(augmented), cache_teacher=True,
+        teacher=str(teacher), student=str(general), augmented=str(augmented), cache_teacher=args.cache_teacher,
         output_dir=str(student), data=data, learning_rate=5e-4,
         phases=[Phase(INTERMEDIATE, epochs), Phase({"prediction": 1.0}, epochs)])))
-    state_file.write_text(json.dumps(results, indent=2))
 
     test = load_examples(data, "test")
     typical = long_input(teacher, 128)

@@ -33,11 +33,12 @@ INTERMEDIATE = {"embedding": 1.0, "hidden": 1.0, "attention": 1.0}
 
 
 def timed(results: dict, name: str, out: Path, make) -> Path:
-    """Run make() unless out exists; record its wall time the first time."""
+    """Run make() unless out exists; record its wall time the first time, saved at once to results["file"]."""
     if not out.exists():
         start = time.perf_counter()
         make()
         results.setdefault("seconds", {})[name] = round(time.perf_counter() - start, 1)
+        Path(results["file"]).write_text(json.dumps(results, indent=2))
     return out
 
 
@@ -57,7 +58,7 @@ def main() -> None:
     epochs = 1 if args.quick else 3
     scale = 0.5 if args.quick else 1.0
     state_file = work / "results.json"
-    results = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    results = json.loads(state_file.read_text()) if state_file.is_file() else {"file": str(state_file)}
 
     teacher = timed(results, "teacher", work / "teacher",
                     lambda: finetune(FinetuneConfig(output_dir=str(work / "teacher"), data=data, epochs=epochs)))
