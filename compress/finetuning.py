@@ -8,18 +8,16 @@ from transformers import AutoModelForSequenceClassification, set_seed
 from transformers.utils import logging
 
 from tinyship.compress.config import FinetuneConfig, settings
+from tinyship.compress.tasks import TASKS, metrics
 from tinyship.compress.training import (
     PadCollator,
-    accuracy_metric,
     check_output,
     default_base_model,
     hf_tokenizer,
-    labelled,
     prepare_checkpoints,
     remove_checkpoints,
     run_trainer,
     save_model,
-    tokenize,
 )
 from tinyship.runtime.data import load_examples
 from tinyship.runtime.files import check_model_dir
@@ -46,15 +44,16 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> Path:
     tokenizer = hf_tokenizer(model_dir)
     print(f"fine-tuning {model_dir} with a new {len(names)}-label head {names} on {train_set.source}: {len(train_set)} examples")
     checkpoints = prepare_checkpoints(out, config)
+    classification = TASKS["classification"]
     trainer = run_trainer(
         model,
         config,
         checkpoints,
         config.epochs,
-        labelled(tokenize(train_set, tokenizer, config.data.max_length), train_set),
-        labelled(tokenize(validation_set, tokenizer, config.data.max_length), validation_set),
+        classification.encode(train_set, tokenizer, config.data.max_length),
+        classification.encode(validation_set, tokenizer, config.data.max_length),
         data_collator=PadCollator({"input_ids": tokenizer.pad_token_id}),
-        compute_metrics=accuracy_metric,
+        compute_metrics=metrics(classification),
         callbacks=callbacks,
         logging_dir=out.parent / f"{out.name}.logs",
     )

@@ -1,4 +1,4 @@
-"""What the training stages share: the built-in base model, tokenized data, and a Trainer run that
+"""What the training stages share: the built-in base model, batch padding, and a Trainer run that
 checkpoints, resumes after a kill, runs data-parallel under torchrun, and saves its result atomically."""
 
 from __future__ import annotations
@@ -9,14 +9,12 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
 from tinyship.compress.config import STAGE_FILE, TrainingConfig, settings
-from tinyship.runtime.data import Examples
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import refuse_existing, writing_directory
 
@@ -42,18 +40,6 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def tokenize(examples: Examples, tokenizer, max_length: int, prefix: str = "") -> list[dict]:
-    """One dict of token ids per example, unpadded (batches are padded by PadCollator); keys get prefix."""
-    encoded = tokenizer(examples.texts, examples.text_pairs, truncation=True, max_length=max_length)
-    keys = list(encoded.keys())
-    return [{prefix + k: encoded[k][i] for k in keys} for i in range(len(examples))]
-
-
-def labelled(rows: list[dict], examples: Examples, indexed: bool = False) -> list[dict]:
-    """rows with each example's label (and, indexed, its position: the key of cached teacher outputs)."""
-    return [{**row, "labels": label, **({"index": i} if indexed else {})} for i, (row, label) in enumerate(zip(rows, examples.labels))]
-
-
 class PadCollator:
     """Pads each id list in a batch to the batch's longest (`pad_ids` per key, 0 otherwise); numbers are stacked."""
 
@@ -70,13 +56,6 @@ class PadCollator:
                 values = [v + [pad] * (width - len(v)) for v in values]
             batch[key] = torch.tensor(values)
         return batch
-
-
-def accuracy_metric(eval_prediction) -> dict:
-    logits, labels = eval_prediction
-    if logits.ndim == 2 and logits.shape[-1] == 1:  # regression
-        return {"mse": float(((logits[:, 0] - labels) ** 2).mean())}
-    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
 class SeededLengthSampler(LengthGroupedSampler):
