@@ -151,11 +151,14 @@ class MaskedLMCandidates:
         self.count, self.batch_size = count, batch_size
         self.sentence: list[str] | None = None
         self.predicted: dict[int, list[str]] = {}
+        self.pieces: dict[str, bool] = {}  # word -> whether it is one piece of the MLM's vocabulary
         vocab = self.tokenizer.get_vocab()
         self.not_words = torch.tensor([i for token, i in vocab.items() if not is_word(token)])
 
     def single_piece(self, word: str) -> bool:
-        return len(self.tokenizer.tokenize(word)) == 1
+        if word not in self.pieces:
+            self.pieces[word] = len(self.tokenizer.tokenize(word)) == 1
+        return self.pieces[word]
 
     def __call__(self, words: list[str], position: int) -> list[str]:
         if words is not self.sentence:  # one batched pass per sentence: every single-piece word masked in turn

@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model as save_weights
 
 from tinyship.compress.config import INTERMEDIATE_LOSSES, DistillConfig, Phase, settings
-from tinyship.compress.corpus import TextCorpus, corpus_lines
+from tinyship.compress.corpus import TextCorpus
 from tinyship.compress.losses import LOSSES
 from tinyship.compress.states import States, forward_states, logits_of
 from tinyship.compress.students import build_student, load_teacher
@@ -154,6 +154,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
           f"{len(layer_map)}-layer student ({_size(student)}) on {source}; student layer m learns from teacher layer "
           f"{layer_map}" + (" (projected to the teacher's width)" if student.config.hidden_size != teacher.config.hidden_size else ""))
     checkpoints = prepare_checkpoints(out, config)
+    per_epoch = _steps_per_epoch(train_data, config)
     record = []
     for number, phase in enumerate(phases, 1):
         print(f"phase {number}/{len(phases)}: {', '.join(f'{w:g}*{n}' for n, w in phase.losses.items())} for {phase.epochs:g} epochs")
@@ -177,7 +178,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
             train_data,
             eval_data if predicts else None,
             trainer_class=DistillationTrainer,
-            max_steps=_streamed_steps(train_data, config, phase.epochs),
+            max_steps=-1 if per_epoch is None else max(1, math.ceil(per_epoch * phase.epochs)),
             logging_dir=out.parent / f"{out.name}.logs" / f"phase-{number}",
             data_collator=PadCollator(pad_ids),
             compute_metrics=metrics(task) if task else None,
@@ -298,13 +299,12 @@ def _check_heads(teacher, student, phases: list[Phase]) -> None:
             )
 
 
-def _streamed_steps(train_data, config: DistillConfig, epochs: float) -> int:
-    """A streamed corpus has no length: its step count, from one counting pass (-1 for sized data)."""
+def _steps_per_epoch(train_data, config: DistillConfig) -> int | None:
+    """A streamed corpus has no length: its optimiser steps per epoch, from one counting pass (None for sized data)."""
     if hasattr(train_data, "__len__"):
-        return -1
+        return None
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_epoch = math.ceil(train_data.count() / (config.batch_size * world * config.gradient_accumulation_steps))
-    return max(1, math.ceil(per_epoch * epochs))
+    return math.ceil(train_data.count() / (config.batch_size * world * config.gradient_accumulation_steps))
 
 
 def _cached_logits(teacher, rows: list[dict], collator, config: DistillConfig, path: Path) -> np.ndarray:

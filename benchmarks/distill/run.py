@@ -23,7 +23,6 @@ from pathlib import Path
 
 from tinyship.compress import AugmentConfig, DistillConfig, FinetuneConfig, Phase, augment, distill, finetune
 from tinyship.compress.corpus import corpus_lines
-from tinyship.compress.training import default_base_model
 from tinyship.export.bundling import versions
 from tinyship.export.report import machine, torch_row, typical_input
 from tinyship.runtime.data import DataConfig, load_examples

@@ -3,10 +3,9 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 from tinyship.compress import LOSSES, DistillConfig, Phase, distill, student_from_teacher, uniform_layers, weights_digest
-from tinyship.compress.distillation import DistillationTrainer
 from tinyship.compress.states import forward_states
 from tinyship.runtime.data import DataConfig, load_examples
 from tinyship.runtime.errors import TinyshipError
