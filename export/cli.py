@@ -7,18 +7,42 @@ from dataclasses import replace
 from functools import partial
 
 from tinyship.compress.cli import describe_phases, parse_layers, parse_phase
-from tinyship.export.config import ExportConfig
+from tinyship.export.config import EXPORTERS, TASK_NAMES, ExportConfig
 from tinyship.export.pipeline import CompressConfig, load_recipe
+from tinyship.export.quantization import CALIBRATIONS, PRESETS, QUANTIZE_MODES
 from tinyship.runtime.cli import Command, add_data_arguments, data_config_from_args, optional_flag
 
-QUANTIZE_HELP = "dynamic (INT8 u8s8) or none (fp32)"
+QUANTIZE_HELP = ("auto: build INT8 dynamic and static variants and ship the fastest within the accuracy budget; "
+                 "dynamic or static: only that kind; none: fp32 only")
 
 
 def _configure_export(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a fine-tuned model directory (from `tinyship finetune` or `tinyship distill`)")
-    parser.add_argument("--out", default=ExportConfig.output, help="bundle directory (default: %(default)s)")
-    parser.add_argument("--quantize", default=ExportConfig.quantize, help=f"{QUANTIZE_HELP} (default: %(default)s)")
-    parser.add_argument("--opset", type=int, default=ExportConfig.opset, help="ONNX opset (default: %(default)s)")
+    d = ExportConfig()
+    parser.add_argument("model", help="a model directory with a task head (from `tinyship finetune`, `tinyship distill` "
+                        "or your own training)")
+    parser.add_argument("--out", default=d.output, help="bundle directory (default: %(default)s)")
+    parser.add_argument("--task", default=d.task, choices=TASK_NAMES,
+                        help="the model's task; auto reads it from the model's head (default: %(default)s)")
+    parser.add_argument("--quantize", default=d.quantize, choices=QUANTIZE_MODES, help=f"{QUANTIZE_HELP} (default: %(default)s)")
+    parser.add_argument("--preset", default=d.preset, choices=("auto", *PRESETS),
+                        help="INT8 layout for the target's instruction set; auto: this CPU's (default: %(default)s)")
+    parser.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=d.per_channel,
+                        help="one INT8 scale per output channel (default: the preset's choice)")
+    parser.add_argument("--calibration", default=",".join(d.calibration), type=lambda text: tuple(text.split(",")),
+                        help=f"static INT8 calibration methods to try, from {', '.join(CALIBRATIONS)} (default: %(default)s)")
+    parser.add_argument("--calibration-examples", type=int, default=d.calibration_examples,
+                        help="training examples that set static INT8 scales (default: %(default)s)")
+    parser.add_argument("--accuracy-budget", type=float, default=d.accuracy_budget,
+                        help="largest metric loss a variant may have against fp32; 0.01 = 1 point (default: %(default)s)")
+    parser.add_argument("--no-optimize", dest="optimize", action="store_false",
+                        help="skip the fused-graph candidate (onnxruntime's transformer optimizer)")
+    parser.add_argument("--fp16", action="store_true", help="add an FP16 candidate (for targets with fast half precision)")
+    parser.add_argument("--threads", type=int, default=d.latency_threads,
+                        help="threads for the latency that picks the winner (default: %(default)s)")
+    parser.add_argument("--exporter", default=d.exporter, choices=EXPORTERS,
+                        help="optimum, torch.onnx, or auto: optimum, torch.onnx for what optimum lacks (default: %(default)s)")
+    parser.add_argument("--opset", type=int, default=d.opset, help="ONNX opset (default: %(default)s)")
+    parser.add_argument("--keep-candidates", metavar="DIR", help="keep every candidate model in DIR (default: discard them)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     add_data_arguments(parser)
 
@@ -26,8 +50,13 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
 def _run_export(args: argparse.Namespace) -> None:
     from tinyship.export.exporting import export
 
-    export(ExportConfig(model=args.model, output=args.out, quantize=args.quantize, opset=args.opset,
-                        data=data_config_from_args(args), force=args.force))
+    export(ExportConfig(
+        model=args.model, output=args.out, task=args.task, quantize=args.quantize, preset=args.preset,
+        per_channel=args.per_channel, calibration=args.calibration, calibration_examples=args.calibration_examples,
+        optimize=args.optimize, fp16=args.fp16, accuracy_budget=args.accuracy_budget, latency_threads=args.threads,
+        data=data_config_from_args(args), exporter=args.exporter, opset=args.opset, candidates_dir=args.keep_candidates,
+        force=args.force,
+    ))
 
 
 def _configure_compress(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +71,8 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
     add("--layers", "or the teacher layers the student keeps, 1-based (e.g. 2,4,6)", type=parse_layers)
     add("--distill-phase", "a distillation phase, LOSS[=WEIGHT],...:EPOCHS; repeat for several "
         f"(default: {describe_phases(defaults.distill.phases)})", type=parse_phase, action="append", dest="distill_phases")
-    add("--quantize", f"{QUANTIZE_HELP} (default: {defaults.export.quantize})")
+    add("--quantize", f"{QUANTIZE_HELP} (default: {defaults.export.quantize})", choices=QUANTIZE_MODES)
+    add("--accuracy-budget", f"largest metric loss against fp32 (default: {defaults.export.accuracy_budget})", type=float)
     add_data_arguments(parser)
 
 
@@ -59,7 +89,8 @@ def compress_config_from_args(args: argparse.Namespace) -> CompressConfig:
         distill=replace(config.distill, student_layers=given.get("student_layers", config.distill.student_layers),
                         layers=given.get("layers", config.distill.layers),
                         phases=given.get("distill_phases", config.distill.phases)),
-        export=replace(config.export, quantize=given.get("quantize", config.export.quantize)),
+        export=replace(config.export, quantize=given.get("quantize", config.export.quantize),
+                       accuracy_budget=given.get("accuracy_budget", config.export.accuracy_budget)),
     )
     return config
 
@@ -71,7 +102,8 @@ def _run_compress(args: argparse.Namespace) -> None:
 
 
 EXPORT = Command(
-    help="convert a model directory to a bundle: ONNX, parity-checked against PyTorch, INT8-quantized",
+    help="convert a model directory to a bundle: ONNX checked against PyTorch, then the fastest of fp32, fused, "
+         "INT8 and FP16 variants that keeps accuracy within the budget",
     configure=_configure_export,
     run=_run_export,
 )

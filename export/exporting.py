@@ -1,20 +1,27 @@
-"""`export`: a model directory in, a verified bundle out (ONNX, parity-checked, optionally INT8)."""
+"""`export`: a model directory in, a verified bundle out.
+
+ONNX export, parity with PyTorch at many shapes, then candidate variants (fused, INT8 dynamic and static, FP16)
+measured on held-out task data and on this machine; the fastest within the accuracy budget ships.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from tinyship.compress.tasks import Task
 from tinyship.export.bundling import check_bundle_output, write_bundle
 from tinyship.export.config import ExportConfig
-from tinyship.export.onnx_export import TASK, check_parity, to_onnx
-from tinyship.export.quantization import QUANTIZERS, precision_of
-from tinyship.runtime.data import load_examples
+from tinyship.export.evaluation import batches, choose, evaluate, latency, session
+from tinyship.export.onnx_export import BUNDLE_TASKS, check_parity, load_model, max_positions, to_onnx
+from tinyship.export.quantization import PRESETS, STATIC_OPS, VARIANTS, Recipe, detect_preset, precision_of, selected
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
-from tinyship.runtime.predictor import TextClassifier
+
+LABELLED = ("classification", "token-classification")  # the tasks whose config names its labels
 
 
 def model_labels(model_dir: Path) -> list[str]:
@@ -30,64 +37,170 @@ def model_labels(model_dir: Path) -> list[str]:
         ) from None
 
 
-def accuracy(classify: TextClassifier, examples) -> float:
-    predicted = classify.logits(examples.inputs()).argmax(axis=-1)
-    return float((predicted == examples.labels).mean())
-
-
 def export(config: ExportConfig) -> Path:
-    """Write the bundle and return its path; candidates_dir (if set) keeps each candidate as PRECISION/model.onnx."""
+    """Write the bundle and return its path; candidates_dir (if set) keeps each candidate as NAME/model.onnx."""
+    from transformers import AutoTokenizer
+
     out = Path(config.output)
     check_bundle_output(out, config.force)
     model_dir = check_model_dir(config.model)
-    labels = model_labels(model_dir)
-    validation = load_examples(config.data, "validation", labels)
+    model, task = load_model(model_dir)
+    if config.task not in ("auto", task.name):
+        raise TinyshipError(f"{model_dir} is a {task.name} model ({model.config.architectures[0]}), not "
+                            f"{config.task}: pass --task {task.name} or --task auto")
+    labels = model_labels(model_dir) if task.name in LABELLED else []
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    max_length = min(config.data.max_length, max_positions(model.config))
+    validation = task.load(config.data, "validation", labels)
+    rows = task.encode(validation, tokenizer, max_length)
+    if not rows:
+        raise TinyshipError(f"no validation examples in {validation.source}: the accuracy gate needs some")
+    variants = selected(config.quantize, config.calibration, config.optimize, config.fp16)
+    static = any(VARIANTS[v].kind == "static" for v in variants)
+    job = _Job(config, model, task, labels, rows,
+               _calibration_rows(config, task, labels, tokenizer, max_length) if static else [],
+               tokenizer.pad_token_id or 0, max_length, validation.source)
     if config.candidates_dir:
         work = Path(config.candidates_dir)
         shutil.rmtree(work, ignore_errors=True)  # no stale candidate from an earlier run
-        return _export(config, model_dir, labels, validation, work, out)
+        return _export(job, variants, model_dir, work, out)
     with tempfile.TemporaryDirectory(prefix="tinyship-export-") as work:
-        return _export(config, model_dir, labels, validation, Path(work), out)
+        return _export(job, variants, model_dir, Path(work), out)
 
 
-def _export(config: ExportConfig, model_dir: Path, labels: list[str], validation, work: Path, out: Path) -> Path:
-    print(f"exporting {model_dir} to ONNX (opset {config.opset})")
-    candidates = {"fp32": to_onnx(model_dir, work / "fp32", config.opset)}
-    parity = check_parity(model_dir, candidates["fp32"], validation.inputs(), config.data.max_length, config.parity_atol)
-    print(f"parity with PyTorch: largest logit difference {max(parity.values()):.2e}")
-    if config.quantize != "none":
-        quantized = work / config.quantize / "model.onnx"
-        quantized.parent.mkdir(parents=True, exist_ok=True)
-        QUANTIZERS[config.quantize](candidates["fp32"], quantized)
-        candidates[config.quantize] = quantized
-    measured, inputs = {}, {}
-    for name, path in candidates.items():
-        classify = TextClassifier(path, model_dir / "tokenizer.json", labels, max_length=config.data.max_length)
-        inputs[name] = classify.input_names
-        measured[name] = {"validation_accuracy": accuracy(classify, validation), "size_bytes": path.stat().st_size}
-        print(f"{name}: validation accuracy {measured[name]['validation_accuracy']:.4f}, "
-              f"{measured[name]['size_bytes'] / 1e6:.1f} MB")
-    shipped = config.quantize if config.quantize != "none" else "fp32"
+@dataclass
+class _Job:
+    """What one export carries from step to step."""
+
+    config: ExportConfig
+    model: object
+    task: Task
+    labels: list[str]
+    rows: list[dict]  # encoded validation examples: the gate's data
+    calibration_rows: list[dict]  # encoded training examples for static INT8 (empty when none is built)
+    pad_id: int
+    max_length: int
+    validation_source: str
+
+    def calibration_reader(self, names: list[str]):
+        """A fresh onnxruntime reader over the calibration examples, one at a time, all padded to one length
+        (the histogram calibrators stack every activation they see, so shapes must agree)."""
+        from onnxruntime.quantization import CalibrationDataReader
+
+        padded, _ = next(batches(self.calibration_rows, names, self.pad_id, batch_size=len(self.calibration_rows)))
+        feeds = ({name: array[i : i + 1] for name, array in padded.items()} for i in range(len(self.calibration_rows)))
+
+        class Reader(CalibrationDataReader):
+            def get_next(self):
+                return next(feeds, None)
+
+        return Reader()
+
+
+def _calibration_rows(config: ExportConfig, task: Task, labels: list[str], tokenizer, max_length: int) -> list[dict]:
+    """A fixed, evenly spread sample of the training split, encoded for the model."""
+    train = task.load(config.data, "train", labels)
+    rows = task.encode(train, tokenizer, max_length)
+    if not rows:
+        raise TinyshipError(f"no calibration examples in {train.source}: static INT8 needs training examples "
+                            "of the model's task (or use --quantize dynamic)")
+    return rows[:: max(1, len(rows) // config.calibration_examples)][: config.calibration_examples]
+
+
+def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Path) -> Path:
+    config, task = job.config, job.task
+    print(f"exporting {model_dir} ({task.name}) to ONNX, opset {config.opset}")
+    paths = {"fp32": to_onnx(job.model, task, work / "fp32", config.opset, config.exporter)}
+    parity = check_parity(job.model, paths["fp32"], config.parity_atol)
+    print(f"parity with PyTorch at {len(parity)} shapes: largest difference {max(parity.values()):.2e}")
+    names = [i.name for i in session(paths["fp32"]).get_inputs()]
+    preset_name = detect_preset() if config.preset == "auto" else config.preset
+    preset = PRESETS[preset_name]
+    recipe = Recipe(
+        preset=preset,
+        per_channel=preset.per_channel if config.per_channel is None else config.per_channel,
+        calibration=lambda: job.calibration_reader(names),
+        num_heads=job.model.config.num_attention_heads,
+        hidden_size=job.model.config.hidden_size,
+    )
+    median_row = sorted(job.rows, key=lambda r: len(r["input_ids"]))[len(job.rows) // 2]
+    typical = next(batches([median_row], names, job.pad_id, batch_size=1))[0]
+    measured = {}
+    for name in ["fp32", *variants]:
+        if name != "fp32":
+            variant = VARIANTS[name]
+            if variant.source not in paths:
+                measured[name] = {"error": f"not built: {variant.source} failed"}
+                continue
+            target = work / name / "model.onnx"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                variant.build(paths[variant.source], target, recipe)
+            except TinyshipError:
+                raise
+            except Exception as e:  # a variant the tools cannot build for this graph is recorded, not fatal
+                measured[name] = {"error": f"not built: {_first_line(e)}"}
+                print(f"{name}: {measured[name]['error']}")
+                continue
+            paths[name] = target
+        measured[name] = _measure(job, name, paths[name], typical)
+    choice = choose(measured, task.metric, config.accuracy_budget)
+    for name, passed in choice.passed.items():
+        measured[name]["passed"] = passed
+    winner = choice.winner
+    if config.quantize != "none" and not any(p and precision_of(n) != "fp32" for n, p in choice.passed.items()):
+        print(f"no quantized variant kept {task.metric} within the budget: shipping {winner} (fp32)")
+    print(f"chosen: {choice.reason}")
     bundle = write_bundle(
         out,
-        candidates[shipped],
+        paths[winner],
         model_dir,
         {
-            "task": TASK,
-            "labels": labels,
-            "max_length": config.data.max_length,
-            "inputs": inputs[shipped],
-            "outputs": ["logits"],
-            "precision": precision_of(shipped),
-            "quantization": config.quantize,
+            "task": BUNDLE_TASKS[task.name],
+            "labels": job.labels,
+            "max_length": job.max_length,
+            "inputs": names,
+            "outputs": [o.name for o in session(paths[winner]).get_outputs()],
+            "precision": precision_of(winner),
+            "variant": winner,
+            "quantization": {
+                "mode": config.quantize,
+                "preset": preset_name,
+                "preset_reason": preset.why,
+                "per_channel": recipe.per_channel,
+                "static_ops": STATIC_OPS,
+                "calibration_examples": config.calibration_examples,
+            },
             "metrics": {
-                **measured[shipped],
-                "validation_set": validation.source,
+                "metric": task.metric,
+                "validation": measured[winner][task.metric],
+                "validation_set": job.validation_source,
+                "validation_examples": len(job.rows),
                 "parity_max_abs_diff": parity,
                 "candidates": measured,
+                "gate": {"budget": config.accuracy_budget, "winner": winner, "reason": choice.reason,
+                         "latency": {"batch_size": 1, "tokens": int(typical["input_ids"].shape[1]),
+                                     "threads": config.latency_threads}},
             },
             "source_model": str(model_dir),
         },
     )
     print(f"bundle written to {bundle}")
     return bundle
+
+
+def _measure(job: _Job, name: str, path: Path, typical: dict) -> dict:
+    """The candidate's task metric on the validation rows, its latency at batch 1 and its size; or why it failed."""
+    try:
+        metric = evaluate(path, job.rows, job.task, job.pad_id)
+        timing = latency(path, typical, job.config.latency_threads)
+    except Exception as e:  # e.g. an FP16 graph this CPU's onnxruntime has no kernels for
+        print(f"{name}: cannot run here: {_first_line(e)}")
+        return {"error": f"cannot run here: {_first_line(e)}"}
+    result = {job.task.metric: metric, **timing, "size_bytes": path.stat().st_size, "precision": precision_of(name)}
+    print(f"{name}: {job.task.metric} {metric:.4f}, {timing['median_ms']:.2f} ms, {result['size_bytes'] / 1e6:.1f} MB")
+    return result
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tinyship.compress.config import STAGE_FILE, DistillConfig, FinetuneConfig, settings
 from tinyship.export.config import ExportConfig
+from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
@@ -61,8 +62,10 @@ def compress(config: CompressConfig) -> Path:
                 candidates_dir=str(candidates_dir), force=True)
     )
     print("== report")
-    candidates = {p.parent.name: p for p in sorted(candidates_dir.glob("*/model.onnx"), key=lambda p: p.parent.name != "fp32")}
-    compression_report(teacher, student, candidates, config.data, out)
+    exported = read_manifest(bundle)
+    shipped = {exported["variant"]: bundle / exported["model"]}
+    compression_report(teacher, student, {"fp32": candidates_dir / "fp32" / "model.onnx", **shipped}, config.data, out,
+                       gate=exported["metrics"])
     print((out / "report.md").read_text(encoding="utf-8"))
     print(f"bundle: {bundle}\nreport: {out / 'report.md'} and {out / 'report.json'}")
     return bundle

@@ -19,8 +19,7 @@ from tqdm import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from tinyship.export.bundling import versions
-from tinyship.export.exporting import accuracy, model_labels
-from tinyship.export.quantization import precision_of
+from tinyship.export.exporting import model_labels
 from tinyship.runtime.data import DataConfig, Examples, load_examples
 from tinyship.runtime.files import write_text_atomic
 from tinyship.runtime.predictor import TextClassifier, load_tokenizer
@@ -80,6 +79,11 @@ def torch_row(name: str, model_dir: Path, test: Examples, typical: dict, max_len
     }
 
 
+def accuracy(classify: TextClassifier, examples: Examples) -> float:
+    predicted = classify.logits(examples.inputs()).argmax(axis=-1)
+    return float((predicted == np.array(examples.labels)).mean())
+
+
 def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typical: dict, max_length: int, parameters: int) -> dict:
     import onnxruntime as ort
 
@@ -98,15 +102,16 @@ def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typic
     }
 
 
-def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[str, Path], data: DataConfig, out_dir: Path) -> dict:
-    """Measure teacher, student and the student's ONNX candidates; write report.json and report.md to out_dir."""
+def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[str, Path], data: DataConfig, out_dir: Path,
+                       gate: dict | None = None) -> dict:
+    """Measure teacher, student and the student's ONNX candidates; write report.json and report.md to out_dir.
+    gate: the bundle manifest's metrics, whose candidate table the report repeats."""
     test = load_examples(data, "test", model_labels(teacher_dir))
     typical = typical_input(test, student_dir / "tokenizer.json", data.max_length)
     rows = [torch_row("teacher (PyTorch fp32)", teacher_dir, test, typical, data.max_length)]
     rows.append(torch_row("student (PyTorch fp32)", student_dir, test, typical, data.max_length))
     for name, path in candidates.items():
-        label = name if precision_of(name) == name else f"{precision_of(name)} {name}"
-        rows.append(onnx_row(f"student (ONNX {label})", path, student_dir, test, typical, data.max_length, rows[1]["parameters"]))
+        rows.append(onnx_row(f"student (ONNX {name})", path, student_dir, test, typical, data.max_length, rows[1]["parameters"]))
     teacher = rows[0]
     for row in rows:
         row["speedup"] = teacher["median_ms"] / row["median_ms"]
@@ -120,6 +125,7 @@ def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[st
         "machine": machine(),
         "versions": versions(),
         "rows": rows,
+        "export_gate": gate,
     }
     write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out_dir / "report.md", markdown(report))
@@ -158,4 +164,22 @@ def markdown(report: dict) -> str:
             f"{r['size_reduction']:.1f}x | {r['parameters'] / 1e6:.1f} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | "
             f"{r['speedup']:.1f}x |"
         )
+    gate = report.get("export_gate")
+    if gate:
+        latency = gate["gate"]["latency"]
+        lines += [
+            "",
+            f"Export candidates, on {gate['validation_examples']} validation examples; latency at batch "
+            f"{latency['batch_size']}, {latency['tokens']} tokens, {latency['threads']} thread:",
+            "",
+            f"| variant | precision | {gate['metric']} | median ms | p99 ms | size MB | within budget |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        for name, c in gate["candidates"].items():
+            if "error" in c:
+                lines.append(f"| {name} | | | | | | {c['error']} |")
+            else:
+                lines.append(f"| {name} | {c['precision']} | {c[gate['metric']]:.4f} | {c['median_ms']:.2f} | "
+                             f"{c['p99_ms']:.2f} | {c['size_bytes'] / 1e6:.1f} | {'yes' if c['passed'] else 'no'} |")
+        lines += ["", f"Shipped: {gate['gate']['reason']}"]
     return "\n".join(lines) + "\n"

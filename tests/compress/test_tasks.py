@@ -3,40 +3,22 @@ import json
 import pytest
 import torch
 from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification,
-                          AutoTokenizer, BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
-                          BertForTokenClassification)
+                          AutoTokenizer, BertForQuestionAnswering, BertForSequenceClassification)
 
 from tinyship.compress import DistillConfig, Phase, distill
 from tinyship.compress.losses import LOSSES
 from tinyship.compress.tasks import TASKS
 from tinyship.runtime.data import DataConfig, load_span_examples, load_token_examples
 from tinyship.runtime.errors import TinyshipError
+from helpers import WORDS, squad_data, tiny, tiny_tagger, write_jsonl
+from helpers import token_data as make_token_data
 
 PHASES = [Phase({"hidden": 1, "attention": 1}, 1), Phase({"prediction": 1, "labels": 0.5}, 1)]
-WORDS = ["alice", "visited", "paris", "with", "bob", "in", "june", "tinyship", "ships", "models"]
-TAGS = {"alice": "PER", "bob": "PER", "paris": "LOC"}
-
-
-def tiny(model_class, path, tokenizer_dir, **config):
-    torch.manual_seed(0)
-    shape = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
-                 max_position_embeddings=128)
-    model_class(BertConfig(**shape, **config)).save_pretrained(path)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(path)
-    return path
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
 
 
 @pytest.fixture
 def token_data(tmp_path):
-    rows = [{"tokens": [WORDS[(i + k) % len(WORDS)] for k in range(3 + i % 5)]} for i in range(60)]
-    for row in rows:
-        row["tags"] = [TAGS.get(w, "O") for w in row["tokens"]]
-    return DataConfig(train_file=write_jsonl(tmp_path / "ner.jsonl", rows), text_column="tokens", label_column="tags")
+    return make_token_data(tmp_path)
 
 
 def test_token_tags_go_on_each_words_first_piece(token_data, tiny_model_dir):
@@ -54,9 +36,7 @@ def test_token_tags_go_on_each_words_first_piece(token_data, tiny_model_dir):
 
 
 def test_token_classification_distils(token_data, tiny_model_dir, tmp_path):
-    labels = ["LOC", "O", "PER"]
-    teacher = tiny(BertForTokenClassification, tmp_path / "teacher", tiny_model_dir, num_labels=3,
-                   id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    teacher = tiny_tagger(tmp_path / "teacher", tiny_model_dir)
     out = distill(DistillConfig(teacher=str(teacher), output_dir=str(tmp_path / "s"), data=token_data, batch_size=16,
                                 phases=PHASES))
     stage = json.loads((out / "tinyship_stage.json").read_text())
@@ -64,19 +44,8 @@ def test_token_classification_distils(token_data, tiny_model_dir, tmp_path):
     assert AutoModelForTokenClassification.from_pretrained(out).config.num_hidden_layers == 2
 
 
-def squad_rows(count):
-    rows = []
-    for i in range(count):
-        name = WORDS[i % len(WORDS)]
-        context = f"in the year {1900 + i} {name} wrote a long letter about the weather and the sea."
-        rows.append({"question": f"who wrote in {1900 + i}?", "context": context,
-                     "answers": {"text": [name], "answer_start": [context.index(name)]}})
-    return rows
-
-
 def test_answer_spans_point_at_the_answer_or_at_the_first_token(tmp_path, tiny_model_dir):
-    data = DataConfig(train_file=write_jsonl(tmp_path / "qa.jsonl", squad_rows(40)), text_column="question",
-                      text_pair_column="context", label_column="answers")
+    data = squad_data(tmp_path)
     examples = load_span_examples(data, "train")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     rows = TASKS["question-answering"].encode(examples, tokenizer, 64)
@@ -92,8 +61,7 @@ def test_answer_spans_point_at_the_answer_or_at_the_first_token(tmp_path, tiny_m
 
 
 def test_question_answering_distils(tmp_path, tiny_model_dir):
-    data = DataConfig(train_file=write_jsonl(tmp_path / "qa.jsonl", squad_rows(40)), text_column="question",
-                      text_pair_column="context", label_column="answers", max_length=64)
+    data = squad_data(tmp_path, max_length=64)
     teacher = tiny(BertForQuestionAnswering, tmp_path / "teacher", tiny_model_dir)
     out = distill(DistillConfig(teacher=str(teacher), output_dir=str(tmp_path / "s"), data=data, batch_size=8, phases=PHASES))
     stage = json.loads((out / "tinyship_stage.json").read_text())

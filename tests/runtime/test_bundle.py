@@ -18,7 +18,8 @@ def test_manifest_records_task_labels_and_checksums(fp32_bundle):
     assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["task"] == "text-classification" and manifest["labels"] == ["negative", "positive"]
     assert set(manifest["files"]) == {"model.onnx", "tokenizer.json", "config.json"}
-    assert manifest["precision"] == "fp32" and manifest["quantization"] == "none" and 0 <= manifest["metrics"]["validation_accuracy"] <= 1
+    assert manifest["precision"] == "fp32" and manifest["quantization"]["mode"] == "none"
+    assert manifest["metrics"]["metric"] == "accuracy" and 0 <= manifest["metrics"]["validation"] <= 1
 
 
 def test_damaged_model_is_refused(bundle_copy):

@@ -1,0 +1,113 @@
+"""Measuring candidates with onnxruntime (task metric on held-out rows, latency on this machine) and the accuracy
+gate that chooses the fastest candidate within the accuracy budget."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from tinyship.compress.tasks import Task
+
+LOWER_IS_BETTER = {"mse"}
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def batches(rows: list[dict], names: list[str], pad_id: int, per_token: bool = False, batch_size: int = 32):
+    """Feeds of length-sorted rows padded to their batch's longest, and their labels (per-token ones padded
+    with -100, which scorers ignore)."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    for start in range(0, len(order), batch_size):
+        chosen = [rows[i] for i in order[start : start + batch_size]]
+        length = max(len(r["input_ids"]) for r in chosen)
+        feed = {}
+        for name in names:
+            array = np.full((len(chosen), length), pad_id if name == "input_ids" else 0, dtype=np.int64)
+            for k, row in enumerate(chosen):  # a tokenizer without token types leaves them 0
+                array[k, : len(row.get(name, ()))] = row.get(name, ())
+            feed[name] = array
+        labels = [r["labels"] + [-100] * (length - len(r["labels"])) if per_token else r["labels"] for r in chosen]
+        yield feed, np.array(labels)
+
+
+def task_logits(outputs: list[np.ndarray], names: list[str], mask: np.ndarray) -> np.ndarray:
+    """The outputs as the task's scorer takes them: QA start and end stacked on a last axis, padding never best."""
+    if names[:2] == ["start_logits", "end_logits"]:
+        stacked = np.stack(outputs[:2], axis=-1)
+        return np.where(mask[..., None].astype(bool), stacked, -1e4)
+    return outputs[0]
+
+
+def evaluate(path: Path, rows: list[dict], task: Task, pad_id: int) -> float:
+    """The task's metric (accuracy, exact match or MSE) of an ONNX model over encoded rows."""
+    run = session(path)
+    names = [i.name for i in run.get_inputs()]
+    outputs = [o.name for o in run.get_outputs()]
+    total = count = 0.0
+    for feed, labels in batches(rows, names, pad_id, per_token=task.name == "token-classification"):
+        logits = task_logits(run.run(None, feed), outputs, feed["attention_mask"])
+        found, seen = task.score(logits, labels)
+        total, count = total + found, count + seen
+    return total / max(count, 1)
+
+
+def latency(path: Path, feed: dict[str, np.ndarray], threads: int, warmup: int = 10, repeat: int = 50) -> dict:
+    """Median and p99 milliseconds of one run on feed, after warm-up runs."""
+    run = session(path, threads)
+    feed = {i.name: feed[i.name] for i in run.get_inputs()}
+    for _ in range(warmup):
+        run.run(None, feed)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run.run(None, feed)
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99))}
+
+
+@dataclass
+class Choice:
+    winner: str
+    reason: str
+    passed: dict[str, bool]
+
+
+def choose(measured: dict[str, dict], metric: str, budget: float, baseline: str = "fp32") -> Choice:
+    """The fastest candidate (median latency) whose metric is at most `budget` worse than the baseline's.
+
+    measured maps a candidate to {metric: value, "median_ms": ...}, or to {"error": why} when it could not be
+    built or run. The baseline always passes, so something always ships."""
+    sign = -1 if metric in LOWER_IS_BETTER else 1
+    points = partial(_points, metric)
+    base = measured[baseline][metric]
+    passed = {name: "error" not in m and (name == baseline or sign * (base - m[metric]) <= budget + 1e-12)
+              for name, m in measured.items()}
+    winner = min((n for n in measured if passed[n]), key=lambda n: measured[n]["median_ms"])
+    rejected = [f"{n} ({measured[n]['error']})" if "error" in measured[n] else
+                f"{n} ({metric} {measured[n][metric]:.4f}, {points(sign * (base - measured[n][metric]))} worse)"
+                for n in measured if not passed[n]]
+    others = [n for n in measured if passed[n] and n != winner]
+    reason = (f"{winner}: the fastest within the budget of {points(budget)} ({measured[winner]['median_ms']:.2f} ms, "
+              f"{metric} {measured[winner][metric]:.4f} against {base:.4f} for {baseline})")
+    if others:
+        reason += "; slower: " + ", ".join(f"{n} ({measured[n]['median_ms']:.2f} ms)" for n in others)
+    if rejected:
+        reason += "; over the budget or failed: " + ", ".join(rejected)
+    return Choice(winner, reason, passed)
+
+
+def _points(metric: str, value: float) -> str:
+    return f"{value:.4f}" if metric in LOWER_IS_BETTER else f"{value * 100:.2f} points"

@@ -1,0 +1,76 @@
+"""Export of every task: parity with PyTorch at every shape, the manifest, and loading in optimum and onnxruntime."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from transformers import AutoConfig, AutoTokenizer, BertForQuestionAnswering, BertForSequenceClassification
+
+from tinyship.export import ExportConfig, export
+from tinyship.export.onnx_export import max_positions, parity_inputs
+from tinyship.runtime.bundle import read_manifest
+from tinyship.runtime.data import DataConfig
+
+from helpers import WORDS, squad_data, tiny, tiny_tagger, token_data
+
+
+def pairs_data(directory):
+    lines = ["premise,hypothesis,label"] + [f"{w} is here {i},{v} is there,{'same' if w == v else 'other'}"
+                                            for i, (w, v) in enumerate(zip(WORDS * 6, WORDS[::-1] * 6))]
+    (directory / "pairs.csv").write_text("\n".join(lines) + "\n")
+    return DataConfig(train_file=str(directory / "pairs.csv"), text_column="premise", text_pair_column="hypothesis")
+
+
+TASKS = {
+    # task: (model builder, data builder, manifest task, outputs, optimum class, metric)
+    "pairs": (lambda p, t: tiny(BertForSequenceClassification, p, t, num_labels=2, id2label={0: "other", 1: "same"},
+                                label2id={"other": 0, "same": 1}),
+              pairs_data, "text-classification", ["logits"], "ORTModelForSequenceClassification", "accuracy"),
+    "token-classification": (tiny_tagger, token_data, "token-classification", ["logits"],
+                             "ORTModelForTokenClassification", "accuracy"),
+    "question-answering": (lambda p, t: tiny(BertForQuestionAnswering, p, t), squad_data, "question-answering",
+                           ["start_logits", "end_logits"], "ORTModelForQuestionAnswering", "exact_match"),
+}
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_every_task_exports_with_parity_and_loads_in_optimum_and_onnxruntime(name, minilm_dir, tmp_path):
+    import optimum.onnxruntime
+
+    build, data, manifest_task, outputs, optimum_class, metric = TASKS[name]
+    model_dir = build(tmp_path / "model", minilm_dir)
+    bundle = export(ExportConfig(model=str(model_dir), output=str(tmp_path / "bundle"), data=data(tmp_path),
+                                 quantize="dynamic", optimize=False))
+    manifest = read_manifest(bundle)
+    assert manifest["task"] == manifest_task and manifest["outputs"] == outputs
+    parity = manifest["metrics"]["parity_max_abs_diff"]
+    assert {"b1_s1", "b3_s17_padded", "b8_s128", "b8_s128_padded"} <= set(parity) and max(parity.values()) <= 1e-4
+    candidates = manifest["metrics"]["candidates"]
+    assert manifest["metrics"]["metric"] == metric and 0 <= candidates["int8-dynamic"][metric] <= 1
+    fp32 = candidates["fp32"][metric]
+    assert candidates[manifest["variant"]][metric] >= fp32 - 0.01  # what ships is within the budget
+
+    tokenizer = AutoTokenizer.from_pretrained(str(bundle))
+    encoded = tokenizer("alice visited paris", "bob wrote", return_tensors="np")
+    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    bare = session.run(None, {n: encoded[n].astype(np.int64) for n in manifest["inputs"]})
+    loaded = getattr(optimum.onnxruntime, optimum_class).from_pretrained(bundle)
+    result = loaded(**{k: torch.from_numpy(v) for k, v in encoded.items()})
+    for output, expected in zip(outputs, bare):
+        np.testing.assert_allclose(result[output].numpy(), expected, atol=1e-6)
+
+
+def test_parity_inputs_cover_batches_lengths_and_padding(tiny_model_dir):
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    shapes = parity_inputs(config, ["input_ids", "attention_mask"])
+    assert shapes["b8_s128"]["input_ids"].shape == (8, 128) and shapes["b8_s128"]["attention_mask"].all()
+    padded = shapes["b8_s128_padded"]["attention_mask"]
+    assert padded[0].sum() == 128 and padded[-1].sum() == 64 and len(set(padded.sum(1))) == 8
+    assert shapes["b1_s17_padded"]["attention_mask"].sum() == 12  # three quarters of a lone row is real
+    assert "b1_s1_padded" not in shapes and set(shapes["b3_s1"]) == {"input_ids", "attention_mask"}
+    assert (shapes["b1_s1"]["input_ids"] < config.vocab_size).all()
+
+
+def test_models_with_offset_positions_have_a_shorter_maximum():
+    assert max_positions(AutoConfig.for_model("mpnet", max_position_embeddings=514)) == 512
+    assert max_positions(AutoConfig.for_model("bert", max_position_embeddings=512)) == 512
