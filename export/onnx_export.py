@@ -64,9 +64,23 @@ def to_onnx(model, task: Task, out_dir: Path, opset: int, exporter: str = "auto"
                     if exporter == "optimum" or "not supported" not in str(e) and "unsupported" not in str(e):
                         raise TinyshipError(f"optimum cannot export this {model.config.model_type} model: {e}") from None
                     print(f"optimum has no ONNX config for {model.config.model_type}: exporting with torch.onnx")
-            return _torch_export(model, out_dir, opset)
+            try:
+                return _torch_export(model, out_dir, opset)
+            except Exception as e:  # torch.onnx raises many kinds of errors for graphs it cannot trace
+                raise TinyshipError(
+                    f"cannot export this {model.config.model_type} model: torch.onnx failed ({str(e).splitlines()[0]}) "
+                    f"and optimum's exporter supports {', '.join(optimum_model_types(task))} for {task.name}"
+                ) from None
     finally:
         logging.set_verbosity(verbosity)
+
+
+def optimum_model_types(task: Task) -> list[str]:
+    """The model types optimum's ONNX exporter handles for a task."""
+    import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the exporter's configs)
+    from optimum.exporters.tasks import TasksManager
+
+    return sorted(TasksManager.get_supported_model_type_for_task(OPTIMUM_TASKS[task.name], exporter="onnx"))
 
 
 def _optimum_export(model, task: Task, out_dir: Path, opset: int) -> Path:

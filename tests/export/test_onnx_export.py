@@ -74,3 +74,28 @@ def test_parity_inputs_cover_batches_lengths_and_padding(tiny_model_dir):
 def test_models_with_offset_positions_have_a_shorter_maximum():
     assert max_positions(AutoConfig.for_model("mpnet", max_position_embeddings=514)) == 512
     assert max_positions(AutoConfig.for_model("bert", max_position_embeddings=512)) == 512
+
+
+def test_architectures_optimum_lacks_go_through_torch_onnx(tiny_model_dir, small_data, tmp_path, monkeypatch, capsys):
+    from tinyship.export import onnx_export
+    from tinyship.runtime.errors import TinyshipError
+
+    def unsupported(*args):
+        raise ValueError("Trying to export a bert model, that is a custom or unsupported architecture")
+
+    monkeypatch.setattr(onnx_export, "_optimum_export", unsupported)
+    config = ExportConfig(model=str(tiny_model_dir), output=str(tmp_path / "b"), data=small_data, quantize="none",
+                          optimize=False)
+    bundle = export(config)
+    assert "optimum has no ONNX config for bert: exporting with torch.onnx" in capsys.readouterr().out
+    assert max(read_manifest(bundle)["metrics"]["parity_max_abs_diff"].values()) <= 1e-4
+    with pytest.raises(TinyshipError, match="optimum cannot export this bert model: Trying to export"):
+        export(ExportConfig(**{**config.__dict__, "output": str(tmp_path / "c"), "exporter": "optimum"}))
+
+    def untraceable(*args):
+        raise RuntimeError("cannot trace this\ndetails")
+
+    monkeypatch.setattr(onnx_export, "_torch_export", untraceable)
+    with pytest.raises(TinyshipError, match=r"torch.onnx failed \(cannot trace this\) and optimum's exporter supports "
+                                            r"albert, .*bert, .*mpnet, .* for classification"):
+        export(ExportConfig(**{**config.__dict__, "output": str(tmp_path / "d")}))
