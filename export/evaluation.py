@@ -16,14 +16,21 @@ LOWER_IS_BETTER = {"mse"}
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def session(path: Path, threads: int | None = None):
+# onnxruntime fusions applied when a session loads a model, tried off for each candidate: on onnxruntime 1.32's
+# CPU kernels, SkipLayerNormalization (residual Add + LayerNorm in one op) measured slower than the two apart.
+LOAD_TIME_FUSIONS = ("SkipLayerNormFusion",)
+CLEAR_GAIN = 0.05  # a fusion is turned off only when that is at least this much faster (timing noise is smaller)
+
+
+def session(path: Path, threads: int | None = None, disabled_optimizers: list[str] | tuple = ()):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers))
 
 
 def batches(rows: list[dict], names: list[str], pad_id: int, per_token: bool = False, batch_size: int = 32):
@@ -51,9 +58,9 @@ def task_logits(outputs: list[np.ndarray], names: list[str], mask: np.ndarray) -
     return outputs[0]
 
 
-def evaluate(path: Path, rows: list[dict], task: Task, pad_id: int) -> float:
+def evaluate(path: Path, rows: list[dict], task: Task, pad_id: int, disabled_optimizers: list[str] | tuple = ()) -> float:
     """The task's metric (accuracy, exact match or MSE) of an ONNX model over encoded rows."""
-    run = session(path)
+    run = session(path, disabled_optimizers=disabled_optimizers)
     names = [i.name for i in run.get_inputs()]
     outputs = [o.name for o in run.get_outputs()]
     total = count = 0.0
@@ -64,9 +71,10 @@ def evaluate(path: Path, rows: list[dict], task: Task, pad_id: int) -> float:
     return total / max(count, 1)
 
 
-def latency(path: Path, feed: dict[str, np.ndarray], threads: int, warmup: int = 10, repeat: int = 50) -> dict:
+def latency(path: Path, feed: dict[str, np.ndarray], threads: int, warmup: int = 10, repeat: int = 50,
+            disabled_optimizers: list[str] | tuple = ()) -> dict:
     """Median and p99 milliseconds of one run on feed, after warm-up runs."""
-    run = session(path, threads)
+    run = session(path, threads, disabled_optimizers)
     feed = {i.name: feed[i.name] for i in run.get_inputs()}
     for _ in range(warmup):
         run.run(None, feed)
@@ -76,6 +84,16 @@ def latency(path: Path, feed: dict[str, np.ndarray], threads: int, warmup: int =
         run.run(None, feed)
         times.append((time.perf_counter() - start) * 1e3)
     return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99))}
+
+
+def fastest_session(path: Path, feed: dict[str, np.ndarray], threads: int) -> tuple[list[str], dict]:
+    """The load-time fusions to turn off for this model (those whose absence is clearly faster), and its latency."""
+    disabled, best = [], latency(path, feed, threads)
+    for fusion in LOAD_TIME_FUSIONS:
+        trial = latency(path, feed, threads, disabled_optimizers=[*disabled, fusion])
+        if trial["median_ms"] < (1 - CLEAR_GAIN) * best["median_ms"]:
+            disabled, best = [*disabled, fusion], trial
+    return disabled, best
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 from tinyship.compress.tasks import Task
 from tinyship.export.bundling import check_bundle_output, write_bundle
 from tinyship.export.config import ExportConfig
-from tinyship.export.evaluation import batches, choose, evaluate, latency, session
+from tinyship.export.evaluation import batches, choose, evaluate, fastest_session, session
 from tinyship.export.onnx_export import BUNDLE_TASKS, check_parity, load_model, max_positions, to_onnx
 from tinyship.export.quantization import PRESETS, STATIC_OPS, VARIANTS, Recipe, detect_preset, precision_of, selected
 from tinyship.runtime.errors import TinyshipError
@@ -162,6 +162,7 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
             "inputs": names,
             "outputs": [o.name for o in session(paths[winner]).get_outputs()],
             "precision": precision_of(winner),
+            "session": {"disabled_optimizers": measured[winner]["disabled_optimizers"]},
             "variant": winner,
             "quantization": {
                 "mode": config.quantize,
@@ -192,13 +193,15 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
 def _measure(job: _Job, name: str, path: Path, typical: dict) -> dict:
     """The candidate's task metric on the validation rows, its latency at batch 1 and its size; or why it failed."""
     try:
-        metric = evaluate(path, job.rows, job.task, job.pad_id)
-        timing = latency(path, typical, job.config.latency_threads)
+        disabled, timing = fastest_session(path, typical, job.config.latency_threads)
+        metric = evaluate(path, job.rows, job.task, job.pad_id, disabled)
     except Exception as e:  # e.g. an FP16 graph this CPU's onnxruntime has no kernels for
         print(f"{name}: cannot run here: {_first_line(e)}")
         return {"error": f"cannot run here: {_first_line(e)}"}
-    result = {job.task.metric: metric, **timing, "size_bytes": path.stat().st_size, "precision": precision_of(name)}
-    print(f"{name}: {job.task.metric} {metric:.4f}, {timing['median_ms']:.2f} ms, {result['size_bytes'] / 1e6:.1f} MB")
+    result = {job.task.metric: metric, **timing, "size_bytes": path.stat().st_size, "precision": precision_of(name),
+              "disabled_optimizers": disabled}
+    print(f"{name}: {job.task.metric} {metric:.4f}, {timing['median_ms']:.2f} ms, {result['size_bytes'] / 1e6:.1f} MB"
+          + (f" (onnxruntime's {', '.join(disabled)} off)" if disabled else ""))
     return result
 
 

@@ -25,6 +25,10 @@ def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32) -
     task = manifest.get("task")
     if task not in TASKS:
         raise TinyshipError(f"{bundle} is a {task!r} bundle; this tinyship serves {', '.join(TASKS)}")
+    session = manifest.get("session") or {}
+    disabled = session.get("disabled_optimizers", []) if isinstance(session, dict) else None
+    if not isinstance(disabled, list) or not all(isinstance(name, str) for name in disabled):
+        raise TinyshipError(f"{bundle}: session.disabled_optimizers must be a list of names: re-export the bundle")
     bundle = Path(bundle)
     return TASKS[task](
         bundle / manifest["model"],
@@ -33,4 +37,5 @@ def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32) -
         max_length=manifest["max_length"],
         threads=threads,
         batch_size=batch_size,
+        disabled_optimizers=disabled,
     )

@@ -18,6 +18,8 @@ class TextClassifier:
 
     Inputs are tokenized in one call, sorted by length and run in batches padded to their
     longest member, then returned in input order. Longer inputs are truncated to max_length.
+    disabled_optimizers: onnxruntime load-time fusions to skip (a bundle's manifest names those export
+    measured slower on its machine).
     """
 
     def __init__(
@@ -28,6 +30,7 @@ class TextClassifier:
         max_length: int = 128,
         threads: int | None = None,
         batch_size: int = 32,
+        disabled_optimizers: list[str] | tuple = (),
     ):
         if batch_size < 1:
             raise TinyshipError(f"batch_size {batch_size}: give a positive number of inputs per batch")
@@ -36,7 +39,8 @@ class TextClassifier:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"],
+                                                disabled_optimizers=list(disabled_optimizers))
         except Exception as e:  # onnxruntime raises its own untyped errors for unreadable models
             raise TinyshipError(f"cannot load {model_path}: {e}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]

@@ -56,8 +56,11 @@ def main() -> None:
     student = report["models"]["student"]
     report["student_int8_vs_fp32"] = target_check(student)
     report["student_gops"] = achieved_gops(Path(args.student), student, report["ceiling"])
-    report["student_profile"] = {name: op_profile(Path(args.work) / "student" / "candidates" / name / "model.onnx")
-                                 for name in ("fp32", report["student_int8_vs_fp32"].get("variant")) if name}
+    report["student_profile"] = {
+        name: op_profile(Path(args.work) / "student" / "candidates" / name / "model.onnx",
+                         student["variants"][name]["disabled_optimizers"])
+        for name in ("fp32", report["student_int8_vs_fp32"].get("variant")) if name
+    }
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     write_text_atomic(results / "results.json", json.dumps(report, indent=2) + "\n")
@@ -85,6 +88,7 @@ def measure_model(model_dir: Path, work: Path, data: DataConfig, repeat: int) ->
             variants[name] = {"error": candidate["error"]}
             continue
         path = work / "candidates" / name / "model.onnx"
+        disabled = candidate["disabled_optimizers"]  # the load-time fusions export measured slower for it
         grid = []
         for batch in BATCHES:
             for length in LENGTHS:
@@ -92,10 +96,11 @@ def measure_model(model_dir: Path, work: Path, data: DataConfig, repeat: int) ->
                 feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
                 for threads in THREADS:
                     grid.append({"batch_size": batch, "tokens": length, "threads": threads,
-                                 **latency(path, feed, threads, warmup=max(3, repeat // 10), repeat=repeat)})
+                                 **latency(path, feed, threads, max(3, repeat // 10), repeat, disabled)})
         variants[name] = {
             "precision": precision_of(name),
-            "test_accuracy": evaluate(path, rows, task, tokenizer.pad_token_id or 0),
+            "test_accuracy": evaluate(path, rows, task, tokenizer.pad_token_id or 0, disabled),
+            "disabled_optimizers": disabled,
             "validation_accuracy": candidate["accuracy"],
             "size_bytes": path.stat().st_size,
             "latency": grid,
@@ -143,7 +148,7 @@ def achieved_gops(student_dir: Path, student: dict, ceiling: dict) -> dict:
     return {"gop_per_sequence": gop, "variants": found}
 
 
-def op_profile(path: Path, runs: int = 50) -> dict[str, float]:
+def op_profile(path: Path, disabled_optimizers: list[str], runs: int = 50) -> dict[str, float]:
     """Milliseconds per run spent in each operator type at the target setting, from onnxruntime's profiler."""
     import onnxruntime as ort
 
@@ -151,7 +156,8 @@ def op_profile(path: Path, runs: int = 50) -> dict[str, float]:
     options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
     options.enable_profiling = True
     options.profile_file_prefix = "/tmp/tinyship-profile"
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=disabled_optimizers)
     ids = np.random.default_rng(0).integers(1000, 30000, (1, TARGET["tokens"]))
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     feed = {i.name: feed[i.name] for i in session.get_inputs()}
@@ -210,15 +216,16 @@ def markdown(report: dict) -> str:
     for role, model in report["models"].items():
         lines += [f"## {role}: {model['model']}", "",
                   f"Test: {model['test_set']}, {model['test_examples']} examples. Shipped by the gate: {model['gate_reason']}", "",
-                  "| variant | test acc | MB | " + " | ".join(f"b{b} s{s} t{t}" for b in BATCHES for s in LENGTHS for t in THREADS) + " |",
-                  "|---|---:|---:|" + "---:|" * (len(BATCHES) * len(LENGTHS) * len(THREADS))]
+                  "| variant | test acc | MB | fusions off | " + " | ".join(f"b{b} s{s} t{t}" for b in BATCHES for s in LENGTHS for t in THREADS) + " |",
+                  "|---|---:|---:|---|" + "---:|" * (len(BATCHES) * len(LENGTHS) * len(THREADS))]
         for name, v in model["variants"].items():
             if "error" in v:
                 lines.append(f"| {name} | {v['error']} |")
                 continue
             cells = [f"{lookup(v, b, s, t)['median_ms']:.2f} / {lookup(v, b, s, t)['p99_ms']:.2f}"
                      for b in BATCHES for s in LENGTHS for t in THREADS]
-            lines.append(f"| {name} | {v['test_accuracy']:.4f} | {v['size_bytes'] / 1e6:.1f} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {v['test_accuracy']:.4f} | {v['size_bytes'] / 1e6:.1f} | "
+                         f"{', '.join(v['disabled_optimizers']) or '-'} | " + " | ".join(cells) + " |")
         lines += ["", "Cells: median / p99 ms; b batch size, s tokens, t threads.", ""]
     check = report["student_int8_vs_fp32"]
     if check.get("variant"):

@@ -61,3 +61,16 @@ def test_span_logits_never_pick_padding():
 def test_the_baseline_always_passes(metric):
     candidates = {"fp32": {metric: 0.0, "median_ms": 1.0}}
     assert choose(candidates, metric, budget=0.0).winner == "fp32"
+
+
+def test_a_load_time_fusion_is_turned_off_only_when_clearly_faster(monkeypatch):
+    from tinyship.export import evaluation
+
+    def timed(speedup):
+        return lambda path, feed, threads, disabled_optimizers=(): {
+            "median_ms": 10.0 / (speedup if "SkipLayerNormFusion" in disabled_optimizers else 1.0), "p99_ms": 11.0}
+
+    monkeypatch.setattr(evaluation, "latency", timed(1.25))
+    assert evaluation.fastest_session("model.onnx", {}, 1) == (["SkipLayerNormFusion"], {"median_ms": 8.0, "p99_ms": 11.0})
+    monkeypatch.setattr(evaluation, "latency", timed(1.02))  # within timing noise: keep onnxruntime's default
+    assert evaluation.fastest_session("model.onnx", {}, 1) == ([], {"median_ms": 10.0, "p99_ms": 11.0})

@@ -64,3 +64,24 @@ def test_manifest_that_skips_or_escapes_checks_is_refused(bundle_copy, edit, mes
     path.write_text(json.dumps(edit(json.loads(path.read_text()))))
     with pytest.raises(TinyshipError, match=message):
         load(bundle_copy)
+
+
+def test_the_manifest_session_settings_reach_onnxruntime(bundle_copy, monkeypatch):
+    from tinyship.runtime import predictor
+
+    manifest = json.loads((bundle_copy / MANIFEST_NAME).read_text())
+    seen = []
+    real = predictor.ort.InferenceSession
+
+    def recording(*args, disabled_optimizers=None, **kwargs):
+        seen.append(disabled_optimizers)
+        return real(*args, disabled_optimizers=disabled_optimizers, **kwargs)
+
+    monkeypatch.setattr(predictor.ort, "InferenceSession", recording)
+    before = load(bundle_copy).logits(["a fine film"])
+    (bundle_copy / MANIFEST_NAME).write_text(json.dumps({**manifest, "session": {"disabled_optimizers": ["SkipLayerNormFusion"]}}))
+    assert load(bundle_copy).logits(["a fine film"]) == pytest.approx(before, abs=1e-5)
+    assert seen[-1] == ["SkipLayerNormFusion"]
+    (bundle_copy / MANIFEST_NAME).write_text(json.dumps({**manifest, "session": {"disabled_optimizers": "all"}}))
+    with pytest.raises(TinyshipError, match="session.disabled_optimizers must be a list of names"):
+        load(bundle_copy)
