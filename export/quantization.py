@@ -111,10 +111,16 @@ def selected(quantize: str, calibration: Iterable[str], optimize: bool, fp16: bo
 
 @register("fp32-fused", "fused", "fp32")
 def fused(source: Path, out: Path, recipe: Recipe) -> None:
-    """onnxruntime's transformer optimizer: attention, LayerNorm (with the residual Add) and GELU fused."""
+    """onnxruntime's transformer optimizer: attention, embedding LayerNorm and GELU fused. The residual Add stays
+    apart from its LayerNorm: that fusion happens (or not) when a session loads the model, where the gate measures
+    it (evaluation.LOAD_TIME_FUSIONS)."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
-    model = optimize_model(str(source), model_type="bert", num_heads=recipe.num_heads, hidden_size=recipe.hidden_size)
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = False
+    model = optimize_model(str(source), model_type="bert", num_heads=recipe.num_heads, hidden_size=recipe.hidden_size,
+                           optimization_options=options)
     if not model.get_fused_operator_statistics().get("Attention"):
         raise ValueError("the transformer optimizer fused no attention block in this graph")
     model.save_model_to_file(str(out))
