@@ -76,12 +76,17 @@ def latency(path: Path, feed: dict[str, np.ndarray], threads: int, warmup: int =
     """Median and p99 milliseconds of one run on feed, after warm-up runs."""
     run = session(path, threads, disabled_optimizers)
     feed = {i.name: feed[i.name] for i in run.get_inputs()}
+    return timed(lambda: run.run(None, feed), warmup, repeat)
+
+
+def timed(run, warmup: int, repeat: int) -> dict[str, float]:
+    """Median and p99 wall time of run() in milliseconds, after warm-up runs."""
     for _ in range(warmup):
-        run.run(None, feed)
+        run()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        run.run(None, feed)
+        run()
         times.append((time.perf_counter() - start) * 1e3)
     return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99))}
 

@@ -10,7 +10,6 @@ import inspect
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from tqdm import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from tinyship.export.bundling import versions
+from tinyship.export.evaluation import session, timed
 from tinyship.export.exporting import model_labels
 from tinyship.runtime.data import DataConfig, Examples, load_examples
 from tinyship.runtime.files import write_text_atomic
@@ -26,18 +26,6 @@ from tinyship.runtime.predictor import TextClassifier, load_tokenizer
 
 WARMUP, REPEAT = 20, 200
 SPEED_FLAGS = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "i8mm"}
-
-
-def latency_ms(run, warmup: int = WARMUP, repeat: int = REPEAT) -> dict[str, float]:
-    """Median and p99 wall time of run() in milliseconds, after warm-up runs."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99))}
 
 
 def typical_input(examples: Examples, tokenizer_file: Path, max_length: int) -> dict[str, np.ndarray]:
@@ -67,7 +55,7 @@ def torch_row(name: str, model_dir: Path, test: Examples, typical: dict, max_len
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            timing = latency_ms(lambda: model(**inputs))
+            timing = timed(lambda: model(**inputs), WARMUP, REPEAT)
         finally:
             torch.set_num_threads(threads)
     return {
@@ -84,21 +72,19 @@ def accuracy(classify: TextClassifier, examples: Examples) -> float:
     return float((predicted == np.array(examples.labels)).mean())
 
 
-def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typical: dict, max_length: int, parameters: int) -> dict:
-    import onnxruntime as ort
-
-    labels = model_labels(model_dir)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-    feed = {i.name: typical[i.name] for i in session.get_inputs()}
+def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typical: dict, max_length: int, parameters: int,
+             disabled_optimizers: list[str]) -> dict:
+    """An ONNX model, loaded with the session settings its export chose."""
+    run = session(model_file, threads=1, disabled_optimizers=disabled_optimizers)
+    feed = {i.name: typical[i.name] for i in run.get_inputs()}
+    classify = TextClassifier(model_file, model_dir / "tokenizer.json", model_labels(model_dir), max_length=max_length,
+                              disabled_optimizers=disabled_optimizers)
     return {
         "model": name,
-        "accuracy": accuracy(TextClassifier(model_file, model_dir / "tokenizer.json", labels, max_length=max_length), test),
+        "accuracy": accuracy(classify, test),
         "size_bytes": model_file.stat().st_size,
         "parameters": parameters,  # those of the PyTorch model it was exported from
-        **latency_ms(lambda: session.run(None, feed)),
+        **timed(lambda: run.run(None, feed), WARMUP, REPEAT),
     }
 
 
@@ -111,7 +97,9 @@ def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[st
     rows = [torch_row("teacher (PyTorch fp32)", teacher_dir, test, typical, data.max_length)]
     rows.append(torch_row("student (PyTorch fp32)", student_dir, test, typical, data.max_length))
     for name, path in candidates.items():
-        rows.append(onnx_row(f"student (ONNX {name})", path, student_dir, test, typical, data.max_length, rows[1]["parameters"]))
+        disabled = gate["candidates"][name]["disabled_optimizers"] if gate else []
+        rows.append(onnx_row(f"student (ONNX {name})", path, student_dir, test, typical, data.max_length, rows[1]["parameters"],
+                             disabled))
     teacher = rows[0]
     for row in rows:
         row["speedup"] = teacher["median_ms"] / row["median_ms"]

@@ -97,8 +97,13 @@ def measure_model(model_dir: Path, work: Path, data: DataConfig, repeat: int) ->
                 for threads in THREADS:
                     grid.append({"batch_size": batch, "tokens": length, "threads": threads,
                                  **latency(path, feed, threads, max(3, repeat // 10), repeat, disabled)})
+        if disabled:  # what turning those fusions off saves, at the target setting
+            ids = rng.integers(1000, tokenizer.vocab_size, (1, TARGET["tokens"]))
+            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+            fused_at_load = latency(path, feed, TARGET["threads"], max(3, repeat // 10), repeat)
         variants[name] = {
             "precision": precision_of(name),
+            "target_with_all_load_time_fusions": fused_at_load if disabled else None,
             "test_accuracy": evaluate(path, rows, task, tokenizer.pad_token_id or 0, disabled),
             "disabled_optimizers": disabled,
             "validation_accuracy": candidate["accuracy"],
@@ -227,6 +232,12 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | {v['test_accuracy']:.4f} | {v['size_bytes'] / 1e6:.1f} | "
                          f"{', '.join(v['disabled_optimizers']) or '-'} | " + " | ".join(cells) + " |")
         lines += ["", "Cells: median / p99 ms; b batch size, s tokens, t threads.", ""]
+        effects = [f"{name} {lookup(v, **TARGET)['median_ms']:.2f} ms without {', '.join(v['disabled_optimizers'])}, "
+                   f"{v['target_with_all_load_time_fusions']['median_ms']:.2f} ms with it"
+                   for name, v in model["variants"].items() if v.get("target_with_all_load_time_fusions")]
+        if effects:
+            lines += ["onnxruntime load-time fusions the gate turned off, at batch 1, 128 tokens, 1 thread: "
+                      + "; ".join(effects) + ".", ""]
     check = report["student_int8_vs_fp32"]
     if check.get("variant"):
         lines.append(f"Target (INT8 student >= 3x its fp32 ONNX at batch 1, 128 tokens, 1 thread, <= 1 point lost): "
