@@ -3,7 +3,9 @@
     from tinyship.runtime import load
     classify = load("runs/demo/bundle")
     classify(["a gripping, funny film", "a dull mess"])
-    # [{'label': 'positive', 'score': 0.97, 'scores': {...}}, {'label': 'negative', ...}]
+    # [{'label': 'positive', 'score': 0.97, 'scores': {...}, 'truncated': False}, {'label': 'negative', ...}]
+
+load() returns the bundle's task's predictor: TextClassifier, TokenClassifier or QuestionAnswerer.
 """
 
 from __future__ import annotations
@@ -12,15 +14,23 @@ from pathlib import Path
 
 from tinyship.runtime.bundle import FORMAT_VERSION, read_manifest
 from tinyship.runtime.errors import TinyshipError
-from tinyship.runtime.predictor import TextClassifier
+from tinyship.runtime.predictor import Predictor, TextClassifier
+from tinyship.runtime.question_answering import QuestionAnswerer
+from tinyship.runtime.token_classification import TokenClassifier
 
-TASKS = {"text-classification": TextClassifier}
+TASKS = {"text-classification": TextClassifier, "token-classification": TokenClassifier,
+         "question-answering": QuestionAnswerer}
 
-__all__ = ["FORMAT_VERSION", "TextClassifier", "TinyshipError", "load"]
+__all__ = ["FORMAT_VERSION", "QuestionAnswerer", "TextClassifier", "TinyshipError", "TokenClassifier", "load"]
 
 
-def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32) -> TextClassifier:
-    """The bundle's predictor, after verifying its manifest and every file's checksum."""
+def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32, providers: list[str] | None = None,
+         optimization_level: str = "all") -> Predictor:
+    """The bundle's predictor, after verifying its manifest and every file's checksum.
+
+    threads: onnxruntime intra-op threads (default: all cores); batch_size: inputs per model run;
+    providers: onnxruntime execution providers (default: CPU); optimization_level: disable, basic, extended or all.
+    """
     manifest = read_manifest(bundle)
     task = manifest.get("task")
     if task not in TASKS:
@@ -38,4 +48,7 @@ def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32) -
         threads=threads,
         batch_size=batch_size,
         disabled_optimizers=disabled,
+        providers=providers,
+        optimization_level=optimization_level,
+        pairs=manifest.get("pairs"),
     )

@@ -95,29 +95,118 @@ def data_config_from_args(args: argparse.Namespace, base: DataConfig | None = No
 
 def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="a bundle directory (from `tinyship export` or `tinyship compress`)")
-    parser.add_argument("texts", nargs="*", help="texts to classify; none: read one text per line from stdin")
+    parser.add_argument("texts", nargs="*", help="texts to classify or tag (contexts, with --question); none: read one "
+                        "per line from stdin")
     parser.add_argument("--top-k", type=int, default=1, help="labels to show per text (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per text")
+    parser.add_argument("--question", help="for a question-answering bundle: the question; the texts are contexts")
 
 
 def _run_predict(args: argparse.Namespace) -> None:
-    from tinyship.runtime import load
+    from tinyship.runtime import QuestionAnswerer, TextClassifier, load
 
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise TinyshipError("no texts: pass them as arguments or one per line on stdin")
-    classify = load(args.bundle, threads=args.threads)
-    for text, result in zip(texts, classify(texts, top_k=args.top_k)):
-        if args.json:
+    predict = load(args.bundle, threads=args.threads)
+    if isinstance(predict, QuestionAnswerer):
+        if not args.question:
+            raise TinyshipError("a question-answering bundle needs --question; the texts are the contexts")
+        results = predict([(args.question, text) for text in texts], top_k=args.top_k)
+    elif args.question:
+        raise TinyshipError("--question is for question-answering bundles")
+    else:
+        results = predict(texts, top_k=args.top_k) if isinstance(predict, TextClassifier) else predict(texts)
+    for text, result in zip(texts, results):
+        if args.json or not isinstance(predict, TextClassifier):
             print(json.dumps({"text": text, **result}))
         else:
             scores = "  ".join(f"{label} {p:.3f}" for label, p in result["scores"].items())
             print(f"{scores}  {text}")
 
 
+def _configure_bench(parser: argparse.ArgumentParser) -> None:
+    numbers = lambda text: tuple(int(n) for n in text.split(","))  # noqa: E731
+    parser.add_argument("bundle", help="a bundle directory")
+    parser.add_argument("--batch-sizes", type=numbers, default=(1, 8), help="comma-separated (default: 1,8)")
+    parser.add_argument("--lengths", type=numbers, default=(16, 64, 128), help="input tokens, comma-separated "
+                        "(default: 16,64,128)")
+    parser.add_argument("--threads", type=lambda text: tuple(None if t == "all" else int(t) for t in text.split(",")),
+                        default=(1, None), help="onnxruntime threads, comma-separated; all: every core (default: 1,all)")
+    parser.add_argument("--repeat", type=int, default=50, help="timed runs per setting (default: %(default)s)")
+    parser.add_argument("--out", help="write bench.json and bench.md to this directory")
+
+
+def _run_bench(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from tinyship.runtime.bench import bench, markdown
+    from tinyship.runtime.files import write_text_atomic
+
+    if args.repeat < 1 or min(args.batch_sizes + args.lengths) < 1:
+        raise TinyshipError("--repeat, --batch-sizes and --lengths take positive numbers")
+    report = bench(args.bundle, args.batch_sizes, args.lengths, args.threads, args.repeat)
+    print(markdown(report))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "bench.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out / "bench.md", markdown(report))
+        print(f"written to {out / 'bench.json'} and {out / 'bench.md'}")
+
+
 PREDICT = Command(
-    help="classify texts with a bundle (base install only: no torch)",
+    help="classify or tag texts, or answer a question, with a bundle (base install only: no torch)",
     configure=_configure_predict,
     run=_run_predict,
+)
+
+
+def _configure_serve(parser: argparse.ArgumentParser) -> None:
+    from tinyship.runtime.server import ServeConfig
+
+    d = ServeConfig()
+    parser.add_argument("bundles", nargs="+", metavar="[NAME=]BUNDLE",
+                        help="bundle directories to serve; NAME=DIR names one (default name: the directory's)")
+    parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s (this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    parser.add_argument("--max-batch", type=int, default=d.max_batch, help="inputs per model run (default: %(default)s)")
+    parser.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                        help="how long a request waits for others to share its run (default: %(default)s)")
+    parser.add_argument("--max-inputs", type=int, default=d.max_inputs, help="inputs per request (default: %(default)s)")
+    parser.add_argument("--max-chars", type=int, default=d.max_chars, help="characters per text (default: %(default)s)")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads per model (default: all cores)")
+
+
+def _run_serve(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from tinyship.runtime.server import ServeConfig, serve
+
+    bundles = {}
+    for given in args.bundles:
+        name, _, path = given.rpartition("=")
+        name = name or Path(path).resolve().name
+        if name in bundles:
+            raise TinyshipError(f"two bundles are named {name!r}: name them, e.g. {name}2={path}")
+        bundles[name] = path
+    if min(args.max_batch, args.max_inputs, args.max_chars) < 1 or args.max_wait_ms < 0:
+        raise TinyshipError("--max-batch, --max-inputs and --max-chars take positive numbers, --max-wait-ms 0 or more")
+    config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_inputs=args.max_inputs,
+                         max_chars=args.max_chars, threads=args.threads)
+    serve(bundles, args.host, args.port, config)
+
+
+SERVE = Command(
+    help="serve bundles over HTTP: POST /v1/predict, GET /healthz, GET /metrics, /docs ([serve] extra)",
+    configure=_configure_serve,
+    run=_run_serve,
+)
+
+
+BENCH = Command(
+    help="measure a bundle on this device: cold start, memory, latency and throughput (base install only)",
+    configure=_configure_bench,
+    run=_run_bench,
 )

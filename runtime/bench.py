@@ -1,0 +1,112 @@
+"""`tinyship bench BUNDLE`: the device-side benchmark, with the base install only (numpy, onnxruntime, tokenizers).
+
+Cold start (a fresh Python process: import, load, first prediction) and its peak memory, the bundle's size, and
+end-to-end latency (tokenization included) median, p90 and p99 over batch sizes, input lengths and thread counts,
+with the throughput that follows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tinyship.runtime.bundle import read_manifest
+from tinyship.runtime.errors import TinyshipError
+
+COLD_START = """
+import json, resource, sys, time
+start = time.perf_counter()
+from tinyship.runtime import load
+predict = load(sys.argv[1], threads=1)
+predict(json.loads(sys.argv[2]))
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def sample_input(task: str, tokens: int, batch: int):
+    """Inputs of about `tokens` tokens each (one per repeated word), as the task's predictor takes them."""
+    words = " ".join(["word"] * max(1, tokens - 2))
+    if task == "question-answering":
+        one = ("which word?", " ".join(["word"] * max(1, tokens - 6)))
+        return [tuple(one)] * batch
+    return [words] * batch
+
+
+def cold_start(bundle: Path, task: str) -> dict:
+    """Seconds from a fresh interpreter's first import to its first prediction, and the process's peak RSS."""
+    first = sample_input(task, 16, 1)[0]
+    result = subprocess.run([sys.executable, "-c", COLD_START, str(bundle), json.dumps(first)],
+                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if result.returncode != 0:
+        raise TinyshipError(f"the cold-start process failed: {result.stderr.strip().splitlines()[-1]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads=(1, None), repeat: int = 50) -> dict:
+    """Measure a bundle on this machine; threads None means all cores."""
+    from tinyship.runtime import load
+
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    task = manifest["task"]
+    grid = []
+    for count in threads:
+        predict = load(bundle, threads=count, batch_size=max(batch_sizes))
+        for batch in batch_sizes:
+            for tokens in lengths:
+                inputs = sample_input(task, min(tokens, manifest["max_length"]), batch)
+                for _ in range(max(3, repeat // 10)):
+                    predict(inputs)
+                times = []
+                for _ in range(repeat):
+                    start = time.perf_counter()
+                    predict(inputs)
+                    times.append((time.perf_counter() - start) * 1e3)
+                median = float(np.median(times))
+                grid.append({"batch_size": batch, "tokens": tokens, "threads": count or os.cpu_count(),
+                             "median_ms": median, "p90_ms": float(np.percentile(times, 90)),
+                             "p99_ms": float(np.percentile(times, 99)), "per_second": batch / median * 1e3})
+    return {
+        "bundle": str(bundle),
+        "task": task,
+        "precision": manifest.get("precision"),
+        "size_bytes": sum((bundle / name).stat().st_size for name in manifest["files"]),
+        "cold_start": cold_start(bundle, task),
+        "latency": grid,
+        "repeat": repeat,
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "system": platform.platform(),
+                    "python": platform.python_version()},
+    }
+
+
+def markdown(report: dict) -> str:
+    cold = report["cold_start"]
+    lines = [
+        f"Bundle {report['bundle']} ({report['task']}, {report['precision']}, {report['size_bytes'] / 1e6:.1f} MB) on "
+        f"{report['machine']['cpu']}, {report['machine']['cores']} cores.",
+        f"Cold start to first prediction: {cold['seconds']:.2f} s, peak RSS {cold['peak_rss_mb']:.0f} MB.",
+        f"End-to-end latency (tokenization included), {report['repeat']} runs each:",
+        "",
+        "| batch | tokens | threads | median ms | p90 ms | p99 ms | inputs/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in report["latency"]:
+        lines.append(f"| {p['batch_size']} | {p['tokens']} | {p['threads']} | {p['median_ms']:.2f} | {p['p90_ms']:.2f} | "
+                     f"{p['p99_ms']:.2f} | {p['per_second']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+    except OSError:
+        return platform.processor()
