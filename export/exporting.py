@@ -159,6 +159,7 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
             "task": BUNDLE_TASKS[task.name],
             "labels": job.labels,
             "pairs": config.data.text_pair_column is not None,  # whether the model reads (text, pair) inputs
+            "multi_label": job.model.config.problem_type == "multi_label_classification",
             "max_length": job.max_length,
             "inputs": names,
             "outputs": [o.name for o in session(paths[winner]).get_outputs()],

@@ -40,6 +40,7 @@ def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32, p
     if not isinstance(disabled, list) or not all(isinstance(name, str) for name in disabled):
         raise TinyshipError(f"{bundle}: session.disabled_optimizers must be a list of names: re-export the bundle")
     bundle = Path(bundle)
+    extra = {"multi_label": bool(manifest.get("multi_label"))} if task == "text-classification" else {}
     return TASKS[task](
         bundle / manifest["model"],
         bundle / manifest["tokenizer"],
@@ -51,4 +52,5 @@ def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32, p
         providers=providers,
         optimization_level=optimization_level,
         pairs=manifest.get("pairs"),
+        **extra,
     )

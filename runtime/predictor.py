@@ -116,7 +116,12 @@ class Predictor:
 
 
 class TextClassifier(Predictor):
-    """Labels and probabilities for texts or (text, pair) tuples."""
+    """Labels and probabilities for texts or (text, pair) tuples. A multi-label model scores each label on its own
+    (sigmoid) and also returns every label at 0.5 or above; otherwise the scores are a softmax over the labels."""
+
+    def __init__(self, *args, multi_label: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.multi_label = multi_label
 
     def __call__(self, inputs, top_k: int | None = 1):
         """For one input a dict, for a list a list of dicts: label, score, the top_k labels' probabilities, and
@@ -125,18 +130,20 @@ class TextClassifier(Predictor):
             raise TinyshipError(f"top_k {top_k}: give a positive number of labels, or None for all")
         single = isinstance(inputs, (str, tuple))
         encodings = self._encode([inputs] if single else inputs)
-        probs = softmax(np.stack([rows[0] for rows in self._run(encodings)]))
+        logits = np.stack([rows[0] for rows in self._run(encodings)])
+        probs = 1 / (1 + np.exp(-logits)) if self.multi_label else softmax(logits)
         results = []
         for row, encoding in zip(probs, encodings):
             order = np.argsort(-row)[: top_k or len(self.labels)]
-            results.append(
-                {
-                    "label": self.labels[order[0]],
-                    "score": float(row[order[0]]),
-                    "scores": {self.labels[i]: float(row[i]) for i in order},
-                    "truncated": bool(encoding.overflowing),
-                }
-            )
+            result = {
+                "label": self.labels[order[0]],
+                "score": float(row[order[0]]),
+                "scores": {self.labels[i]: float(row[i]) for i in order},
+                "truncated": bool(encoding.overflowing),
+            }
+            if self.multi_label:
+                result["labels"] = [self.labels[i] for i in np.argsort(-row) if row[i] >= 0.5]
+            results.append(result)
         return results[0] if single else results
 
     def logits(self, inputs) -> np.ndarray:

@@ -1,8 +1,9 @@
 """`tinyship serve`: bundles over HTTP (FastAPI on uvicorn), with requests from concurrent clients micro-batched.
 
 POST /v1/predict runs one or many inputs through a bundle; GET /healthz says the server is up; GET /metrics gives
-Prometheus text (requests, latency and batch-size histograms); /docs is the OpenAPI page. Requests wait at most
-max_wait_ms for others to share a model run of up to max_batch inputs. Every limit answers with a JSON error:
+Prometheus text (requests, latency and batch-size histograms); /docs is the OpenAPI page. Requests that arrive
+while the model runs share its next run (up to max_batch inputs); max_wait_ms > 0 also holds a lone request back
+that long for company. Every limit answers with a JSON error:
 413 for a large body, 422 for a malformed request, 404 for an unknown model.
 """
 
@@ -27,7 +28,8 @@ class ServeConfig:
     """Limits and batching of the HTTP server."""
 
     max_batch: int = 32  # inputs per model run
-    max_wait_ms: float = 5.0  # how long a request waits for others to share its run
+    max_wait_ms: float = 0.0  # how long a request waits for others to share its run; 0: a run takes what queued
+    # while the previous one ran (measured best on CPU: benchmarks/results/runtime)
     max_inputs: int = 64  # inputs per request
     max_chars: int = 20_000  # characters per text
     max_body_bytes: int = 1_000_000
@@ -62,14 +64,12 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             jobs = [await self.queue.get()]
-            size, deadline = len(jobs[0][0]), loop.time() + self.config.max_wait_ms / 1e3
-            while size < self.config.max_batch:
-                try:
-                    job = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
-                except asyncio.TimeoutError:
-                    break
-                jobs.append(job)
-                size += len(job[0])
+            if self.config.max_wait_ms > 0 and self.queue.qsize() + len(jobs[0][0]) < self.config.max_batch:
+                await asyncio.sleep(self.config.max_wait_ms / 1e3)  # let concurrent requests join this run
+            size = len(jobs[0][0])
+            while size < self.config.max_batch and not self.queue.empty():
+                jobs.append(self.queue.get_nowait())
+                size += len(jobs[-1][0])
             try:
                 await self._run(jobs, loop)
             finally:
@@ -170,6 +170,7 @@ def create_app(bundles: dict[str, str | Path], config: ServeConfig = ServeConfig
             await batcher.stop()
 
     app = FastAPI(title="tinyship", description="Predictions from tinyship bundles.", lifespan=lifespan)
+    app.state.batchers = batchers
 
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):

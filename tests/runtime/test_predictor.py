@@ -74,3 +74,18 @@ def test_bad_settings_get_clear_errors(fp32_bundle):
 def test_bad_inputs_get_clear_errors(fp32_bundle, bad):
     with pytest.raises(TinyshipError, match="input"):
         load(fp32_bundle)(bad)
+
+
+def test_multi_label_bundles_score_each_label_alone(fp32_bundle, tmp_path):
+    import json
+    import shutil
+
+    bundle = shutil.copytree(fp32_bundle, tmp_path / "bundle")
+    manifest = json.loads((bundle / "tinyship.json").read_text())
+    (bundle / "tinyship.json").write_text(json.dumps({**manifest, "multi_label": True}))
+    classify = load(bundle)
+    logits = classify.logits(TEXTS)
+    for row, result in zip(logits, classify(TEXTS, top_k=None)):
+        sigmoid = 1 / (1 + np.exp(-row))
+        assert [result["scores"][name] for name in ("negative", "positive")] == pytest.approx(sigmoid.tolist(), abs=1e-6)
+        assert result["labels"] == [name for name, p in sorted(result["scores"].items(), key=lambda kv: -kv[1]) if p >= 0.5]

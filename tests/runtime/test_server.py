@@ -50,7 +50,7 @@ class Running:
 
 @pytest.fixture(scope="module")
 def server(fp32_bundle):
-    with Running(create_app({"reviews": fp32_bundle}, ServeConfig(max_inputs=8, max_chars=1000, max_body_bytes=20_000))) as s:
+    with Running(create_app({"reviews": fp32_bundle}, ServeConfig(max_inputs=8, max_chars=1000, max_body_bytes=20_000, max_wait_ms=2))) as s:
         yield s
 
 
@@ -103,7 +103,7 @@ def test_concurrent_clients_are_micro_batched_without_errors(server):
 
 
 def test_shutdown_finishes_accepted_requests(fp32_bundle):
-    app = create_app({"reviews": fp32_bundle}, ServeConfig(max_wait_ms=300))
+    app = create_app({"reviews": fp32_bundle}, ServeConfig(max_wait_ms=2000))  # the first request holds its run open
     running = Running(app).__enter__()
     results = []
 
@@ -114,7 +114,11 @@ def test_shutdown_finishes_accepted_requests(fp32_bundle):
     threads = [threading.Thread(target=ask, args=(k,)) for k in range(16)]
     for t in threads:
         t.start()
-    time.sleep(0.15)  # accepted and waiting in the batcher
+    queue = app.state.batchers["reviews"].queue
+    deadline = time.monotonic() + 10
+    while queue.qsize() < 15:  # all accepted: one waiting in the run, fifteen queued behind it
+        assert time.monotonic() < deadline, "the requests did not arrive"
+        time.sleep(0.01)
     running.stop()
     for t in threads:
         t.join(30)

@@ -1,0 +1,239 @@
+"""Runtime benchmark: tinyship's runtime against what users would pick instead, on the same model and machine.
+
+Contenders, on the demo teacher (MiniLM-L6) exported to fp32 ONNX, one thread:
+  tinyship      load(bundle)(text)
+  raw session   tokenizers + onnxruntime.InferenceSession by hand (the floor: no library around it)
+  optimum       transformers.pipeline over optimum's ORTModelForSequenceClassification (same ONNX file)
+  transformers  transformers.pipeline over the PyTorch model
+For each: end-to-end latency at batch 1 (a typical Rotten Tomatoes sentence and a 128-token input), cold start
+(a fresh process: imports, load, first prediction), its peak RSS, and the installed size of the packages it needs.
+Then the HTTP server (`tinyship serve` on the demo bundle) under 32 concurrent clients, with micro-batching and
+one request at a time.
+
+    python benchmarks/runtime/run.py            # after `make demo`; about 10 minutes
+    python benchmarks/runtime/run.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+import numpy as np
+
+from tinyship.export import ExportConfig, export
+from tinyship.export.bundling import versions
+from tinyship.export.report import machine
+from tinyship.runtime.bench import PEAK_RSS
+from tinyship.runtime.data import DataConfig
+from tinyship.runtime.files import write_text_atomic
+
+SHORT = "a gripping , funny and moving film that never loses sight of its characters"
+LONG = " ".join(["the film is a quiet and moving portrait of a family"] * 12)
+
+CONTENDERS = {
+    "tinyship": ("numpy onnxruntime tokenizers", """
+from tinyship.runtime import load
+predict = load(BUNDLE, threads=1)
+run = lambda text: predict(text)
+"""),
+    "raw session": ("numpy onnxruntime tokenizers", """
+import numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+options = ort.SessionOptions(); options.intra_op_num_threads = 1; options.inter_op_num_threads = 1
+session = ort.InferenceSession(BUNDLE + "/model.onnx", options, providers=["CPUExecutionProvider"])
+tokenizer = Tokenizer.from_file(BUNDLE + "/tokenizer.json"); tokenizer.no_padding(); tokenizer.enable_truncation(128)
+names = [i.name for i in session.get_inputs()]
+def run(text):
+    e = tokenizer.encode(text)
+    feed = {"input_ids": np.array([e.ids]), "attention_mask": np.array([e.attention_mask]),
+            "token_type_ids": np.array([e.type_ids])}
+    logits = session.run(None, {n: feed[n] for n in names})[0][0]
+    p = np.exp(logits - logits.max()); p /= p.sum()
+    return int(p.argmax()), float(p.max())
+"""),
+    "optimum": ("optimum optimum-onnx onnxruntime transformers torch tokenizers numpy", """
+import onnxruntime as ort
+from optimum.onnxruntime import ORTModelForSequenceClassification
+from transformers import AutoTokenizer, pipeline
+options = ort.SessionOptions(); options.intra_op_num_threads = 1; options.inter_op_num_threads = 1
+model = ORTModelForSequenceClassification.from_pretrained(BUNDLE, session_options=options)
+classify = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(BUNDLE))
+run = lambda text: classify(text, truncation=True, max_length=128)
+"""),
+    "transformers": ("transformers torch tokenizers numpy", """
+import torch
+torch.set_num_threads(1)
+from transformers import pipeline
+classify = pipeline("text-classification", model=MODEL)
+run = lambda text: classify(text, truncation=True, max_length=128)
+"""),
+}
+
+MEASURE = PEAK_RSS + """
+import json, sys, time
+start = time.perf_counter()
+BUNDLE, MODEL, REPEAT = sys.argv[1], sys.argv[2], int(sys.argv[3])
+exec(sys.argv[4])
+run(sys.argv[5])
+cold = time.perf_counter() - start
+rss = peak_rss_mb()
+timings = {}
+for name, text in (("short", sys.argv[5]), ("long", sys.argv[6])):
+    for _ in range(max(5, REPEAT // 10)):
+        run(text)
+    times = []
+    for _ in range(REPEAT):
+        t = time.perf_counter(); run(text); times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    timings[name] = {"median_ms": times[len(times) // 2], "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))]}
+print(json.dumps({"cold_start_s": cold, "peak_rss_mb": rss, "latency": timings}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="runs/demo/teacher", help="default: %(default)s")
+    parser.add_argument("--bundle", default="runs/demo/bundle", help="the demo bundle, for the server (default: %(default)s)")
+    parser.add_argument("--work", default="runs/bench-runtime", help="default: %(default)s")
+    parser.add_argument("--results", default="benchmarks/results/runtime", help="default: %(default)s")
+    parser.add_argument("--quick", action="store_true", help="few repeats")
+    args = parser.parse_args()
+    repeat = 20 if args.quick else 300
+    for path in (args.teacher, args.bundle):
+        if not Path(path).is_dir():
+            raise SystemExit(f"no {path}: run `make demo` first")
+    fp32 = Path(args.work) / "teacher-fp32"
+    if not (fp32 / "tinyship.json").is_file():
+        export(ExportConfig(model=args.teacher, output=str(fp32), quantize="none", optimize=False,
+                            data=DataConfig(limit=64), force=True))
+    report = {"machine": machine(), "versions": versions(), "repeat": repeat, "model": args.teacher,
+              "inputs": {"short": SHORT, "long": LONG}, "contenders": {}}
+    for name, (packages, setup) in CONTENDERS.items():
+        measured = run_contender(fp32, Path(args.teacher), setup, repeat)
+        measured["installed_mb"] = installed_mb(packages.split())
+        report["contenders"][name] = measured
+        print(name, json.dumps(measured))
+    demo = run_contender(Path(args.bundle), Path(args.teacher), CONTENDERS["tinyship"][1], repeat)
+    report["demo_bundle"] = {"bundle": args.bundle, "cold_start_s": demo["cold_start_s"], "peak_rss_mb": demo["peak_rss_mb"]}
+    report["server"] = {f"{mode}, max wait {wait} ms": serve_under_load(Path(args.bundle), batch, wait, 32,
+                                                                       50 if args.quick else 2000)
+                        for mode, batch, wait in (("micro-batched", 32, 0), ("micro-batched", 32, 2), ("one at a time", 1, 0))}
+    print(json.dumps(report["server"]))
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(results / "results.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(results / "results.md", markdown(report))
+    print((results / "results.md").read_text())
+
+
+def run_contender(bundle: Path, model: Path, setup: str, repeat: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run([sys.executable, "-c", MEASURE, str(bundle), str(model), str(repeat), setup, SHORT, LONG],
+                            capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"a contender failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def installed_mb(packages: list[str]) -> float:
+    """Size on disk of the packages and everything they require (not their extras)."""
+    seen: set[str] = set()
+    todo = list(packages)
+    total = 0
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue
+        total += sum((f.size or 0) for f in dist.files or [])
+        for requirement in dist.requires or []:
+            if "extra ==" not in requirement:
+                todo.append(requirement.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0]
+                            .split("!")[0].split("~")[0].strip())
+    return total / 1e6
+
+
+def serve_under_load(bundle: Path, max_batch: int, max_wait_ms: float, clients: int, requests: int) -> dict:
+    """Throughput and latency of `tinyship serve` (its own process) under concurrent clients."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "tinyship"), "serve", str(bundle), "--port", str(port),
+                               "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--threads", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        latencies: list[float] = []
+        errors = 0
+
+        async def client(k: int, http: httpx.AsyncClient):
+            nonlocal errors
+            for i in range(k, requests, clients):
+                start = time.perf_counter()
+                response = await http.post("/v1/predict", json={"inputs": SHORT if i % 2 else LONG[: 60 + i % 200]})
+                latencies.append((time.perf_counter() - start) * 1e3)
+                errors += response.status_code != 200
+
+        async def load():
+            async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+                await asyncio.gather(*(client(k, http) for k in range(clients)))
+
+        start = time.perf_counter()
+        asyncio.run(load())
+        seconds = time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(30)
+    return {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "clients": clients, "requests": requests, "errors": errors,
+            "requests_per_s": requests / seconds, "median_ms": float(np.median(latencies)),
+            "p99_ms": float(np.percentile(latencies, 99))}
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    raw = report["contenders"]["raw session"]["latency"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores. Model: {report['model']} (fp32 ONNX for the first three, "
+             f"PyTorch for transformers), 1 thread, median and p99 of {report['repeat']} runs.", "",
+             "| contender | short: median ms | p99 | vs raw | 128 tokens: median ms | p99 | vs raw | cold start s | "
+             "peak RSS MB | installed MB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, c in report["contenders"].items():
+        s, l = c["latency"]["short"], c["latency"]["long"]
+        lines.append(f"| {name} | {s['median_ms']:.2f} | {s['p99_ms']:.2f} | {s['median_ms'] / raw['short']['median_ms']:.2f}x | "
+                     f"{l['median_ms']:.2f} | {l['p99_ms']:.2f} | {l['median_ms'] / raw['long']['median_ms']:.2f}x | "
+                     f"{c['cold_start_s']:.2f} | {c['peak_rss_mb']:.0f} | {c['installed_mb']:.0f} |")
+    d = report["demo_bundle"]
+    lines += ["", f"Demo bundle ({d['bundle']}) with tinyship: cold start {d['cold_start_s']:.2f} s, peak RSS "
+              f"{d['peak_rss_mb']:.0f} MB.", "", "| server | clients | requests | errors | requests/s | median ms | p99 ms |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for mode, s in report["server"].items():
+        lines.append(f"| {mode} (max batch {s['max_batch']}) | {s['clients']} | {s['requests']} | {s['errors']} | "
+                     f"{s['requests_per_s']:.0f} | {s['median_ms']:.1f} | {s['p99_ms']:.1f} |")
+    one = report["server"]["one at a time, max wait 0 ms"]["requests_per_s"]
+    best = max(report["server"], key=lambda mode: report["server"][mode]["requests_per_s"])
+    lines += ["", f"Best: {best}, {report['server'][best]['requests_per_s'] / one:.2f}x the throughput of one request at a time."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
