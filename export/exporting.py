@@ -160,6 +160,8 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
             "labels": job.labels,
             "pairs": config.data.text_pair_column is not None,  # whether the model reads (text, pair) inputs
             "multi_label": job.model.config.problem_type == "multi_label_classification",
+            "truncation": {"strategy": "only_second", "stride": job.max_length // 4} if task.name == "question-answering"
+            else {"strategy": "longest_first", "stride": 0},  # as the task's encoding cut inputs in training
             "max_length": job.max_length,
             "inputs": names,
             "outputs": [o.name for o in session(paths[winner]).get_outputs()],

@@ -39,6 +39,8 @@ def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32, p
     disabled = session.get("disabled_optimizers", []) if isinstance(session, dict) else None
     if not isinstance(disabled, list) or not all(isinstance(name, str) for name in disabled):
         raise TinyshipError(f"{bundle}: session.disabled_optimizers must be a list of names: re-export the bundle")
+    if not isinstance(manifest.get("truncation") or {}, dict):
+        raise TinyshipError(f"{bundle}: truncation must be a mapping (strategy, stride): re-export the bundle")
     bundle = Path(bundle)
     extra = {"multi_label": bool(manifest.get("multi_label"))} if task == "text-classification" else {}
     return TASKS[task](
@@ -52,5 +54,6 @@ def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32, p
         providers=providers,
         optimization_level=optimization_level,
         pairs=manifest.get("pairs"),
+        truncation=manifest.get("truncation"),
         **extra,
     )

@@ -34,6 +34,7 @@ class Predictor:
 
     per_token = False  # whether the model's outputs have a row per token (trimmed to each input's length)
     pairs: bool | None = None  # inputs are (text, pair) tuples: True; texts: False; either: None
+    truncation = {"strategy": "longest_first", "stride": 0}  # how inputs over max_length are cut (a manifest may say)
 
     def __init__(
         self,
@@ -47,6 +48,7 @@ class Predictor:
         providers: list[str] | None = None,
         optimization_level: str = "all",
         pairs: bool | None = None,
+        truncation: dict | None = None,
     ):
         if batch_size < 1:
             raise TinyshipError(f"batch_size {batch_size}: give a positive number of inputs per batch")
@@ -69,6 +71,11 @@ class Predictor:
             raise TinyshipError(f"cannot load {model_path}: {e}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.tokenizer, self.pad_id = load_tokenizer(tokenizer_path, max_length)
+        self.truncation = {**self.truncation, **(truncation or {})}
+        try:
+            self.tokenizer.enable_truncation(max_length, **self.truncation)
+        except Exception as e:  # tokenizers raises bare exceptions for unknown strategies
+            raise TinyshipError(f"truncation {self.truncation}: {e}") from None
         self.labels = list(labels)
         self.max_length = max_length
         self.batch_size = batch_size

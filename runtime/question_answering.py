@@ -17,9 +17,9 @@ class QuestionAnswerer(Predictor):
     per_token = True
     pairs = True
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.tokenizer.enable_truncation(self.max_length, stride=self.max_length // 4, strategy="only_second")
+    def __init__(self, *args, truncation: dict | None = None, max_length: int = 128, **kwargs):
+        windows = {"strategy": "only_second", "stride": max_length // 4}  # as training cut contexts
+        super().__init__(*args, max_length=max_length, truncation={**windows, **(truncation or {})}, **kwargs)
 
     def __call__(self, inputs, top_k: int = 1, max_answer_length: int = 30):
         """For one (question, context) tuple a dict, for a list a list of dicts: answer, score, start and end

@@ -51,6 +51,8 @@ def test_every_task_exports_with_parity_and_loads_in_optimum_and_onnxruntime(nam
                                  quantize="dynamic", optimize=False))
     manifest = read_manifest(bundle)
     assert manifest["task"] == manifest_task and manifest["outputs"] == outputs
+    windows = {"strategy": "only_second", "stride": 32} if name == "question-answering" else {"strategy": "longest_first", "stride": 0}
+    assert manifest["truncation"] == windows and manifest["pairs"] == (name in ("pairs", "question-answering"))
     parity = manifest["metrics"]["parity_max_abs_diff"]
     assert {"b1_s1", "b3_s17_padded", "b8_s128", "b8_s128_padded"} <= set(parity) and max(parity.values()) <= 1e-4
     candidates = manifest["metrics"]["candidates"]

@@ -61,6 +61,8 @@ def test_long_input_is_truncated_not_dropped(fp32_bundle):
     kept = long_text[: encoding.offsets[-2][1]]  # the text the 62 tokens between [CLS] and [SEP] cover
     assert classify.tokenizer.encode(kept).ids == encoding.ids
     np.testing.assert_allclose(classify.logits([long_text, "ok"])[0], classify.logits(kept)[0], atol=1e-6)
+    flagged = classify([long_text, kept, "good " * 200_000])  # a 1 MB text too: truncated, flagged, answered
+    assert [r["truncated"] for r in flagged] == [True, False, True]
 
 
 def test_bad_settings_get_clear_errors(fp32_bundle):
@@ -68,9 +70,16 @@ def test_bad_settings_get_clear_errors(fp32_bundle):
         load(fp32_bundle)("text", top_k=-1)
     with pytest.raises(TinyshipError, match="batch_size 0"):
         load(fp32_bundle, batch_size=0)
+    with pytest.raises(TinyshipError, match="optimization_level 'max': use one of disable, basic, extended, all"):
+        load(fp32_bundle, optimization_level="max")
+    with pytest.raises(TinyshipError, match="execution provider CUDAExecutionProvider is not in this onnxruntime"):
+        load(fp32_bundle, providers=["CUDAExecutionProvider"])
+    for level in ("disable", "all"):  # the same logits whatever the graph optimizations
+        np.testing.assert_allclose(load(fp32_bundle, optimization_level=level).logits(TEXTS), load(fp32_bundle).logits(TEXTS),
+                                   atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [[], None, [1, "a"], ["a", None], [("a",)], 3.5])
+@pytest.mark.parametrize("bad", [[], None, [1, "a"], ["a", None], [("a",)], 3.5, "", ["fine", "  "]])
 def test_bad_inputs_get_clear_errors(fp32_bundle, bad):
     with pytest.raises(TinyshipError, match="input"):
         load(fp32_bundle)(bad)
