@@ -1,6 +1,7 @@
 """tinyship.compress: fine-tune a teacher, augment its data and distil smaller students (torch, transformers).
 
-One verb and one config per stage: finetune(FinetuneConfig), distill(DistillConfig), augment(AugmentConfig).
+One verb and one config per stage: finetune(FinetuneConfig), distill(DistillConfig), augment(AugmentConfig),
+prune(PruneConfig); load_model reads plain and pruned model directories.
 The verbs import torch when first used, so the configs stay importable without it.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from tinyship.compress.config import AugmentConfig, DistillConfig, FinetuneConfig, Phase, TrainingConfig
+from tinyship.compress.config import AugmentConfig, DistillConfig, FinetuneConfig, Phase, PruneConfig, TrainingConfig
 
 _LAZY = {
     "finetune": "finetuning",
@@ -18,9 +19,12 @@ _LAZY = {
     "student_from_teacher": "students",
     "uniform_layers": "students",
     "LOSSES": "losses",
+    "prune": "pruning",
+    "load_model": "pruning",
+    "IMPORTANCES": "pruning",
 }
 
-__all__ = ["AugmentConfig", "DistillConfig", "FinetuneConfig", "Phase", "TrainingConfig", *_LAZY]
+__all__ = ["AugmentConfig", "DistillConfig", "FinetuneConfig", "Phase", "PruneConfig", "TrainingConfig", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 
 from tinyship.compress.config import (
+    IMPORTANCE_NAMES,
+    PRUNE_SCOPES,
+    PruneConfig,
     ATTENTION_TARGETS,
     STAGES,
     STUDENT_SHAPES,
@@ -183,4 +186,35 @@ AUGMENT = Command(
     help="augment a training set by word replacement, for task distillation (TinyBERT)",
     configure=_configure_augment,
     run=_run_augment,
+)
+
+
+def _configure_prune(parser: argparse.ArgumentParser) -> None:
+    d = PruneConfig()
+    parser.add_argument("model", help="a fine-tuned model directory (plain or already pruned)")
+    parser.add_argument("--out", default=d.output_dir, help="default: %(default)s")
+    parser.add_argument("--heads", type=float, default=d.heads, help="fraction of attention heads to remove (default: %(default)s)")
+    parser.add_argument("--ffn", type=float, default=d.ffn, help="fraction of FFN neurons to remove (default: %(default)s)")
+    parser.add_argument("--importance", choices=IMPORTANCE_NAMES, default=d.importance,
+                        help="taylor: |gradient| of a gate on each head and neuron, on training examples; "
+                             "magnitude: weight norms (default: %(default)s)")
+    parser.add_argument("--scope", choices=PRUNE_SCOPES, default=d.scope,
+                        help="global: rank across layers (layers end up different); uniform: the same fraction per "
+                             "layer (default: %(default)s)")
+    parser.add_argument("--examples", type=int, default=d.examples, help="examples that score (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    add_data_arguments(parser)
+
+
+def _run_prune(args: argparse.Namespace) -> None:
+    from tinyship.compress.pruning import prune
+
+    prune(PruneConfig(model=args.model, output_dir=args.out, data=data_config_from_args(args), heads=args.heads,
+                      ffn=args.ffn, importance=args.importance, scope=args.scope, examples=args.examples, force=args.force))
+
+
+PRUNE = Command(
+    help="remove the least important attention heads and FFN neurons; recover with `tinyship distill --student`",
+    configure=_configure_prune,
+    run=_run_prune,
 )

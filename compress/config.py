@@ -134,3 +134,34 @@ class AugmentConfig:
             raise TinyshipError(f"probability {self.probability}: use a value from 0 to 1")
         if self.copies < 1 or self.candidates < 1:
             raise TinyshipError("copies and candidates must be at least 1")
+
+
+PRUNE_SCOPES = ("global", "uniform")
+IMPORTANCE_NAMES = ("taylor", "magnitude")  # the registry itself (tinyship.compress.pruning.IMPORTANCES) needs torch
+
+
+@dataclass
+class PruneConfig:
+    """Remove whole attention heads and FFN neurons, the least important first (structured pruning)."""
+
+    model: str = ""  # a fine-tuned model directory (plain or already pruned)
+    output_dir: str = "runs/pruned"
+    data: DataConfig = field(default_factory=DataConfig)  # training examples score the importances
+    heads: float = 0.0  # fraction of all attention heads to remove
+    ffn: float = 0.0  # fraction of all FFN neurons to remove
+    importance: str = "taylor"  # taylor: |gradient| of a gate on each head and neuron; magnitude: weight norms
+    scope: str = "global"  # global: rank across layers (layers end up different); uniform: the same fraction per layer
+    examples: int = 256  # training examples for the gradient-based scores
+    batch_size: int = 16
+    force: bool = False
+
+    def __post_init__(self):
+        for name in ("heads", "ffn"):
+            if not 0 <= getattr(self, name) < 1:
+                raise TinyshipError(f"{name} {getattr(self, name)}: give the fraction to remove, from 0 up to (not including) 1")
+        if self.importance not in IMPORTANCE_NAMES:
+            raise TinyshipError(f"unknown importance {self.importance!r}: use one of {', '.join(IMPORTANCE_NAMES)}")
+        if self.scope not in PRUNE_SCOPES:
+            raise TinyshipError(f"unknown scope {self.scope!r}: use one of {', '.join(PRUNE_SCOPES)}")
+        if self.examples < 1 or self.batch_size < 1:
+            raise TinyshipError("examples and batch_size must be at least 1")

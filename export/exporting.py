@@ -120,8 +120,8 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
         preset=preset,
         per_channel=preset.per_channel if config.per_channel is None else config.per_channel,
         calibration=lambda: job.calibration_reader(names),
-        num_heads=job.model.config.num_attention_heads,
-        hidden_size=job.model.config.hidden_size,
+        num_heads=0 if job.model.config.pruned_heads else job.model.config.num_attention_heads,  # 0: per node
+        hidden_size=0 if job.model.config.pruned_heads else job.model.config.hidden_size,
     )
     median_row = sorted(job.rows, key=lambda r: len(r["input_ids"]))[len(job.rows) // 2]
     typical = next(batches([median_row], names, job.pad_id, batch_size=1))[0]

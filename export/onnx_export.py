@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tinyship.compress.pruning import PRUNING_KEY
+from tinyship.compress.pruning import load_model as load_pruned
 from tinyship.compress.tasks import HEADS, Task, task_of
 from tinyship.runtime.errors import TinyshipError
 
@@ -36,7 +38,10 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, Task]:
             f"models with a task head ({', '.join('*' + h for h in HEADS)}); fine-tune or distil it first"
         ) from None
     try:
-        model = getattr(transformers, task.head).from_pretrained(model_dir)
+        if hasattr(config, PRUNING_KEY):  # non-uniform layers: tinyship's loader rebuilds them
+            model = load_pruned(model_dir)
+        else:
+            model = getattr(transformers, task.head).from_pretrained(model_dir)
     except ValueError as e:  # an architecture this transformers does not know
         raise TinyshipError(f"cannot load {model_dir}: {e}") from None
     return model.eval(), task

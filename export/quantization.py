@@ -124,6 +124,23 @@ def fused(source: Path, out: Path, recipe: Recipe) -> None:
     if not model.get_fused_operator_statistics().get("Attention"):
         raise ValueError("the transformer optimizer fused no attention block in this graph")
     model.save_model_to_file(str(out))
+    _check_same_outputs(source, out)
+
+
+def _check_same_outputs(source: Path, out: Path, atol: float = 1e-3) -> None:
+    """Refuse a rewritten fp32 graph whose outputs differ from its source's (e.g. attention fused with a head count
+    that does not fit a pruned layer)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (source, out)]
+    ids = np.random.default_rng(0).integers(1000, 2000, (2, 16))
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    feed = {i.name: feed[i.name] for i in sessions[0].get_inputs()}
+    expected, got = (s.run(None, feed) for s in sessions)
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(expected, got))
+    if worst > atol:
+        raise ValueError(f"the fused graph's outputs differ from the export's by {worst:.2e}")
 
 
 @register("int8-dynamic", "dynamic", "int8")

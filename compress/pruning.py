@@ -1,0 +1,235 @@
+"""Structured pruning: whole attention heads and FFN neurons, the least important first.
+
+Importance scores are a registry of small functions (model, batches) -> (head scores, neuron scores), one tensor
+per layer. Cutting a head removes its query, key and value rows and its columns of the attention output; cutting
+a neuron removes its row of the FFN's first projection and its column of the second. A pruned model directory
+is a save_pretrained directory whose config.json records each layer's kept heads (transformers' own
+`pruned_heads`) and FFN width (`tinyship_pruning`); load_model rebuilds the slim layers before loading weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoTokenizer
+
+from tinyship.compress.config import PruneConfig, settings
+from tinyship.compress.states import encoder_layers, logits_of
+from tinyship.compress.tasks import task_of
+from tinyship.compress.training import PadCollator, check_output, save_model
+from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.files import check_model_dir
+
+PRUNING_KEY = "tinyship_pruning"
+SUPPORTED = ("bert", "roberta", "xlm-roberta", "camembert", "electra")  # BERT's layer layout and prune_heads
+
+IMPORTANCES: dict[str, Callable] = {}
+
+
+def register(name: str):
+    def add(fn):
+        IMPORTANCES[name] = fn
+        return fn
+
+    return add
+
+
+def load_model(model_dir: str | Path):
+    """A model directory, plain or pruned, with its task head: the slim layers rebuilt, then the weights loaded
+    exactly (a missing or mis-shaped weight is an error)."""
+    from safetensors.torch import load_file
+
+    model_dir = check_model_dir(model_dir)
+    config = AutoConfig.from_pretrained(model_dir)
+    task = task_of(config)
+    widths = getattr(config, PRUNING_KEY, {}).get("intermediate_sizes")
+    if not widths:
+        return getattr(transformers, task.head).from_pretrained(model_dir)
+    weights = sorted(model_dir.glob("*.safetensors"))
+    if not weights:
+        raise TinyshipError(f"{model_dir} has no model.safetensors: a pruned model needs its weights")
+    model = getattr(transformers, task.head).from_config(config)  # applies config.pruned_heads
+    for layer, width in zip(encoder_layers(model), widths):
+        _set_ffn_width(layer, width)
+    state = {}
+    for file in weights:
+        state.update(load_file(file))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in (getattr(model, "_tied_weights_keys", None) or [])]
+    if missing or unexpected:
+        raise TinyshipError(f"{model_dir}: weights do not fit the recorded shapes (missing {missing[:3]}, "
+                            f"unexpected {unexpected[:3]}): re-run `tinyship prune`")
+    return model.eval()
+
+
+def _set_ffn_width(layer, width: int) -> None:
+    first, second = layer.intermediate.dense, layer.output.dense
+    if first.out_features != width:
+        layer.intermediate.dense = torch.nn.Linear(first.in_features, width)
+        layer.output.dense = torch.nn.Linear(width, second.out_features)
+
+
+def _check_architecture(model) -> None:
+    if model.config.model_type not in SUPPORTED:
+        raise TinyshipError(f"tinyship prunes {', '.join(SUPPORTED)} models, not {model.config.model_type}")
+
+
+def _head_size(layer) -> int:
+    return layer.attention.self.attention_head_size
+
+
+@register("taylor")
+def taylor(model, batches) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """|dL/dg| summed over the batches, for a gate g multiplying each head's output and each FFN neuron
+    (Michel et al. 2019), then normalised per layer so that layers compare."""
+    layers = encoder_layers(model)
+    head_gates = [torch.ones(layer.attention.self.num_attention_heads, requires_grad=True) for layer in layers]
+    neuron_gates = [torch.ones(layer.intermediate.dense.out_features, requires_grad=True) for layer in layers]
+    hooks = []
+    for layer, heads, neurons in zip(layers, head_gates, neuron_gates):
+        hooks.append(layer.attention.self.register_forward_hook(_gate_heads(heads, _head_size(layer))))
+        hooks.append(layer.intermediate.register_forward_hook(lambda m, i, out, g=neurons: out * g))
+    task = task_of(model.config)
+    head_scores = [torch.zeros_like(g) for g in head_gates]
+    neuron_scores = [torch.zeros_like(g) for g in neuron_gates]
+    try:
+        for batch in batches:
+            labels = batch.pop("labels")
+            loss = task.labels(logits_of(model(**batch)), labels)
+            grads = torch.autograd.grad(loss, head_gates + neuron_gates)
+            for total, grad in zip(head_scores + neuron_scores, grads):
+                total += grad.abs()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [_normalised(s) for s in head_scores], [_normalised(s) for s in neuron_scores]
+
+
+def _gate_heads(gate: torch.Tensor, head_size: int):
+    def hook(module, inputs, output):
+        context = output[0]
+        shape = context.shape
+        gated = (context.view(*shape[:-1], gate.numel(), head_size) * gate[:, None]).view(shape)
+        return (gated, *output[1:])
+
+    return hook
+
+
+def _normalised(scores: torch.Tensor) -> torch.Tensor:
+    return scores / scores.norm().clamp_min(1e-12)
+
+
+@register("magnitude")
+def magnitude(model, batches=None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The L2 norm of every weight a head or neuron owns (no data needed), normalised per layer."""
+    heads, neurons = [], []
+    with torch.no_grad():
+        for layer in encoder_layers(model):
+            attention, size = layer.attention.self, _head_size(layer)
+            rows = sum(getattr(attention, n).weight.pow(2).view(-1, size, attention.query.in_features).sum((1, 2))
+                       for n in ("query", "key", "value"))
+            columns = layer.attention.output.dense.weight.pow(2).view(-1, attention.num_attention_heads, size).sum((0, 2))
+            heads.append(_normalised((rows + columns).sqrt()))
+            first, second = layer.intermediate.dense.weight, layer.output.dense.weight
+            neurons.append(_normalised((first.pow(2).sum(1) + second.pow(2).sum(0)).sqrt()))
+    return heads, neurons
+
+
+def choose(scores: list[torch.Tensor], fraction: float, scope: str, keep_one: bool) -> tuple[list[list[int]], int]:
+    """The indices to remove in each layer (lowest scores first) and how many layers were held at one survivor."""
+    removed = [[] for _ in scores]
+    if fraction == 0:
+        return removed, 0
+    if scope == "uniform":
+        for k, layer in enumerate(scores):
+            removed[k] = layer.argsort()[: round(fraction * len(layer))].tolist()
+    else:
+        ranked = sorted(((float(s), k, i) for k, layer in enumerate(scores) for i, s in enumerate(layer)))
+        for _, k, i in ranked[: round(fraction * sum(len(layer) for layer in scores))]:
+            removed[k].append(i)
+    held = 0
+    for k, layer in enumerate(scores):
+        if keep_one and len(removed[k]) >= len(layer):  # a layer keeps its best head
+            best = int(layer.argmax())
+            removed[k] = [i for i in removed[k] if i != best]
+            held += 1
+        elif len(removed[k]) >= len(layer):  # an FFN keeps its best neuron
+            removed[k] = [i for i in removed[k] if i != int(layer.argmax())]
+    return [sorted(r) for r in removed], held
+
+
+def cut(model, heads: list[list[int]], neurons: list[list[int]]) -> None:
+    """Remove the given heads (indices among each layer's current heads) and FFN neurons, in place."""
+    _check_architecture(model)
+    layers = encoder_layers(model)
+    current = [sorted(set(range(layer.attention.self.num_attention_heads + len(layer.attention.pruned_heads)))
+                      - layer.attention.pruned_heads) for layer in layers]
+    model.prune_heads({k: [current[k][i] for i in removed] for k, removed in enumerate(heads) if removed})
+    for layer, removed in zip(layers, neurons):
+        keep = torch.tensor(sorted(set(range(layer.intermediate.dense.out_features)) - set(removed)))
+        first, second = layer.intermediate.dense, layer.output.dense
+        _set_ffn_width(layer, len(keep))
+        with torch.no_grad():
+            layer.intermediate.dense.weight.copy_(first.weight[keep])
+            layer.intermediate.dense.bias.copy_(first.bias[keep])
+            layer.output.dense.weight.copy_(second.weight[:, keep])
+            layer.output.dense.bias.copy_(second.bias)
+    model.config.intermediate_size = max(layer.intermediate.dense.out_features for layer in layers)
+    setattr(model.config, PRUNING_KEY, {"intermediate_sizes": [layer.intermediate.dense.out_features for layer in layers]})
+
+
+def prune(config: PruneConfig) -> Path:
+    """Score, cut and save; returns the pruned model directory."""
+    out = check_output(config)
+    model_dir = check_model_dir(config.model)
+    model = load_model(model_dir)
+    _check_architecture(model)
+    task = task_of(model.config)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    before = _count(model)
+    batches = []
+    if config.importance == "taylor":
+        labels = model_labels(model)
+        examples = task.load(config.data, "train", labels)
+        rows = task.encode(examples, tokenizer, config.data.max_length)[: config.examples]
+        if not rows:
+            raise TinyshipError(f"no training examples in {examples.source}: the taylor importance needs some "
+                                "(or use --importance magnitude)")
+        collate = PadCollator({"input_ids": tokenizer.pad_token_id or 0, "labels": -100})
+        batches = [collate(rows[i : i + config.batch_size]) for i in range(0, len(rows), config.batch_size)]
+        print(f"scoring heads and neurons of {model_dir} on {len(rows)} examples of {examples.source}")
+    model.eval()
+    head_scores, neuron_scores = IMPORTANCES[config.importance](model, batches)
+    heads, held = choose(head_scores, config.heads, config.scope, keep_one=True)
+    if held:
+        print(f"{held} layer(s) would have lost every head: each keeps its most important one")
+    neurons, _ = choose(neuron_scores, config.ffn, config.scope, keep_one=False)
+    cut(model, heads, neurons)
+    after = _count(model)
+    record = {"config": settings(config), "source": str(model_dir), "parameters": {"before": before, "after": after},
+              "heads_kept": [encoder_layers(model)[k].attention.self.num_attention_heads for k in range(len(heads))],
+              "ffn_kept": getattr(model.config, PRUNING_KEY)["intermediate_sizes"]}
+    print(f"kept heads per layer {record['heads_kept']}, FFN widths {record['ffn_kept']}; "
+          f"parameters {before / 1e6:.2f}M -> {after / 1e6:.2f}M")
+    save_model(model, tokenizer, out, record)
+    print(f"pruned model written to {out} (load it with tinyship.compress.load_model)")
+    return out
+
+
+def model_labels(model) -> list[str] | None:
+    names = model.config.id2label or {}
+    return [names[i] for i in range(len(names))] if names else None
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def pruning_record(model_dir: Path) -> dict:
+    """What a pruned directory records about its layers ({} for a plain model)."""
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    return {"pruned_heads": config.get("pruned_heads", {}), **config.get(PRUNING_KEY, {})}

@@ -1,0 +1,129 @@
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from tinyship.compress import PruneConfig, load_model, prune
+from tinyship.compress.pruning import IMPORTANCES, choose, cut
+from tinyship.compress.states import encoder_layers
+from tinyship.export import ExportConfig, export
+from tinyship.runtime.bundle import read_manifest
+from tinyship.runtime.data import DataConfig
+from tinyship.runtime.errors import TinyshipError
+
+TEXTS = ["a gripping, funny and moving film", "dull", "the plot wanders and the acting is wooden"]
+HEADS = [[1], [], [0, 3], [2]]  # per layer, of 4
+NEURONS = [list(range(0, 64, 3)), [5], list(range(40)), []]  # per layer, of 64
+
+
+def encode(model_dir, texts=TEXTS):
+    return AutoTokenizer.from_pretrained(str(model_dir))(texts, padding=True, return_tensors="pt")
+
+
+def masked_logits(model, inputs, heads, neurons):
+    """The unpruned model with the given heads' outputs and neurons' activations zeroed."""
+    hooks = []
+    for layer, dead_heads, dead_neurons in zip(encoder_layers(model), heads, neurons):
+        size = layer.attention.self.attention_head_size
+
+        def zero_heads(module, args, output, dead=dead_heads, size=size):
+            context = output[0].clone()
+            for h in dead:
+                context[..., h * size : (h + 1) * size] = 0
+            return (context, *output[1:])
+
+        def zero_neurons(module, args, output, dead=dead_neurons):
+            output = output.clone()
+            output[..., dead] = 0
+            return output
+
+        hooks += [layer.attention.self.register_forward_hook(zero_heads), layer.intermediate.register_forward_hook(zero_neurons)]
+    with torch.inference_mode():
+        logits = model(**inputs).logits
+    for hook in hooks:
+        hook.remove()
+    return logits
+
+
+def test_pruned_model_equals_the_masked_model_and_reloads_exactly(tiny_model_dir, tmp_path):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+    inputs = encode(tiny_model_dir)
+    expected = masked_logits(model, inputs, HEADS, NEURONS)
+    cut(model, HEADS, NEURONS)
+    layers = encoder_layers(model)
+    assert [layer.attention.self.num_attention_heads for layer in layers] == [3, 4, 2, 3]
+    assert [layer.attention.self.all_head_size for layer in layers] == [24, 32, 16, 24]  # no stale attributes
+    assert [layer.intermediate.dense.out_features for layer in layers] == [64 - 22, 63, 24, 64]
+    with torch.inference_mode():
+        torch.testing.assert_close(model(**inputs).logits, expected, atol=1e-5, rtol=1e-5)
+
+    model.save_pretrained(tmp_path / "pruned")
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(tmp_path / "pruned")
+    reloaded = load_model(tmp_path / "pruned")
+    with torch.inference_mode():
+        torch.testing.assert_close(reloaded(**inputs).logits, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="size mismatch"):  # never silently wrong weights
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "pruned")
+
+    bundle = export(ExportConfig(model=str(tmp_path / "pruned"), output=str(tmp_path / "bundle"),
+                                 data=DataConfig(limit=64, max_length=64),
+                                 quantize="dynamic"))
+    manifest = read_manifest(bundle)
+    assert max(manifest["metrics"]["parity_max_abs_diff"].values()) <= 1e-4
+    fused = manifest["metrics"]["candidates"]["fp32-fused"]
+    assert "error" in fused or fused["accuracy"] == manifest["metrics"]["candidates"]["fp32"]["accuracy"]
+    assert "error" not in manifest["metrics"]["candidates"]["int8-dynamic"]
+
+
+@pytest.mark.parametrize("importance", ["taylor", "magnitude"])
+def test_a_useless_head_ranks_last(importance, tiny_model_dir, small_data):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+    attention = encoder_layers(model)[1].attention
+    size = attention.self.attention_head_size
+    with torch.no_grad():  # head 2 of layer 1 contributes nothing
+        for linear in (attention.self.query, attention.self.key, attention.self.value):
+            linear.weight[2 * size : 3 * size] = 0
+            linear.bias[2 * size : 3 * size] = 0
+        attention.output.dense.weight[:, 2 * size : 3 * size] = 0
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    batch = dict(tokenizer(TEXTS, padding=True, return_tensors="pt"))
+    batch["labels"] = torch.tensor([1, 0, 0])
+    heads, neurons = IMPORTANCES[importance](model, [batch])
+    assert int(torch.stack(heads).flatten().argmin()) == 1 * 4 + 2
+    assert [len(layer) for layer in neurons] == [64] * 4
+
+
+def test_choose_global_uniform_and_keep_one():
+    scores = [torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([0.9, 0.8, 0.7, 0.6])]
+    assert choose(scores, 0.5, "uniform", keep_one=True) == ([[0, 1], [2, 3]], 0)
+    removed, held = choose(scores, 0.5, "global", keep_one=True)
+    assert removed == [[0, 1, 2], []] and held == 1  # the four lowest are all layer 0's: it keeps its best
+    assert choose(scores, 0.5, "global", keep_one=False) == ([[0, 1, 2], []], 0)  # an FFN keeps one neuron too
+
+
+def test_prune_end_to_end_records_what_it_kept(tiny_model_dir, small_data, tmp_path, capsys):
+    out = prune(PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "p"), data=small_data, heads=0.25,
+                            ffn=0.5, examples=32))
+    stage = json.loads((out / "tinyship_stage.json").read_text())
+    assert sum(stage["heads_kept"]) == 12 and sum(stage["ffn_kept"]) == 128
+    assert stage["parameters"]["after"] < stage["parameters"]["before"]
+    model = load_model(out)
+    assert [layer.intermediate.dense.out_features for layer in encoder_layers(model)] == stage["ffn_kept"]
+    again = prune(PruneConfig(model=str(out), output_dir=str(tmp_path / "q"), data=small_data, heads=0.9,
+                              importance="magnitude"))  # a pruned model prunes further; every layer keeps a head
+    assert json.loads((again / "tinyship_stage.json").read_text())["heads_kept"] == [1, 1, 1, 1]
+    assert "would have lost every head: each keeps its most important one" in capsys.readouterr().out
+
+
+def test_bad_pruning_inputs(tiny_model_dir, tmp_path):
+    with pytest.raises(TinyshipError, match="heads 1.0: give the fraction to remove"):
+        PruneConfig(heads=1.0)
+    with pytest.raises(TinyshipError, match="ffn -0.1"):
+        PruneConfig(ffn=-0.1)
+    with pytest.raises(TinyshipError, match="unknown importance 'random'"):
+        PruneConfig(importance="random")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    with pytest.raises(TinyshipError, match="no model|safetensors|tokenizer"):
+        prune(PruneConfig(model=str(tmp_path / "empty"), output_dir=str(tmp_path / "out")))
