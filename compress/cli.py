@@ -195,6 +195,8 @@ def _configure_prune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=d.output_dir, help="default: %(default)s")
     parser.add_argument("--heads", type=float, default=d.heads, help="fraction of attention heads to remove (default: %(default)s)")
     parser.add_argument("--ffn", type=float, default=d.ffn, help="fraction of FFN neurons to remove (default: %(default)s)")
+    parser.add_argument("--flops", type=float, help="or: fraction of the encoder's FLOPs to remove (that fraction of "
+                        "heads and of neurons)")
     parser.add_argument("--importance", choices=IMPORTANCE_NAMES, default=d.importance,
                         help="taylor: |gradient| of a gate on each head and neuron, on training examples; "
                              "magnitude: weight norms (default: %(default)s)")
@@ -210,7 +212,7 @@ def _run_prune(args: argparse.Namespace) -> None:
     from tinyship.compress.pruning import prune
 
     prune(PruneConfig(model=args.model, output_dir=args.out, data=data_config_from_args(args), heads=args.heads,
-                      ffn=args.ffn, importance=args.importance, scope=args.scope, examples=args.examples, force=args.force))
+                      ffn=args.ffn, flops=args.flops, importance=args.importance, scope=args.scope, examples=args.examples, force=args.force))
 
 
 PRUNE = Command(

@@ -149,6 +149,7 @@ class PruneConfig:
     data: DataConfig = field(default_factory=DataConfig)  # training examples score the importances
     heads: float = 0.0  # fraction of all attention heads to remove
     ffn: float = 0.0  # fraction of all FFN neurons to remove
+    flops: float | None = None  # or: fraction of the encoder's FLOPs to remove (that fraction of heads and of neurons)
     importance: str = "taylor"  # taylor: |gradient| of a gate on each head and neuron; magnitude: weight norms
     scope: str = "global"  # global: rank across layers (layers end up different); uniform: the same fraction per layer
     examples: int = 256  # training examples for the gradient-based scores
@@ -156,6 +157,10 @@ class PruneConfig:
     force: bool = False
 
     def __post_init__(self):
+        if self.flops is not None:
+            if self.heads or self.ffn:
+                raise TinyshipError("give either flops, or heads and ffn, not both")
+            self.heads = self.ffn = self.flops  # encoder FLOPs are linear in kept heads and in kept neurons
         for name in ("heads", "ffn"):
             if not 0 <= getattr(self, name) < 1:
                 raise TinyshipError(f"{name} {getattr(self, name)}: give the fraction to remove, from 0 up to (not including) 1")

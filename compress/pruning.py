@@ -190,7 +190,7 @@ def prune(config: PruneConfig) -> Path:
     _check_architecture(model)
     task = task_of(model.config)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    before = _count(model)
+    before, flops_before = _count(model), encoder_flops(model)
     batches = []
     if config.importance == "taylor":
         labels = model_labels(model)
@@ -209,12 +209,13 @@ def prune(config: PruneConfig) -> Path:
         print(f"{held} layer(s) would have lost every head: each keeps its most important one")
     neurons, _ = choose(neuron_scores, config.ffn, config.scope, keep_one=False)
     cut(model, heads, neurons)
-    after = _count(model)
+    after, flops_after = _count(model), encoder_flops(model)
     record = {"config": settings(config), "source": str(model_dir), "parameters": {"before": before, "after": after},
+              "encoder_flops_128_tokens": {"before": flops_before, "after": flops_after},
               "heads_kept": [encoder_layers(model)[k].attention.self.num_attention_heads for k in range(len(heads))],
               "ffn_kept": getattr(model.config, PRUNING_KEY)["intermediate_sizes"]}
     print(f"kept heads per layer {record['heads_kept']}, FFN widths {record['ffn_kept']}; "
-          f"parameters {before / 1e6:.2f}M -> {after / 1e6:.2f}M")
+          f"parameters {before / 1e6:.2f}M -> {after / 1e6:.2f}M; encoder FLOPs kept {flops_after / flops_before:.1%}")
     save_model(model, tokenizer, out, record)
     print(f"pruned model written to {out} (load it with tinyship.compress.load_model)")
     return out
@@ -227,6 +228,18 @@ def model_labels(model) -> list[str] | None:
 
 def _count(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def encoder_flops(model, tokens: int = 128) -> int:
+    """Multiply-adds x 2 of the encoder's matrix products for one sequence: each head's projections and attention
+    products, each FFN neuron's two dot products. Linear in kept heads and in kept neurons."""
+    total = 0
+    for layer in encoder_layers(model):
+        attention = layer.attention.self
+        width, hidden = attention.all_head_size, attention.query.in_features
+        total += 4 * tokens * hidden * width + 2 * tokens * tokens * width  # q, k, v, output; scores and context
+        total += 2 * tokens * hidden * layer.intermediate.dense.out_features
+    return 2 * total
 
 
 def pruning_record(model_dir: Path) -> dict:

@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModel, set_seed
 
 from tinyship.compress.config import STUDENT_SHAPES, DistillConfig
 from tinyship.compress.finetuning import quiet_transformers
+from tinyship.compress.pruning import PRUNING_KEY, load_model
 from tinyship.compress.states import encoder_layers
 from tinyship.compress.tasks import Task, task_of
 from tinyship.runtime.errors import TinyshipError
@@ -60,7 +61,9 @@ def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task 
                                 f"({', '.join(STUDENT_SHAPES)}): check the path or the name")
         tokenizer_dir = check_model_dir(config.student)
         with quiet_transformers():  # a general student has no task head yet: a fresh one is expected
-            if task is None:
+            if task is not None and hasattr(AutoConfig.from_pretrained(tokenizer_dir), PRUNING_KEY):
+                student = load_model(tokenizer_dir)  # pruned: its slim layers and its own head, exactly
+            elif task is None:
                 student = AutoModel.from_pretrained(tokenizer_dir)
             else:
                 student = getattr(transformers, task.head).from_pretrained(

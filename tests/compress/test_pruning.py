@@ -127,3 +127,31 @@ def test_bad_pruning_inputs(tiny_model_dir, tmp_path):
     (tmp_path / "empty" / "config.json").write_text((tiny_model_dir / "config.json").read_text())
     with pytest.raises(TinyshipError, match="no model|safetensors|tokenizer"):
         prune(PruneConfig(model=str(tmp_path / "empty"), output_dir=str(tmp_path / "out")))
+
+
+def test_a_pruned_student_recovers_by_distillation_and_keeps_its_shape(tiny_model_dir, small_data, tmp_path):
+    from tinyship.compress import DistillConfig, Phase, distill
+
+    pruned = prune(PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "p"), data=small_data, heads=0.25,
+                               ffn=0.5, importance="magnitude"))
+    before = load_model(pruned)
+    out = distill(DistillConfig(teacher=str(tiny_model_dir), student=str(pruned), output_dir=str(tmp_path / "s"),
+                                data=small_data, batch_size=16, phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)]))
+    after = load_model(out)
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(after) == shapes(before)  # recovery trains the slim layers, it does not regrow them
+    assert any(not torch.equal(a, b) for a, b in zip(after.state_dict().values(), before.state_dict().values()))
+
+
+def test_a_flops_target_removes_that_share_of_encoder_flops(tiny_model_dir, small_data, tmp_path):
+    from tinyship.compress.pruning import encoder_flops
+
+    out = prune(PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "p"), data=small_data, flops=0.5,
+                            importance="magnitude", scope="uniform"))
+    flops = json.loads((out / "tinyship_stage.json").read_text())["encoder_flops_128_tokens"]
+    assert flops["after"] == pytest.approx(0.5 * flops["before"], rel=1e-9)  # uniform: exactly half of each layer
+    assert encoder_flops(load_model(out)) == flops["after"]
+    by_hand = 2 * 4 * (4 * 128 * 32 * 32 + 2 * 128 * 128 * 32 + 2 * 128 * 32 * 64)  # 4 layers, hidden 32, FFN 64
+    assert flops["before"] == by_hand
+    with pytest.raises(TinyshipError, match="either flops, or heads and ffn"):
+        PruneConfig(flops=0.3, heads=0.2)
