@@ -157,16 +157,21 @@ class PruneConfig:
     force: bool = False
 
     def __post_init__(self):
-        if self.flops is not None:
-            if self.heads or self.ffn:
-                raise TinyshipError("give either flops, or heads and ffn, not both")
-            self.heads = self.ffn = self.flops  # encoder FLOPs are linear in kept heads and in kept neurons
-        for name in ("heads", "ffn"):
-            if not 0 <= getattr(self, name) < 1:
-                raise TinyshipError(f"{name} {getattr(self, name)}: give the fraction to remove, from 0 up to (not including) 1")
+        if self.flops is not None and (self.heads or self.ffn):
+            raise TinyshipError("give either flops, or heads and ffn, not both")
+        for name in ("heads", "ffn", "flops"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise TinyshipError(f"{name} {value}: give the fraction to remove, from 0 up to (not including) 1")
         if self.importance not in IMPORTANCE_NAMES:
             raise TinyshipError(f"unknown importance {self.importance!r}: use one of {', '.join(IMPORTANCE_NAMES)}")
         if self.scope not in PRUNE_SCOPES:
             raise TinyshipError(f"unknown scope {self.scope!r}: use one of {', '.join(PRUNE_SCOPES)}")
         if self.examples < 1 or self.batch_size < 1:
             raise TinyshipError("examples and batch_size must be at least 1")
+
+    @property
+    def fractions(self) -> tuple[float, float]:
+        """The fractions of heads and of FFN neurons to remove. A FLOPs target removes that fraction of both: the
+        encoder's FLOPs are linear in its kept heads and in its kept neurons."""
+        return (self.flops, self.flops) if self.flops is not None else (self.heads, self.ffn)

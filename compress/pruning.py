@@ -204,10 +204,11 @@ def prune(config: PruneConfig) -> Path:
         print(f"scoring heads and neurons of {model_dir} on {len(rows)} examples of {examples.source}")
     model.eval()
     head_scores, neuron_scores = IMPORTANCES[config.importance](model, batches)
-    heads, held = choose(head_scores, config.heads, config.scope, keep_one=True)
+    head_fraction, ffn_fraction = config.fractions
+    heads, held = choose(head_scores, head_fraction, config.scope, keep_one=True)
     if held:
         print(f"{held} layer(s) would have lost every head: each keeps its most important one")
-    neurons, _ = choose(neuron_scores, config.ffn, config.scope, keep_one=False)
+    neurons, _ = choose(neuron_scores, ffn_fraction, config.scope, keep_one=False)
     cut(model, heads, neurons)
     after, flops_after = _count(model), encoder_flops(model)
     record = {"config": settings(config), "source": str(model_dir), "parameters": {"before": before, "after": after},

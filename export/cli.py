@@ -71,6 +71,8 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
     add("--layers", "or the teacher layers the student keeps, 1-based (e.g. 2,4,6)", type=parse_layers)
     add("--distill-phase", "a distillation phase, LOSS[=WEIGHT],...:EPOCHS; repeat for several "
         f"(default: {describe_phases(defaults.distill.phases)})", type=parse_phase, action="append", dest="distill_phases")
+    add("--prune-flops", "prune the student to remove this fraction of its encoder FLOPs, then recover it by "
+        "distillation (default: no pruning)", type=float)
     add("--quantize", f"{QUANTIZE_HELP} (default: {defaults.export.quantize})", choices=QUANTIZE_MODES)
     add("--accuracy-budget", f"largest metric loss against fp32 (default: {defaults.export.accuracy_budget})", type=float)
     add_data_arguments(parser)
@@ -89,6 +91,7 @@ def compress_config_from_args(args: argparse.Namespace) -> CompressConfig:
         distill=replace(config.distill, student_layers=given.get("student_layers", config.distill.student_layers),
                         layers=given.get("layers", config.distill.layers),
                         phases=given.get("distill_phases", config.distill.phases)),
+        prune=replace(config.prune, flops=given.get("prune_flops", config.prune.flops)),
         export=replace(config.export, quantize=given.get("quantize", config.export.quantize),
                        accuracy_budget=given.get("accuracy_budget", config.export.accuracy_budget)),
     )
@@ -108,7 +111,7 @@ EXPORT = Command(
     run=_run_export,
 )
 COMPRESS = Command(
-    help="the whole pipeline: fine-tune a teacher (unless given), distil, export, quantize, report",
+    help="the whole pipeline: fine-tune a teacher (unless given), distil, prune (if asked), export, quantize, report",
     configure=_configure_compress,
     run=_run_compress,
 )

@@ -1,5 +1,5 @@
-"""`compress`: the whole path in one call. Fine-tune a teacher (unless given), distil a student,
-export and quantize it into a bundle, and report every stage side by side.
+"""`compress`: the whole path in one call. Fine-tune a teacher (unless given), distil a student, prune it and
+recover by distillation (when asked), export and quantize it into a bundle, and report every stage side by side.
 
 The pipeline reaches tinyship.compress only through its verbs and the directories they write.
 A finished stage whose directory holds the same settings is reused, so a rerun resumes where
@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tinyship.compress.config import STAGE_FILE, DistillConfig, FinetuneConfig, settings
+from tinyship.compress.config import STAGE_FILE, DistillConfig, FinetuneConfig, Phase, PruneConfig, settings
 from tinyship.export.config import ExportConfig
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
@@ -34,12 +34,13 @@ class CompressConfig:
     data: DataConfig = field(default_factory=DataConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)  # nothing to remove (the default): no pruning step
     export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def compress(config: CompressConfig) -> Path:
     """Run every stage into config.output_dir; returns the bundle's path (report.md and .json beside it)."""
-    from tinyship.compress import distill, finetune, weights_digest
+    from tinyship.compress import distill, finetune, prune, weights_digest
     from tinyship.export.exporting import export
     from tinyship.export.report import compression_report
 
@@ -55,6 +56,17 @@ def compress(config: CompressConfig) -> Path:
         replace(config.distill, teacher=str(teacher), output_dir=str(out / "student"), data=config.data),
         teacher_sha256=weights_digest(teacher),
     )
+    if any(config.prune.fractions):
+        pruned = _run_stage("pruned", prune, replace(config.prune, model=str(student), output_dir=str(out / "pruned"),
+                                                     data=config.data))
+        student = _run_stage(
+            "recovered",
+            distill,
+            replace(config.distill, teacher=str(teacher), student=str(pruned), output_dir=str(out / "recovered"),
+                    data=config.data, phases=recovery_phases(config.distill.phases)),
+            teacher_sha256=weights_digest(teacher),
+            student_sha256=weights_digest(pruned),
+        )
     print("== bundle")
     candidates_dir = out / "candidates"
     bundle = export(
@@ -69,6 +81,12 @@ def compress(config: CompressConfig) -> Path:
     print((out / "report.md").read_text(encoding="utf-8"))
     print(f"bundle: {bundle}\nreport: {out / 'report.md'} and {out / 'report.json'}")
     return bundle
+
+
+def recovery_phases(phases: list[Phase]) -> list[Phase]:
+    """The distillation phases without the attention loss, which cannot match heads the student no longer has."""
+    kept = [Phase({k: w for k, w in p.losses.items() if k != "attention"}, p.epochs) for p in phases]
+    return [p for p in kept if p.losses]
 
 
 def _run_stage(name: str, verb, stage_config, **made_from) -> Path:
@@ -107,7 +125,7 @@ def from_dict(cls, values, where: str):
         raise TinyshipError(f"{where}: expected a mapping of {cls.__name__} settings, got {values!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    owned = set() if cls is CompressConfig else OWNED_BY_PIPELINE | ({"model"} if cls is ExportConfig else set())
+    owned = set() if cls is CompressConfig else OWNED_BY_PIPELINE | ({"model"} if cls in (ExportConfig, PruneConfig) else set())
     for key in values:
         if key not in known or key in owned:
             allowed = sorted(known - owned)

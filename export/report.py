@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers import AutoTokenizer, DataCollatorWithPadding
 
+from tinyship.compress.pruning import load_model
 from tinyship.export.bundling import versions
 from tinyship.export.evaluation import session, timed
 from tinyship.export.exporting import model_labels
@@ -41,7 +42,7 @@ def typical_input(examples: Examples, tokenizer_file: Path, max_length: int) -> 
 
 
 def torch_row(name: str, model_dir: Path, test: Examples, typical: dict, max_length: int) -> dict:
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    model = load_model(model_dir).eval()  # plain or pruned
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     collate = DataCollatorWithPadding(tokenizer)
     encoded = tokenizer(test.texts, test.text_pairs, truncation=True, max_length=max_length)

@@ -99,3 +99,36 @@ def test_bad_recipes_name_the_problem(tmp_path, text, message):
     recipe.write_text(text)
     with pytest.raises(TinyshipError, match=message):
         load_recipe(recipe)
+
+
+def test_pipeline_prunes_and_recovers_when_asked(tiny_model_dir, small_data, tmp_path):
+    from tinyship.compress import PruneConfig, load_model
+    from tinyship.compress.states import encoder_layers
+
+    config = CompressConfig(
+        output_dir=str(tmp_path / "run"), teacher=str(tiny_model_dir), data=small_data,
+        distill=DistillConfig(phases=[Phase({"hidden": 1, "attention": 1}, 1), Phase({"prediction": 1}, 1)], batch_size=16),
+        prune=PruneConfig(flops=0.5, importance="magnitude"), export=ExportConfig(quantize="dynamic", optimize=False),
+    )
+    bundle = compress(config)
+    recovered = load_model(tmp_path / "run" / "recovered")
+    assert sum(layer.intermediate.dense.out_features for layer in encoder_layers(recovered)) == 64  # half of 2 x 64
+    stage = json.loads((tmp_path / "run" / "recovered" / "tinyship_stage.json").read_text())
+    assert [list(p["losses"]) for p in stage["config"]["phases"]] == [["hidden"], ["prediction"]]  # no attention loss
+    assert read_manifest(bundle)["source_model"].endswith("recovered")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["rows"][1]["parameters"] == sum(p.numel() for p in recovered.parameters())
+
+
+def test_prune_flag_and_recipe(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    _configure_compress(parser)
+    assert compress_config_from_args(parser.parse_args(["--prune-flops", "0.4"])).prune.fractions == (0.4, 0.4)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("prune: {heads: 0.2, ffn: 0.3, scope: uniform}\n")
+    assert load_recipe(recipe).prune.fractions == (0.2, 0.3)
+    recipe.write_text("prune: {model: elsewhere}\n")
+    with pytest.raises(TinyshipError, match="unknown key 'model'"):
+        load_recipe(recipe)
