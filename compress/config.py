@@ -154,9 +154,12 @@ class PruneConfig:
     scope: str = "global"  # global: rank across layers (layers end up different); uniform: the same fraction per layer
     examples: int = 256  # training examples for the gradient-based scores
     batch_size: int = 16
+    steps: int = 1  # in `tinyship compress`: reach the target in this many prune-then-recover rounds
     force: bool = False
 
     def __post_init__(self):
+        if self.steps < 1:
+            raise TinyshipError(f"steps {self.steps}: give 1 or more prune-then-recover rounds")
         if self.flops is not None and (self.heads or self.ffn):
             raise TinyshipError("give either flops, or heads and ffn, not both")
         for name in ("heads", "ffn", "flops"):

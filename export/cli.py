@@ -73,6 +73,7 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
         f"(default: {describe_phases(defaults.distill.phases)})", type=parse_phase, action="append", dest="distill_phases")
     add("--prune-flops", "prune the student to remove this fraction of its encoder FLOPs, then recover it by "
         "distillation (default: no pruning)", type=float)
+    add("--prune-steps", "reach --prune-flops in this many prune-then-recover rounds (default: 1)", type=int)
     add("--quantize", f"{QUANTIZE_HELP} (default: {defaults.export.quantize})", choices=QUANTIZE_MODES)
     add("--accuracy-budget", f"largest metric loss against fp32 (default: {defaults.export.accuracy_budget})", type=float)
     add_data_arguments(parser)
@@ -91,7 +92,8 @@ def compress_config_from_args(args: argparse.Namespace) -> CompressConfig:
         distill=replace(config.distill, student_layers=given.get("student_layers", config.distill.student_layers),
                         layers=given.get("layers", config.distill.layers),
                         phases=given.get("distill_phases", config.distill.phases)),
-        prune=replace(config.prune, flops=given.get("prune_flops", config.prune.flops)),
+        prune=replace(config.prune, flops=given.get("prune_flops", config.prune.flops),
+                      steps=given.get("prune_steps", config.prune.steps)),
         export=replace(config.export, quantize=given.get("quantize", config.export.quantize),
                        accuracy_budget=given.get("accuracy_budget", config.export.accuracy_budget)),
     )

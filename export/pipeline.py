@@ -56,13 +56,16 @@ def compress(config: CompressConfig) -> Path:
         replace(config.distill, teacher=str(teacher), output_dir=str(out / "student"), data=config.data),
         teacher_sha256=weights_digest(teacher),
     )
-    if any(config.prune.fractions):
-        pruned = _run_stage("pruned", prune, replace(config.prune, model=str(student), output_dir=str(out / "pruned"),
-                                                     data=config.data))
+    for step, fractions in enumerate(step_fractions(config.prune), start=1):
+        suffix = f"-{step}" if config.prune.steps > 1 else ""
+        heads, ffn = fractions
+        pruned = _run_stage(f"pruned{suffix}", prune, replace(config.prune, model=str(student), heads=heads, ffn=ffn,
+                                                              flops=None, output_dir=str(out / f"pruned{suffix}"),
+                                                              data=config.data))
         student = _run_stage(
-            "recovered",
+            f"recovered{suffix}",
             distill,
-            replace(config.distill, teacher=str(teacher), student=str(pruned), output_dir=str(out / "recovered"),
+            replace(config.distill, teacher=str(teacher), student=str(pruned), output_dir=str(out / f"recovered{suffix}"),
                     data=config.data, phases=recovery_phases(config.distill.phases)),
             teacher_sha256=weights_digest(teacher),
             student_sha256=weights_digest(pruned),
@@ -81,6 +84,14 @@ def compress(config: CompressConfig) -> Path:
     print((out / "report.md").read_text(encoding="utf-8"))
     print(f"bundle: {bundle}\nreport: {out / 'report.md'} and {out / 'report.json'}")
     return bundle
+
+
+def step_fractions(config: PruneConfig) -> list[tuple[float, float]]:
+    """Per round, the fractions of the remaining heads and neurons to remove, so that `steps` rounds reach the
+    target: keeping k of what is left each round keeps k ** steps in all."""
+    if not any(config.fractions):
+        return []
+    return [tuple(1 - (1 - f) ** (1 / config.steps) for f in config.fractions)] * config.steps
 
 
 def recovery_phases(phases: list[Phase]) -> list[Phase]:

@@ -125,10 +125,22 @@ def test_prune_flag_and_recipe(tmp_path):
 
     parser = argparse.ArgumentParser()
     _configure_compress(parser)
-    assert compress_config_from_args(parser.parse_args(["--prune-flops", "0.4"])).prune.fractions == (0.4, 0.4)
+    prune = compress_config_from_args(parser.parse_args(["--prune-flops", "0.4", "--prune-steps", "2"])).prune
+    assert prune.fractions == (0.4, 0.4) and prune.steps == 2
     recipe = tmp_path / "r.yaml"
     recipe.write_text("prune: {heads: 0.2, ffn: 0.3, scope: uniform}\n")
     assert load_recipe(recipe).prune.fractions == (0.2, 0.3)
     recipe.write_text("prune: {model: elsewhere}\n")
     with pytest.raises(TinyshipError, match="unknown key 'model'"):
         load_recipe(recipe)
+
+
+def test_iterative_pruning_reaches_the_target_in_rounds():
+    from tinyship.compress import PruneConfig
+    from tinyship.export.pipeline import step_fractions
+
+    rounds = step_fractions(PruneConfig(flops=0.64, steps=2))
+    assert rounds == [pytest.approx((0.4, 0.4))] * 2  # keep 0.6 of what is left, twice: 0.36 kept
+    assert step_fractions(PruneConfig()) == [] and step_fractions(PruneConfig(heads=0.5)) == [(0.5, 0.0)]
+    with pytest.raises(TinyshipError, match="steps 0"):
+        PruneConfig(steps=0)
