@@ -139,11 +139,10 @@ def magnitude(model, batches=None) -> tuple[list[torch.Tensor], list[torch.Tenso
     return heads, neurons
 
 
-def choose(scores: list[torch.Tensor], fraction: float, scope: str, keep_one: bool) -> tuple[list[list[int]], int]:
-    """The indices to remove in each layer (lowest scores first) and how many layers were held at one survivor."""
+def choose(scores: list[torch.Tensor], fraction: float, scope: str) -> tuple[list[list[int]], int]:
+    """The indices to remove in each layer (lowest scores first), and how many layers kept their best head or
+    neuron because the target would have emptied them."""
     removed = [[] for _ in scores]
-    if fraction == 0:
-        return removed, 0
     if scope == "uniform":
         for k, layer in enumerate(scores):
             removed[k] = layer.argsort()[: round(fraction * len(layer))].tolist()
@@ -153,12 +152,9 @@ def choose(scores: list[torch.Tensor], fraction: float, scope: str, keep_one: bo
             removed[k].append(i)
     held = 0
     for k, layer in enumerate(scores):
-        if keep_one and len(removed[k]) >= len(layer):  # a layer keeps its best head
-            best = int(layer.argmax())
-            removed[k] = [i for i in removed[k] if i != best]
-            held += 1
-        elif len(removed[k]) >= len(layer):  # an FFN keeps its best neuron
+        if len(removed[k]) >= len(layer):
             removed[k] = [i for i in removed[k] if i != int(layer.argmax())]
+            held += 1
     return [sorted(r) for r in removed], held
 
 
@@ -205,10 +201,10 @@ def prune(config: PruneConfig) -> Path:
     model.eval()
     head_scores, neuron_scores = IMPORTANCES[config.importance](model, batches)
     head_fraction, ffn_fraction = config.fractions
-    heads, held = choose(head_scores, head_fraction, config.scope, keep_one=True)
+    heads, held = choose(head_scores, head_fraction, config.scope)
     if held:
         print(f"{held} layer(s) would have lost every head: each keeps its most important one")
-    neurons, _ = choose(neuron_scores, ffn_fraction, config.scope, keep_one=False)
+    neurons, _ = choose(neuron_scores, ffn_fraction, config.scope)
     cut(model, heads, neurons)
     after, flops_after = _count(model), encoder_flops(model)
     record = {"config": settings(config), "source": str(model_dir), "parameters": {"before": before, "after": after},

@@ -96,10 +96,9 @@ def test_a_useless_head_ranks_last(importance, tiny_model_dir, small_data):
 
 def test_choose_global_uniform_and_keep_one():
     scores = [torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([0.9, 0.8, 0.7, 0.6])]
-    assert choose(scores, 0.5, "uniform", keep_one=True) == ([[0, 1], [2, 3]], 0)
-    removed, held = choose(scores, 0.5, "global", keep_one=True)
-    assert removed == [[0, 1, 2], []] and held == 1  # the four lowest are all layer 0's: it keeps its best
-    assert choose(scores, 0.5, "global", keep_one=False) == ([[0, 1, 2], []], 0)  # an FFN keeps one neuron too
+    assert choose(scores, 0.5, "uniform") == ([[0, 1], [2, 3]], 0)
+    assert choose(scores, 0.5, "global") == ([[0, 1, 2], []], 1)  # the four lowest are all layer 0's: it keeps its best
+    assert choose(scores, 0.0, "global") == ([[], []], 0)
 
 
 def test_prune_end_to_end_records_what_it_kept(tiny_model_dir, small_data, tmp_path, capsys):

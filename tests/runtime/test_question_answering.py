@@ -81,6 +81,8 @@ def test_top_k_answers_and_bad_inputs(reader):
     result = answer((QUESTIONS[0], CONTEXT), top_k=3)
     scores = [a["score"] for a in result["answers"]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True) and result["score"] == scores[0]
+    with pytest.raises(TinyshipError, match="a question is too long to leave room for its context in 64 tokens"):
+        answer((" ".join(["why"] * 300), CONTEXT))
     for bad in ["just a string", [("q", "")], [], None, [("q",)]]:
         with pytest.raises(TinyshipError, match="must be a \\(str, str\\) tuple|input 0 is empty"):
             answer(bad)
