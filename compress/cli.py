@@ -199,7 +199,8 @@ def _configure_prune(parser: argparse.ArgumentParser) -> None:
                         "heads and of neurons)")
     parser.add_argument("--importance", choices=IMPORTANCE_NAMES, default=d.importance,
                         help="taylor: |gradient| of a gate on each head and neuron, on training examples; "
-                             "magnitude: weight norms (default: %(default)s)")
+                             "magnitude: weight norms; group: torch-pruning's group magnitude over coupled weights "
+                             "(default: %(default)s)")
     parser.add_argument("--scope", choices=PRUNE_SCOPES, default=d.scope,
                         help="global: rank across layers (layers end up different); uniform: the same fraction per "
                              "layer (default: %(default)s)")

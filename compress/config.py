@@ -137,7 +137,7 @@ class AugmentConfig:
 
 
 PRUNE_SCOPES = ("global", "uniform")
-IMPORTANCE_NAMES = ("taylor", "magnitude")  # the registry itself (tinyship.compress.pruning.IMPORTANCES) needs torch
+IMPORTANCE_NAMES = ("taylor", "magnitude", "group")  # the registry itself (tinyship.compress.pruning.IMPORTANCES) needs torch
 
 
 @dataclass
@@ -150,7 +150,8 @@ class PruneConfig:
     heads: float = 0.0  # fraction of all attention heads to remove
     ffn: float = 0.0  # fraction of all FFN neurons to remove
     flops: float | None = None  # or: fraction of the encoder's FLOPs to remove (that fraction of heads and of neurons)
-    importance: str = "taylor"  # taylor: |gradient| of a gate on each head and neuron; magnitude: weight norms
+    importance: str = "taylor"  # taylor: |gradient| of a gate on each head and neuron; magnitude: weight norms;
+    # group: torch-pruning's group magnitude over every coupled weight
     scope: str = "global"  # global: rank across layers (layers end up different); uniform: the same fraction per layer
     examples: int = 256  # training examples for the gradient-based scores
     batch_size: int = 16

@@ -139,6 +139,27 @@ def magnitude(model, batches=None) -> tuple[list[torch.Tensor], list[torch.Tenso
     return heads, neurons
 
 
+@register("group")
+def group_magnitude(model, batches=None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """torch-pruning's group magnitude importance: each head's and neuron's channels scored together with every
+    weight the dependency graph couples to them (query, key, value and the attention output; both FFN
+    projections), normalised per layer."""
+    import torch_pruning as tp
+
+    ids = torch.full((1, 8), min(1000, model.config.vocab_size - 1))
+    example = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    importance = tp.importance.GroupMagnitudeImportance(p=2)
+    heads, neurons = [], []
+    with torch.no_grad():
+        for layer in encoder_layers(model):
+            for linear, scores, size in ((layer.attention.self.query, heads, _head_size(layer)),
+                                         (layer.intermediate.dense, neurons, 1)):
+                group = graph.get_pruning_group(linear, tp.prune_linear_out_channels, idxs=list(range(linear.out_features)))
+                scores.append(_normalised(importance(group).view(-1, size).sum(1)))
+    return heads, neurons
+
+
 def choose(scores: list[torch.Tensor], fraction: float, scope: str) -> tuple[list[list[int]], int]:
     """The indices to remove in each layer (lowest scores first), and how many layers kept their best head or
     neuron because the target would have emptied them."""

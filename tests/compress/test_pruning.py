@@ -76,7 +76,7 @@ def test_pruned_model_equals_the_masked_model_and_reloads_exactly(tiny_model_dir
     assert "error" not in manifest["metrics"]["candidates"]["int8-dynamic"]
 
 
-@pytest.mark.parametrize("importance", ["taylor", "magnitude"])
+@pytest.mark.parametrize("importance", ["taylor", "magnitude", "group"])
 def test_a_useless_head_ranks_last(importance, tiny_model_dir, small_data):
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
     attention = encoder_layers(model)[1].attention
