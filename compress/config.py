@@ -150,6 +150,7 @@ class PruneConfig:
     heads: float = 0.0  # fraction of all attention heads to remove
     ffn: float = 0.0  # fraction of all FFN neurons to remove
     flops: float | None = None  # or: fraction of the encoder's FLOPs to remove (that fraction of heads and of neurons)
+    parameters: float | None = None  # or: fraction of all parameters to remove (embeddings stay: see prune)
     importance: str = "taylor"  # taylor: |gradient| of a gate on each head and neuron; magnitude: weight norms;
     # group: torch-pruning's group magnitude over every coupled weight
     scope: str = "global"  # global: rank across layers (layers end up different); uniform: the same fraction per layer
@@ -161,9 +162,11 @@ class PruneConfig:
     def __post_init__(self):
         if self.steps < 1:
             raise TinyshipError(f"steps {self.steps}: give 1 or more prune-then-recover rounds")
-        if self.flops is not None and (self.heads or self.ffn):
-            raise TinyshipError("give either flops, or heads and ffn, not both")
-        for name in ("heads", "ffn", "flops"):
+        if self.parameters is not None and self.steps > 1:
+            raise TinyshipError("a parameters target is reached in one round: use flops (or heads and ffn) with steps")
+        if sum(x is not None and x != 0 for x in (self.flops, self.parameters, self.heads or self.ffn or None)) > 1:
+            raise TinyshipError("give one target: flops, parameters, or heads and ffn")
+        for name in ("heads", "ffn", "flops", "parameters"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
                 raise TinyshipError(f"{name} {value}: give the fraction to remove, from 0 up to (not including) 1")

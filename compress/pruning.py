@@ -222,6 +222,12 @@ def prune(config: PruneConfig) -> Path:
     model.eval()
     head_scores, neuron_scores = IMPORTANCES[config.importance](model, batches)
     head_fraction, ffn_fraction = config.fractions
+    if config.parameters is not None:  # the same fraction of every layer's prunable weights, sized to the target
+        head_fraction = ffn_fraction = config.parameters * before / prunable_parameters(model)
+        if head_fraction >= 1:
+            raise TinyshipError(f"removing {config.parameters:.0%} of the parameters would take every head and neuron: "
+                                f"heads and neurons hold {prunable_parameters(model) / before:.0%} of them "
+                                "(the rest is embeddings and the head)")
     heads, held = choose(head_scores, head_fraction, config.scope)
     if held:
         print(f"{held} layer(s) would have lost every head: each keeps its most important one")
@@ -246,6 +252,18 @@ def model_labels(model) -> list[str] | None:
 
 def _count(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def prunable_parameters(model) -> int:
+    """The weights that heads and FFN neurons own: q, k, v and the attention output, both FFN projections (biases
+    of the outputs excepted). Removing a fraction of every head and neuron removes that fraction of these."""
+    total = 0
+    for layer in encoder_layers(model):
+        attention = layer.attention.self
+        total += 3 * (attention.query.in_features + 1) * attention.all_head_size
+        total += layer.attention.output.dense.in_features * layer.attention.output.dense.out_features
+        total += (layer.intermediate.dense.in_features + 1 + layer.output.dense.out_features) * layer.intermediate.dense.out_features
+    return total
 
 
 def encoder_flops(model, tokens: int = 128) -> int:

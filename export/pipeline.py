@@ -56,12 +56,11 @@ def compress(config: CompressConfig) -> Path:
         replace(config.distill, teacher=str(teacher), output_dir=str(out / "student"), data=config.data),
         teacher_sha256=weights_digest(teacher),
     )
-    for step, fractions in enumerate(step_fractions(config.prune), start=1):
-        suffix = f"-{step}" if config.prune.steps > 1 else ""
-        heads, ffn = fractions
-        pruned = _run_stage(f"pruned{suffix}", prune, replace(config.prune, model=str(student), heads=heads, ffn=ffn,
-                                                              flops=None, output_dir=str(out / f"pruned{suffix}"),
-                                                              data=config.data))
+    rounds = prune_rounds(config.prune)
+    for step, changes in enumerate(rounds, start=1):
+        suffix = f"-{step}" if len(rounds) > 1 else ""
+        pruned = _run_stage(f"pruned{suffix}", prune, replace(config.prune, model=str(student), **changes,
+                                                              output_dir=str(out / f"pruned{suffix}"), data=config.data))
         student = _run_stage(
             f"recovered{suffix}",
             distill,
@@ -86,12 +85,15 @@ def compress(config: CompressConfig) -> Path:
     return bundle
 
 
-def step_fractions(config: PruneConfig) -> list[tuple[float, float]]:
-    """Per round, the fractions of the remaining heads and neurons to remove, so that `steps` rounds reach the
-    target: keeping k of what is left each round keeps k ** steps in all."""
+def prune_rounds(config: PruneConfig) -> list[dict]:
+    """The PruneConfig changes for each prune-then-recover round: `steps` rounds that each remove the same
+    fraction of what is left, so that together they reach the target (keeping k per round keeps k ** steps)."""
+    if config.parameters is not None:
+        return [{}]  # sized against the model as it is: one round
     if not any(config.fractions):
         return []
-    return [tuple(1 - (1 - f) ** (1 / config.steps) for f in config.fractions)] * config.steps
+    heads, ffn = (1 - (1 - f) ** (1 / config.steps) for f in config.fractions)
+    return [{"heads": heads, "ffn": ffn, "flops": None}] * config.steps
 
 
 def recovery_phases(phases: list[Phase]) -> list[Phase]:

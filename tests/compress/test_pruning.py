@@ -152,5 +152,18 @@ def test_a_flops_target_removes_that_share_of_encoder_flops(tiny_model_dir, smal
     assert encoder_flops(load_model(out)) == flops["after"]
     by_hand = 2 * 4 * (4 * 128 * 32 * 32 + 2 * 128 * 128 * 32 + 2 * 128 * 32 * 64)  # 4 layers, hidden 32, FFN 64
     assert flops["before"] == by_hand
-    with pytest.raises(TinyshipError, match="either flops, or heads and ffn"):
+    with pytest.raises(TinyshipError, match="give one target: flops, parameters, or heads and ffn"):
         PruneConfig(flops=0.3, heads=0.2)
+
+
+def test_a_parameters_target_removes_that_share_of_all_parameters(tiny_model_dir, small_data, tmp_path):
+    from tinyship.compress.pruning import prunable_parameters
+
+    assert prunable_parameters(load_model(tiny_model_dir)) == 4 * (3 * 33 * 32 + 32 * 32 + (32 + 1 + 32) * 64)  # q, k, v with biases; output; FFN
+    out = prune(PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "p"), data=small_data,
+                            parameters=0.02, importance="magnitude", scope="uniform"))
+    removed = json.loads((out / "tinyship_stage.json").read_text())["parameters"]
+    assert (removed["before"] - removed["after"]) / removed["before"] == pytest.approx(0.02, abs=0.004)
+    with pytest.raises(TinyshipError, match="would take every head and neuron: heads and neurons hold"):
+        prune(PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "q"), data=small_data, parameters=0.5,
+                          importance="magnitude"))

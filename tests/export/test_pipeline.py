@@ -137,10 +137,13 @@ def test_prune_flag_and_recipe(tmp_path):
 
 def test_iterative_pruning_reaches_the_target_in_rounds():
     from tinyship.compress import PruneConfig
-    from tinyship.export.pipeline import step_fractions
+    from tinyship.export.pipeline import prune_rounds
 
-    rounds = step_fractions(PruneConfig(flops=0.64, steps=2))
-    assert rounds == [pytest.approx((0.4, 0.4))] * 2  # keep 0.6 of what is left, twice: 0.36 kept
-    assert step_fractions(PruneConfig()) == [] and step_fractions(PruneConfig(heads=0.5)) == [(0.5, 0.0)]
+    rounds = prune_rounds(PruneConfig(flops=0.64, steps=2))
+    assert len(rounds) == 2 and rounds[0] == {"heads": pytest.approx(0.4), "ffn": pytest.approx(0.4), "flops": None}
+    assert prune_rounds(PruneConfig()) == [] and prune_rounds(PruneConfig(heads=0.5)) == [{"heads": 0.5, "ffn": 0.0, "flops": None}]
+    assert prune_rounds(PruneConfig(parameters=0.2)) == [{}]
     with pytest.raises(TinyshipError, match="steps 0"):
         PruneConfig(steps=0)
+    with pytest.raises(TinyshipError, match="a parameters target is reached in one round"):
+        PruneConfig(parameters=0.2, steps=2)
