@@ -151,6 +151,7 @@ class PruneConfig:
     ffn: float = 0.0  # fraction of all FFN neurons to remove
     flops: float | None = None  # or: fraction of the encoder's FLOPs to remove (that fraction of heads and of neurons)
     parameters: float | None = None  # or: fraction of all parameters to remove (embeddings stay: see prune)
+    latency: float | None = None  # or: fraction of the measured latency to remove (PyTorch, batch 1, 128 tokens)
     importance: str = "taylor"  # taylor: |gradient| of a gate on each head and neuron; magnitude: weight norms;
     # group: torch-pruning's group magnitude over every coupled weight
     scope: str = "global"  # global: rank across layers (layers end up different); uniform: the same fraction per layer
@@ -162,11 +163,13 @@ class PruneConfig:
     def __post_init__(self):
         if self.steps < 1:
             raise TinyshipError(f"steps {self.steps}: give 1 or more prune-then-recover rounds")
-        if self.parameters is not None and self.steps > 1:
-            raise TinyshipError("a parameters target is reached in one round: use flops (or heads and ffn) with steps")
-        if sum(x is not None and x != 0 for x in (self.flops, self.parameters, self.heads or self.ffn or None)) > 1:
-            raise TinyshipError("give one target: flops, parameters, or heads and ffn")
-        for name in ("heads", "ffn", "flops", "parameters"):
+        if (self.parameters is not None or self.latency is not None) and self.steps > 1:
+            raise TinyshipError("a parameters or latency target is reached in one round: use flops (or heads and ffn) "
+                                "with steps")
+        targets = (self.flops, self.parameters, self.latency, self.heads or self.ffn or None)
+        if sum(x is not None and x != 0 for x in targets) > 1:
+            raise TinyshipError("give one target: flops, parameters, latency, or heads and ffn")
+        for name in ("heads", "ffn", "flops", "parameters", "latency"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
                 raise TinyshipError(f"{name} {value}: give the fraction to remove, from 0 up to (not including) 1")

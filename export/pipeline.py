@@ -88,7 +88,7 @@ def compress(config: CompressConfig) -> Path:
 def prune_rounds(config: PruneConfig) -> list[dict]:
     """The PruneConfig changes for each prune-then-recover round: `steps` rounds that each remove the same
     fraction of what is left, so that together they reach the target (keeping k per round keeps k ** steps)."""
-    if config.parameters is not None:
+    if config.parameters is not None or config.latency is not None:
         return [{}]  # sized against the model as it is: one round
     if not any(config.fractions):
         return []

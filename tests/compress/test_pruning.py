@@ -122,6 +122,13 @@ def test_bad_pruning_inputs(tiny_model_dir, tmp_path):
         PruneConfig(ffn=-0.1)
     with pytest.raises(TinyshipError, match="unknown importance 'random'"):
         PruneConfig(importance="random")
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    MPNetForSequenceClassification(MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                               intermediate_size=64)).save_pretrained(tmp_path / "mpnet")
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(tmp_path / "mpnet")
+    with pytest.raises(TinyshipError, match="tinyship prunes bert, roberta, xlm-roberta, camembert, electra models, not mpnet"):
+        prune(PruneConfig(model=str(tmp_path / "mpnet"), output_dir=str(tmp_path / "out"), importance="magnitude"))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text((tiny_model_dir / "config.json").read_text())
     with pytest.raises(TinyshipError, match="no model|safetensors|tokenizer"):
@@ -152,7 +159,7 @@ def test_a_flops_target_removes_that_share_of_encoder_flops(tiny_model_dir, smal
     assert encoder_flops(load_model(out)) == flops["after"]
     by_hand = 2 * 4 * (4 * 128 * 32 * 32 + 2 * 128 * 128 * 32 + 2 * 128 * 32 * 64)  # 4 layers, hidden 32, FFN 64
     assert flops["before"] == by_hand
-    with pytest.raises(TinyshipError, match="give one target: flops, parameters, or heads and ffn"):
+    with pytest.raises(TinyshipError, match="give one target: flops, parameters, latency, or heads and ffn"):
         PruneConfig(flops=0.3, heads=0.2)
 
 
@@ -167,3 +174,22 @@ def test_a_parameters_target_removes_that_share_of_all_parameters(tiny_model_dir
     with pytest.raises(TinyshipError, match="would take every head and neuron: heads and neurons hold"):
         prune(PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "q"), data=small_data, parameters=0.5,
                           importance="magnitude"))
+
+
+def test_a_latency_target_is_met_as_measured(tiny_model_dir, small_data, tmp_path, monkeypatch):
+    from tinyship.compress import pruning
+
+    full = pruning.encoder_flops(load_model(tiny_model_dir))
+    # a deterministic stand-in for the clock: a fixed cost plus one proportional to the encoder's FLOPs
+    monkeypatch.setattr(pruning, "_latency_ms", lambda model, tokens: 1.0 + pruning.encoder_flops(model) / full)
+    out = prune(PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "p"), data=small_data, latency=0.25,
+                            importance="magnitude"))
+    stage = json.loads((out / "tinyship_stage.json").read_text())
+    fraction = stage["latency_128_tokens"]["latency_fraction_removed"]
+    assert 0.5 <= fraction <= 0.5 + 1 / 32  # removing half the FLOPs removes a quarter of 1 + 1
+    assert sum(stage["ffn_kept"]) == 4 * 64 - round(fraction * 4 * 64)
+    with pytest.raises(TinyshipError, match="cannot take 60% of the latency"):
+        prune(PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "q"), data=small_data, latency=0.6,
+                          importance="magnitude"))
+    with pytest.raises(TinyshipError, match="a parameters or latency target is reached in one round"):
+        PruneConfig(latency=0.2, steps=3)

@@ -145,5 +145,5 @@ def test_iterative_pruning_reaches_the_target_in_rounds():
     assert prune_rounds(PruneConfig(parameters=0.2)) == [{}]
     with pytest.raises(TinyshipError, match="steps 0"):
         PruneConfig(steps=0)
-    with pytest.raises(TinyshipError, match="a parameters target is reached in one round"):
+    with pytest.raises(TinyshipError, match="a parameters or latency target is reached in one round"):
         PruneConfig(parameters=0.2, steps=2)
