@@ -1,13 +1,16 @@
 """Pruning benchmark: accuracy against encoder FLOPs kept, before and after recovery by distillation.
 
-The demo teacher (MiniLM-L6 fine-tuned on Rotten Tomatoes) is pruned to 80, 60, 40 and 30% of its encoder FLOPs
+The demo teacher (MiniLM-L6 fine-tuned on Rotten Tomatoes), or with --model the demo student, is pruned to
+80, 60, 40 and 30% of its encoder FLOPs
 (heads and FFN neurons ranked globally by the taylor importance on 256 training examples), then recovered by
-distillation from the unpruned teacher (hidden states for one epoch, predictions for two). Each point's test
+distillation from the teacher (hidden states for one epoch, predictions for two). Each point's test
 accuracy is measured before and after recovery, and the recovered model is exported to INT8 ONNX (dynamic) and timed at
-batch 1, 128 tokens, 1 thread, beside the unpruned teacher's INT8 export. Steps are skipped when their output
+batch 1, 128 tokens, 1 thread, beside the unpruned model's INT8 export. Steps are skipped when their output
 exists, so a rerun resumes.
 
     python benchmarks/prune/run.py             # after `make demo`; about 25 minutes on 2 cores
+    python benchmarks/prune/run.py --model runs/demo/student --work runs/bench-prune-student \\
+        --results benchmarks/results/prune-student
     python benchmarks/prune/run.py --quick
 """
 
@@ -36,21 +39,24 @@ RECOVERY = [Phase({"hidden": 1.0}, 1), Phase({"prediction": 1.0}, 2)]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", default="runs/demo/teacher", help="default: %(default)s")
+    parser.add_argument("--teacher", default="runs/demo/teacher", help="the recovery's teacher (default: %(default)s)")
+    parser.add_argument("--model", help="the model to prune (default: the teacher; e.g. runs/demo/student)")
     parser.add_argument("--work", default="runs/bench-prune", help="default: %(default)s")
     parser.add_argument("--results", default="benchmarks/results/prune", help="default: %(default)s")
     parser.add_argument("--quick", action="store_true", help="64 examples per split, short recovery")
     args = parser.parse_args()
     teacher, work = Path(args.teacher), Path(args.work)
-    if not (teacher / "config.json").is_file():
-        raise SystemExit(f"no teacher at {teacher}: run `make demo` first, or pass --teacher DIR")
+    model_dir = Path(args.model or args.teacher)
+    for path in (teacher, model_dir):
+        if not (path / "config.json").is_file():
+            raise SystemExit(f"no model at {path}: run `make demo` first, or pass --teacher / --model DIR")
     data = DataConfig(limit=64) if args.quick else DataConfig()
     recovery = [Phase(p.losses, 0.5 if args.quick else p.epochs) for p in RECOVERY]
     task = TASKS["classification"]
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(teacher))
-    labels = [load_model(teacher).config.id2label[i] for i in range(2)]
+    labels = [load_model(model_dir).config.id2label[i] for i in range(2)]
     test_rows = task.encode(task.load(data, "test", labels), tokenizer, data.max_length)
     ids = np.random.default_rng(0).integers(1000, 30000, (1, 128))
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
@@ -66,15 +72,15 @@ def main() -> None:
         return {"int8_test_accuracy": evaluate(int8, test_rows, task, tokenizer.pad_token_id, disabled),
                 "int8_latency": latency(int8, feed, 1, 10, 20 if args.quick else 200, disabled)}
 
-    base = load_model(teacher)
+    base = load_model(model_dir)
     full_flops = encoder_flops(base)
     points = [{"flops_kept": 1.0, "parameters": sum(p.numel() for p in base.parameters()),
-               "test_accuracy": pytorch_accuracy(teacher, test_rows, task), **measure(teacher, "teacher")}]
+               "test_accuracy": pytorch_accuracy(model_dir, test_rows, task), **measure(model_dir, "unpruned")}]
     for removed in REMOVED:
         name = f"flops-{round((1 - removed) * 100)}"
         pruned = work / name
         if not pruned.exists():
-            prune(PruneConfig(model=str(teacher), output_dir=str(pruned), data=data, flops=removed))
+            prune(PruneConfig(model=str(model_dir), output_dir=str(pruned), data=data, flops=removed))
         recovered = work / f"{name}-recovered"
         if not recovered.exists():
             distill(DistillConfig(teacher=str(teacher), student=str(pruned), output_dir=str(recovered), data=data,
@@ -87,7 +93,8 @@ def main() -> None:
                  "test_accuracy": pytorch_accuracy(recovered, test_rows, task), **measure(recovered, name)}
         points.append(point)
         print(json.dumps(point))
-    report = {"machine": machine(), "versions": versions(), "teacher": str(teacher), "test_examples": len(test_rows),
+    report = {"machine": machine(), "versions": versions(), "model": str(model_dir), "teacher": str(teacher),
+              "test_examples": len(test_rows),
               "recovery": [{"losses": p.losses, "epochs": p.epochs} for p in recovery], "points": points}
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -114,27 +121,27 @@ def pytorch_accuracy(model_dir: Path, rows: list[dict], task) -> float:
 
 
 def markdown(report: dict) -> str:
-    teacher = report["points"][0]
-    lines = [f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores. Teacher {report['teacher']}; "
-             f"test split, {report['test_examples']} examples. Recovery: "
+    unpruned = report["points"][0]
+    lines = [f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores. Pruned: {report.get('model', report['teacher'])}; recovery "
+             f"teacher {report['teacher']}; test split, {report['test_examples']} examples. Recovery: "
              + ", then ".join(f"{', '.join(p['losses'])} for {p['epochs']} epoch(s)" for p in report["recovery"])
              + ". INT8 latency: batch 1, 128 tokens, 1 thread, median of the runs.", "",
              "| encoder FLOPs kept | heads kept | parameters M | accuracy before recovery | after | lost (points) | "
              "INT8 accuracy | INT8 ms | faster |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    base_ms = teacher["int8_latency"]["median_ms"]
+    base_ms = unpruned["int8_latency"]["median_ms"]
     for p in report["points"]:
         before = p.get("test_accuracy_before_recovery")
         lines.append(f"| {p['flops_kept']:.0%} | {sum(p['heads_kept']) if 'heads_kept' in p else 'all'} | "
                      f"{p['parameters'] / 1e6:.1f} | {'' if before is None else format(before, '.4f')} | "
-                     f"{p['test_accuracy']:.4f} | {(teacher['test_accuracy'] - p['test_accuracy']) * 100:.2f} | "
+                     f"{p['test_accuracy']:.4f} | {(unpruned['test_accuracy'] - p['test_accuracy']) * 100:.2f} | "
                      f"{p['int8_test_accuracy']:.4f} | {p['int8_latency']['median_ms']:.2f} | "
                      f"{base_ms / p['int8_latency']['median_ms']:.2f}x |")
     at_60 = next((p for p in report["points"] if abs(p["flops_kept"] - 0.6) < 0.05), None)
     if at_60:
-        lost = (teacher["test_accuracy"] - at_60["test_accuracy"]) * 100
+        lost = (unpruned["test_accuracy"] - at_60["test_accuracy"]) * 100
         lines += ["", f"Target (40% of FLOPs removed, <= 1 point lost after recovery): {lost:.2f} points lost, "
                       f"{'met' if lost <= 1 else 'NOT met'}; INT8 latency {base_ms / at_60['int8_latency']['median_ms']:.2f}x "
-                      "the unpruned teacher's."]
+                      "the unpruned model's."]
     return "\n".join(lines) + "\n"
 
 
@@ -154,7 +161,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_ylabel("test accuracy")
     ax.invert_xaxis()
     ax.legend()
-    ax.set_title("Pruning MiniLM-L6 on Rotten Tomatoes")
+    ax.set_title(f"Pruning {Path(report.get('model', report['teacher'])).name} on Rotten Tomatoes")
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
