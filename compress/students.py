@@ -42,7 +42,7 @@ def load_teacher(model_dir: Path, stage: str) -> tuple[torch.nn.Module, Task | N
     if stage == "general":
         return AutoModel.from_pretrained(model_dir), None
     task = task_of(AutoConfig.from_pretrained(model_dir))
-    return getattr(transformers, task.head).from_pretrained(model_dir), task
+    return load_model(model_dir), task  # plain or pruned
 
 
 def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task | None) -> tuple[torch.nn.Module, Path, list[int]]:
