@@ -121,6 +121,15 @@ def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[st
     return report
 
 
+def save_results(directory: str | Path, report: dict, markdown_text: str) -> Path:
+    """A benchmark's results.json and results.md, each written atomically; returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(directory / "results.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(directory / "results.md", markdown_text)
+    return directory
+
+
 def machine() -> dict:
     """The CPU, its core count and the instruction sets that decide INT8 and fp32 speed."""
     info = {}

@@ -25,11 +25,10 @@ from tinyship.export.bundling import versions
 from tinyship.export.evaluation import evaluate, latency
 from tinyship.export.exporting import model_labels
 from tinyship.export.quantization import precision_of
-from tinyship.export.report import machine
+from tinyship.export.report import machine, save_results
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
-from tinyship.runtime.files import write_text_atomic
 
 BATCHES, LENGTHS, THREADS = (1, 8), (16, 64, 128), (1, 2)
 TARGET = {"batch_size": 1, "tokens": 128, "threads": 1}  # where the INT8 student must be 3x faster than fp32
@@ -62,9 +61,7 @@ def main() -> None:
         for name in ("fp32", report["student_int8_vs_fp32"].get("variant")) if name
     }
     results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(results / "results.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(results / "results.md", markdown(report))
+    save_results(results, report, markdown(report))
     plot(report, results / "latency.png")
     print((results / "results.md").read_text())
 

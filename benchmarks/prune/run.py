@@ -28,10 +28,9 @@ from tinyship.compress.tasks import TASKS
 from tinyship.export import ExportConfig, export
 from tinyship.export.bundling import versions
 from tinyship.export.evaluation import evaluate, latency
-from tinyship.export.report import machine
+from tinyship.export.report import machine, save_results
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
-from tinyship.runtime.files import write_text_atomic
 
 REMOVED = (0.2, 0.4, 0.6, 0.7)  # FLOPs kept: 80, 60, 40, 30%
 RECOVERY = [Phase({"hidden": 1.0}, 1), Phase({"prediction": 1.0}, 2)]
@@ -97,9 +96,7 @@ def main() -> None:
               "test_examples": len(test_rows),
               "recovery": [{"losses": p.losses, "epochs": p.epochs} for p in recovery], "points": points}
     results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(results / "results.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(results / "results.md", markdown(report))
+    save_results(results, report, markdown(report))
     plot(report, results / "accuracy.png")
     print((results / "results.md").read_text())
 

@@ -31,10 +31,9 @@ import numpy as np
 
 from tinyship.export import ExportConfig, export
 from tinyship.export.bundling import versions
-from tinyship.export.report import machine
+from tinyship.export.report import machine, save_results
 from tinyship.runtime.bench import PEAK_RSS
 from tinyship.runtime.data import DataConfig
-from tinyship.runtime.files import write_text_atomic
 
 SHORT = "a gripping , funny and moving film that never loses sight of its characters"
 LONG = " ".join(["the film is a quiet and moving portrait of a family"] * 12)
@@ -129,9 +128,7 @@ def main() -> None:
                         for mode, batch, wait in (("micro-batched", 32, 0), ("micro-batched", 32, 2), ("one at a time", 1, 0))}
     print(json.dumps(report["server"]))
     results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(results / "results.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(results / "results.md", markdown(report))
+    save_results(results, report, markdown(report))
     print((results / "results.md").read_text())
 
 
