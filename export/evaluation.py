@@ -13,7 +13,6 @@ import numpy as np
 from tinyship.compress.tasks import Task
 
 LOWER_IS_BETTER = {"mse"}
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 # onnxruntime fusions applied when a session loads a model, tried off for each candidate: on onnxruntime 1.32's

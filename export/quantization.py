@@ -46,16 +46,12 @@ def detect_preset(cpu_flags: Iterable[str] | None = None, machine: str | None = 
     machine = (machine or platform.machine()).lower()
     if machine in ("aarch64", "arm64"):
         return "arm64"
-    flags = set(cpu_flags if cpu_flags is not None else _cpu_flags())
+    if cpu_flags is None:
+        from tinyship.runtime.bench import machine
+
+        cpu_flags = machine()["flags"]
+    flags = set(cpu_flags)
     return "avx512_vnni" if flags & {"avx512_vnni", "avx_vnni"} else "avx2"
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
 
 
 @dataclass

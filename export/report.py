@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +19,12 @@ from tinyship.compress.pruning import load_model
 from tinyship.export.bundling import versions
 from tinyship.export.evaluation import session, timed
 from tinyship.export.exporting import model_labels
+from tinyship.runtime.bench import machine
 from tinyship.runtime.data import DataConfig, Examples, load_examples
 from tinyship.runtime.files import write_text_atomic
 from tinyship.runtime.predictor import TextClassifier, load_tokenizer
 
 WARMUP, REPEAT = 20, 200
-SPEED_FLAGS = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "i8mm"}
 
 
 def typical_input(examples: Examples, tokenizer_file: Path, max_length: int) -> dict[str, np.ndarray]:
@@ -128,20 +126,6 @@ def save_results(directory: str | Path, report: dict, markdown_text: str) -> Pat
     write_text_atomic(directory / "results.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(directory / "results.md", markdown_text)
     return directory
-
-
-def machine() -> dict:
-    """The CPU, its core count and the instruction sets that decide INT8 and fp32 speed."""
-    info = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = sorted(set(info.get("flags", "").split()) & SPEED_FLAGS)
-    return {"cpu": info.get("model name", platform.processor()), "cores": os.cpu_count(), "flags": flags, "system": platform.platform()}
 
 
 def markdown(report: dict) -> str:

@@ -20,6 +20,8 @@ import numpy as np
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.errors import TinyshipError
 
+SPEED_FLAGS = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
+               "asimddp", "i8mm"}
 PEAK_RSS = '''
 import resource
 
@@ -95,8 +97,7 @@ def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads
         "cold_start": cold_start(bundle, task),
         "latency": grid,
         "repeat": repeat,
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "system": platform.platform(),
-                    "python": platform.python_version()},
+        "machine": machine(),
     }
 
 
@@ -117,9 +118,16 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu_name() -> str:
+def machine() -> dict:
+    """The CPU, its core count and the instruction sets that decide INT8 and fp32 speed (from /proc/cpuinfo)."""
+    info = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
     except OSError:
-        return platform.processor()
+        pass
+    flags = sorted(set(info.get("flags", info.get("Features", "")).split()) & SPEED_FLAGS)
+    return {"cpu": info.get("model name", platform.processor()), "cores": os.cpu_count(), "flags": flags,
+            "system": platform.platform(), "python": platform.python_version()}
