@@ -3,7 +3,6 @@ gate that chooses the fastest candidate within the accuracy budget."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyship.compress.tasks import Task
+from tinyship.runtime.bench import timed
 
 LOWER_IS_BETTER = {"mse"}
 
@@ -76,18 +76,6 @@ def latency(path: Path, feed: dict[str, np.ndarray], threads: int, warmup: int =
     run = session(path, threads, disabled_optimizers)
     feed = {i.name: feed[i.name] for i in run.get_inputs()}
     return timed(lambda: run.run(None, feed), warmup, repeat)
-
-
-def timed(run, warmup: int, repeat: int) -> dict[str, float]:
-    """Median and p99 wall time of run() in milliseconds, after warm-up runs."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99))}
 
 
 def fastest_session(path: Path, feed: dict[str, np.ndarray], threads: int) -> tuple[list[str], dict]:

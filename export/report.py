@@ -17,9 +17,9 @@ from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from tinyship.compress.pruning import load_model
 from tinyship.export.bundling import versions
-from tinyship.export.evaluation import session, timed
+from tinyship.export.evaluation import session
 from tinyship.export.exporting import model_labels
-from tinyship.runtime.bench import machine
+from tinyship.runtime.bench import machine, timed
 from tinyship.runtime.data import DataConfig, Examples, load_examples
 from tinyship.runtime.files import write_text_atomic
 from tinyship.runtime.predictor import TextClassifier, load_tokenizer

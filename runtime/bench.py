@@ -78,17 +78,9 @@ def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads
         for batch in batch_sizes:
             for tokens in lengths:
                 inputs = sample_input(task, min(tokens, manifest["max_length"]), batch)
-                for _ in range(max(3, repeat // 10)):
-                    predict(inputs)
-                times = []
-                for _ in range(repeat):
-                    start = time.perf_counter()
-                    predict(inputs)
-                    times.append((time.perf_counter() - start) * 1e3)
-                median = float(np.median(times))
-                grid.append({"batch_size": batch, "tokens": tokens, "threads": count or os.cpu_count(),
-                             "median_ms": median, "p90_ms": float(np.percentile(times, 90)),
-                             "p99_ms": float(np.percentile(times, 99)), "per_second": batch / median * 1e3})
+                timing = timed(lambda: predict(inputs), max(3, repeat // 10), repeat)
+                grid.append({"batch_size": batch, "tokens": tokens, "threads": count or os.cpu_count(), **timing,
+                             "per_second": batch / timing["median_ms"] * 1e3})
     return {
         "bundle": str(bundle),
         "task": task,
@@ -99,6 +91,19 @@ def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads
         "repeat": repeat,
         "machine": machine(),
     }
+
+
+def timed(run, warmup: int, repeat: int) -> dict[str, float]:
+    """Median, p90 and p99 wall time of run() in milliseconds, after warm-up runs."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+            "p99_ms": float(np.percentile(times, 99))}
 
 
 def markdown(report: dict) -> str:
