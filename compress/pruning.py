@@ -9,7 +9,6 @@ is a save_pretrained directory whose config.json records each layer's kept heads
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -210,7 +209,7 @@ def prune(config: PruneConfig) -> Path:
     before, flops_before = _count(model), encoder_flops(model)
     batches = []
     if config.importance == "taylor":
-        labels = model_labels(model)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]  # as distill reads them
         examples = task.load(config.data, "train", labels)
         rows = task.encode(examples, tokenizer, config.data.max_length)[: config.examples]
         if not rows:
@@ -248,11 +247,6 @@ def prune(config: PruneConfig) -> Path:
     save_model(model, tokenizer, out, record)
     print(f"pruned model written to {out} (load it with tinyship.compress.load_model)")
     return out
-
-
-def model_labels(model) -> list[str] | None:
-    names = model.config.id2label or {}
-    return [names[i] for i in range(len(names))] if names else None
 
 
 def _count(model) -> int:
@@ -324,9 +318,3 @@ def encoder_flops(model, tokens: int = 128) -> int:
         total += 4 * tokens * hidden * width + 2 * tokens * tokens * width  # q, k, v, output; scores and context
         total += 2 * tokens * hidden * layer.intermediate.dense.out_features
     return 2 * total
-
-
-def pruning_record(model_dir: Path) -> dict:
-    """What a pruned directory records about its layers ({} for a plain model)."""
-    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    return {"pruned_heads": config.get("pruned_heads", {}), **config.get(PRUNING_KEY, {})}
