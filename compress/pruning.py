@@ -5,6 +5,7 @@ per layer. Cutting a head removes its query, key and value rows and its columns 
 a neuron removes its row of the FFN's first projection and its column of the second. A pruned model directory
 is a save_pretrained directory whose config.json records each layer's kept heads (transformers' own
 `pruned_heads`) and FFN width (`tinyship_pruning`); load_model rebuilds the slim layers before loading weights.
+The format itself (and plain transformers' way in) is compress/tinyship_pruned.py.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from typing import Callable
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoTokenizer
 
 from tinyship.compress.config import PruneConfig, settings
 from tinyship.compress.states import encoder_layers, logits_of
 from tinyship.compress.tasks import task_of
+from tinyship.compress.tinyship_pruned import KEY as PRUNING_KEY, ffn_widths, read_config, set_ffn_width, set_ffn_widths
 from tinyship.compress.training import PadCollator, check_output, save_model
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
 
-PRUNING_KEY = "tinyship_pruning"
 SUPPORTED = ("bert", "roberta", "xlm-roberta", "camembert", "electra")  # BERT's layer layout and prune_heads
 
 IMPORTANCES: dict[str, Callable] = {}
@@ -43,17 +44,16 @@ def load_model(model_dir: str | Path):
     from safetensors.torch import load_file
 
     model_dir = check_model_dir(model_dir)
-    config = AutoConfig.from_pretrained(model_dir)
+    config = read_config(model_dir)
     task = task_of(config)
-    widths = getattr(config, PRUNING_KEY, {}).get("intermediate_sizes")
+    widths = ffn_widths(config)
     if not widths:
         return getattr(transformers, task.head).from_pretrained(model_dir)
     weights = sorted(model_dir.glob("*.safetensors"))
     if not weights:
         raise TinyshipError(f"{model_dir} has no model.safetensors: a pruned model needs its weights")
     model = getattr(transformers, task.head).from_config(config)  # applies config.pruned_heads
-    for layer, width in zip(encoder_layers(model), widths):
-        _set_ffn_width(layer, width)
+    set_ffn_widths(model, widths)
     state = {}
     for file in weights:
         state.update(load_file(file))
@@ -63,13 +63,6 @@ def load_model(model_dir: str | Path):
         raise TinyshipError(f"{model_dir}: weights do not fit the recorded shapes (missing {missing[:3]}, "
                             f"unexpected {unexpected[:3]}): re-run `tinyship prune`")
     return model.eval()
-
-
-def _set_ffn_width(layer, width: int) -> None:
-    first, second = layer.intermediate.dense, layer.output.dense
-    if first.out_features != width:
-        layer.intermediate.dense = torch.nn.Linear(first.in_features, width)
-        layer.output.dense = torch.nn.Linear(width, second.out_features)
 
 
 def _check_architecture(model) -> None:
@@ -188,7 +181,7 @@ def cut(model, heads: list[list[int]], neurons: list[list[int]]) -> None:
     for layer, removed in zip(layers, neurons):
         keep = torch.tensor(sorted(set(range(layer.intermediate.dense.out_features)) - set(removed)))
         first, second = layer.intermediate.dense, layer.output.dense
-        _set_ffn_width(layer, len(keep))
+        set_ffn_width(layer, len(keep))
         with torch.no_grad():
             layer.intermediate.dense.weight.copy_(first.weight[keep])
             layer.intermediate.dense.bias.copy_(first.bias[keep])
@@ -245,7 +238,8 @@ def prune(config: PruneConfig) -> Path:
     print(f"kept heads per layer {record['heads_kept']}, FFN widths {record['ffn_kept']}; "
           f"parameters {before / 1e6:.2f}M -> {after / 1e6:.2f}M; encoder FLOPs kept {flops_after / flops_before:.1%}")
     save_model(model, tokenizer, out, record)
-    print(f"pruned model written to {out} (load it with tinyship.compress.load_model)")
+    print(f"pruned model written to {out} (load it with tinyship.compress.load_model, or with transformers' "
+          "from_pretrained(..., trust_remote_code=True))")
     return out
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModel, set_seed
+from transformers import AutoModel, set_seed
 
 from tinyship.compress.config import STUDENT_SHAPES, DistillConfig
 from tinyship.compress.finetuning import quiet_transformers
 from tinyship.compress.pruning import PRUNING_KEY, load_model
+from tinyship.compress.tinyship_pruned import read_config
 from tinyship.compress.states import encoder_layers
 from tinyship.compress.tasks import Task, task_of
 from tinyship.runtime.errors import TinyshipError
@@ -41,7 +42,7 @@ def load_teacher(model_dir: Path, stage: str) -> tuple[torch.nn.Module, Task | N
     """The teacher and its task: a fine-tuned model for task distillation, the bare encoder for general distillation."""
     if stage == "general":
         return AutoModel.from_pretrained(model_dir), None
-    task = task_of(AutoConfig.from_pretrained(model_dir))
+    task = task_of(read_config(model_dir))
     return load_model(model_dir), task  # plain or pruned
 
 
@@ -61,7 +62,7 @@ def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task 
                                 f"({', '.join(STUDENT_SHAPES)}): check the path or the name")
         tokenizer_dir = check_model_dir(config.student)
         with quiet_transformers():  # a general student has no task head yet: a fresh one is expected
-            if task is not None and hasattr(AutoConfig.from_pretrained(tokenizer_dir), PRUNING_KEY):
+            if task is not None and hasattr(read_config(tokenizer_dir), PRUNING_KEY):
                 student = load_model(tokenizer_dir)  # pruned: its slim layers and its own head, exactly
             elif task is None:
                 student = AutoModel.from_pretrained(tokenizer_dir)

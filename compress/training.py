@@ -15,6 +15,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
 from tinyship.compress.config import STAGE_FILE, TrainingConfig, settings
+from tinyship.compress.tinyship_pruned import mark as mark_pruned
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import refuse_existing, writing_directory
 
@@ -146,6 +147,7 @@ def save_model(model, tokenizer, out: Path, stage: dict) -> Path:
     if is_main_process():
         with writing_directory(out) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
+            mark_pruned(tmp)  # layers of differing FFN widths: config.json says how to load them
             tokenizer.save_pretrained(tmp)
             (tmp / STAGE_FILE).write_text(json.dumps(stage, indent=2) + "\n", encoding="utf-8")
     return out

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinyship.compress.pruning import PRUNING_KEY
 from tinyship.compress.pruning import load_model as load_pruned
+from tinyship.compress.tinyship_pruned import read_config
 from tinyship.compress.tasks import HEADS, Task, task_of
 from tinyship.runtime.errors import TinyshipError
 
@@ -26,10 +26,7 @@ POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "mpnet": 2}  
 
 def load_model(model_dir: Path) -> tuple[torch.nn.Module, Task]:
     """The model with its task head, in eval mode, and its task (from the config's architecture)."""
-    import transformers
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_dir)
+    config = read_config(model_dir)
     try:
         task = task_of(config)
     except TinyshipError:
@@ -38,10 +35,7 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, Task]:
             f"models with a task head ({', '.join('*' + h for h in HEADS)}); fine-tune or distil it first"
         ) from None
     try:
-        if hasattr(config, PRUNING_KEY):  # non-uniform layers: tinyship's loader rebuilds them
-            model = load_pruned(model_dir)
-        else:
-            model = getattr(transformers, task.head).from_pretrained(model_dir)
+        model = load_pruned(model_dir)  # plain, or pruned with layers of their own widths
     except ValueError as e:  # an architecture this transformers does not know
         raise TinyshipError(f"cannot load {model_dir}: {e}") from None
     return model.eval(), task

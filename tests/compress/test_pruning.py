@@ -2,11 +2,12 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 
 from tinyship.compress import PruneConfig, load_model, prune
 from tinyship.compress.pruning import IMPORTANCES, choose, cut
 from tinyship.compress.states import encoder_layers
+from tinyship.compress.training import save_model
 from tinyship.export import ExportConfig, export
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
@@ -58,13 +59,17 @@ def test_pruned_model_equals_the_masked_model_and_reloads_exactly(tiny_model_dir
     with torch.inference_mode():
         torch.testing.assert_close(model(**inputs).logits, expected, atol=1e-5, rtol=1e-5)
 
-    model.save_pretrained(tmp_path / "pruned")
-    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(tmp_path / "pruned")
+    save_model(model, AutoTokenizer.from_pretrained(str(tiny_model_dir)), tmp_path / "pruned", {})
     reloaded = load_model(tmp_path / "pruned")
     with torch.inference_mode():
         torch.testing.assert_close(reloaded(**inputs).logits, expected, atol=1e-5, rtol=1e-5)
-    with pytest.raises(RuntimeError, match="size mismatch"):  # never silently wrong weights
+    with pytest.raises(ValueError, match="trust_remote_code=True"):  # never silently wrong weights
         AutoModelForSequenceClassification.from_pretrained(tmp_path / "pruned")
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        BertForSequenceClassification.from_pretrained(tmp_path / "pruned")
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "pruned", trust_remote_code=True).eval()
+    with torch.inference_mode():  # transformers alone, through the code the directory carries
+        torch.testing.assert_close(plain(**inputs).logits, expected, atol=1e-5, rtol=1e-5)
 
     bundle = export(ExportConfig(model=str(tmp_path / "pruned"), output=str(tmp_path / "bundle"),
                                  data=DataConfig(limit=64, max_length=64),
