@@ -20,12 +20,12 @@ from transformers import AutoTokenizer
 from tinyship.compress.config import PruneConfig, settings
 from tinyship.compress.states import encoder_layers, logits_of
 from tinyship.compress.tasks import task_of
-from tinyship.compress.tinyship_pruned import KEY as PRUNING_KEY, ffn_widths, read_config, set_ffn_width, set_ffn_widths
+from tinyship.compress.tinyship_pruned import KEY as PRUNING_KEY, ffn_widths, read_config, set_ffn_widths
 from tinyship.compress.training import PadCollator, check_output, save_model
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
 
-SUPPORTED = ("bert", "roberta", "xlm-roberta", "camembert", "electra")  # BERT's layer layout and prune_heads
+SUPPORTED = ("bert", "roberta", "xlm-roberta", "camembert", "electra")  # BERT's layer layout
 
 IMPORTANCES: dict[str, Callable] = {}
 
@@ -138,9 +138,7 @@ def group_magnitude(model, batches=None) -> tuple[list[torch.Tensor], list[torch
     projections), normalised per layer."""
     import torch_pruning as tp
 
-    ids = torch.full((1, 8), min(1000, model.config.vocab_size - 1))
-    example = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    graph = _dependency_graph(model)
     importance = tp.importance.GroupMagnitudeImportance(p=2)
     heads, neurons = [], []
     with torch.no_grad():
@@ -172,23 +170,38 @@ def choose(scores: list[torch.Tensor], fraction: float, scope: str) -> tuple[lis
 
 
 def cut(model, heads: list[list[int]], neurons: list[list[int]]) -> None:
-    """Remove the given heads (indices among each layer's current heads) and FFN neurons, in place."""
+    """Remove the given heads (indices among each layer's current heads) and FFN neurons, in place, through
+    torch-pruning's dependency graph: a head's query, key and value rows and its attention-output columns, a
+    neuron's row and column of the two FFN projections. Head counts and config.pruned_heads follow."""
+    import torch_pruning as tp
+
     _check_architecture(model)
+    graph = _dependency_graph(model)
     layers = encoder_layers(model)
-    current = [sorted(set(range(layer.attention.self.num_attention_heads + len(layer.attention.pruned_heads)))
-                      - layer.attention.pruned_heads) for layer in layers]
-    model.prune_heads({k: [current[k][i] for i in removed] for k, removed in enumerate(heads) if removed})
-    for layer, removed in zip(layers, neurons):
-        keep = torch.tensor(sorted(set(range(layer.intermediate.dense.out_features)) - set(removed)))
-        first, second = layer.intermediate.dense, layer.output.dense
-        set_ffn_width(layer, len(keep))
-        with torch.no_grad():
-            layer.intermediate.dense.weight.copy_(first.weight[keep])
-            layer.intermediate.dense.bias.copy_(first.bias[keep])
-            layer.output.dense.weight.copy_(second.weight[:, keep])
-            layer.output.dense.bias.copy_(second.bias)
+    for k, (layer, dead_heads, dead_neurons) in enumerate(zip(layers, heads, neurons)):
+        attention, size = layer.attention.self, _head_size(layer)
+        if dead_heads:
+            channels = [h * size + i for h in dead_heads for i in range(size)]
+            graph.get_pruning_group(attention.query, tp.prune_linear_out_channels, idxs=channels).prune()
+            original = sorted(set(range(attention.num_attention_heads + len(layer.attention.pruned_heads)))
+                              - layer.attention.pruned_heads)
+            layer.attention.pruned_heads |= {original[h] for h in dead_heads}
+            attention.num_attention_heads -= len(dead_heads)
+            attention.all_head_size = attention.num_attention_heads * size
+            model.config.pruned_heads[k] = sorted(layer.attention.pruned_heads)
+        if dead_neurons:
+            graph.get_pruning_group(layer.intermediate.dense, tp.prune_linear_out_channels, idxs=dead_neurons).prune()
     model.config.intermediate_size = max(layer.intermediate.dense.out_features for layer in layers)
     setattr(model.config, PRUNING_KEY, {"intermediate_sizes": [layer.intermediate.dense.out_features for layer in layers]})
+
+
+def _dependency_graph(model):
+    """torch-pruning's graph of which weights' channels are coupled, traced on a short example."""
+    import torch_pruning as tp
+
+    ids = torch.full((1, 8), min(1000, model.config.vocab_size - 1))
+    return tp.DependencyGraph().build_dependency(model, example_inputs={"input_ids": ids,
+                                                                         "attention_mask": torch.ones_like(ids)})
 
 
 def prune(config: PruneConfig) -> Path:

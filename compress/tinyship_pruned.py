@@ -24,17 +24,13 @@ HEADS = {"AutoModel": "Model", "AutoModelForSequenceClassification": "ForSequenc
          "AutoModelForQuestionAnswering": "ForQuestionAnswering"}
 
 
-def set_ffn_width(layer, width: int) -> None:
-    """Give one encoder layer an FFN of the given width (fresh weights; the caller copies or loads them)."""
-    first, second = layer.intermediate.dense, layer.output.dense
-    if first.out_features != width:
-        layer.intermediate.dense = torch.nn.Linear(first.in_features, width)
-        layer.output.dense = torch.nn.Linear(width, second.out_features)
-
-
 def set_ffn_widths(model, widths: list[int]) -> None:
+    """Give each encoder layer an FFN of its own width (fresh weights, for the checkpoint's to load into)."""
     for layer, width in zip(model.base_model.encoder.layer, widths):
-        set_ffn_width(layer, width)
+        first, second = layer.intermediate.dense, layer.output.dense
+        if first.out_features != width:
+            layer.intermediate.dense = torch.nn.Linear(first.in_features, width)
+            layer.output.dense = torch.nn.Linear(width, second.out_features)
 
 
 def ffn_widths(config) -> list[int] | None:
