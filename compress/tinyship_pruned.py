@@ -37,13 +37,20 @@ def ffn_widths(config) -> list[int] | None:
     return (getattr(config, KEY, None) or {}).get("intermediate_sizes")
 
 
-def read_config(directory: str | Path):
-    """The directory's config as its base architecture's (a tinyship-pruned one without its custom-code entries)."""
+def plain_config(directory: str | Path) -> dict:
+    """config.json as its base architecture's: a tinyship-pruned one without its custom-code entries."""
     data = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
-    if not str(data.get("model_type", "")).startswith(PREFIX):
+    if str(data.get("model_type", "")).startswith(PREFIX):
+        data.pop("auto_map", None)
+        data["model_type"] = data[KEY]["model_type"]
+    return data
+
+
+def read_config(directory: str | Path):
+    """The directory's config, a tinyship-pruned one as its base architecture's (tinyship's loader rebuilds it)."""
+    data = plain_config(directory)
+    if KEY not in data:
         return transformers.AutoConfig.from_pretrained(directory)
-    data.pop("auto_map", None)
-    data["model_type"] = data[KEY]["model_type"]
     return CONFIG_MAPPING[data["model_type"]].from_dict(data)
 
 

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from tinyship.compress.tinyship_pruned import plain_config
 from tinyship.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import refuse_existing, sha256_file, writing_directory
@@ -43,8 +44,8 @@ def write_bundle(out: Path, model_file: Path, model_dir: Path, manifest: dict) -
     """Copy the model, tokenizer and config into a temporary directory, add the manifest, rename into place."""
     with writing_directory(out) as tmp:
         shutil.copyfile(model_file, tmp / "model.onnx")
-        for name in ("tokenizer.json", "config.json"):
-            shutil.copyfile(model_dir / name, tmp / name)
+        shutil.copyfile(model_dir / "tokenizer.json", tmp / "tokenizer.json")
+        (tmp / "config.json").write_text(json.dumps(plain_config(model_dir), indent=2) + "\n", encoding="utf-8")
         manifest = {
             "format_version": FORMAT_VERSION,
             **manifest,

@@ -76,6 +76,8 @@ def test_pruned_model_equals_the_masked_model_and_reloads_exactly(tiny_model_dir
                                  quantize="dynamic"))
     manifest = read_manifest(bundle)
     assert max(manifest["metrics"]["parity_max_abs_diff"].values()) <= 1e-4
+    config = json.loads((bundle / "config.json").read_text())  # a plain graph: optimum reads the base architecture
+    assert config["model_type"] == "bert" and "auto_map" not in config
     fused = manifest["metrics"]["candidates"]["fp32-fused"]
     assert "error" in fused or fused["accuracy"] == manifest["metrics"]["candidates"]["fp32"]["accuracy"]
     assert "error" not in manifest["metrics"]["candidates"]["int8-dynamic"]
