@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The benchmark suite on the built-in task, on the demo's models (made first if missing). BENCH_ARGS adds options,
+# e.g. a base-size pair: BENCH_ARGS="--base-teacher DIR --base-student DIR". bench-quick checks it runs, in minutes.
+bench bench-quick: $(STAMP)
+	test -f runs/demo/bundle/tinyship.json || $(BIN)/tinyship compress
+	$(BIN)/python benchmarks/suite/run.py $(if $(filter bench-quick,$@),--quick,--readme README.md) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs build .pytest_cache *.egg-info

@@ -24,6 +24,7 @@ from tinyship.export import ExportConfig, export
 from tinyship.export.bundling import versions
 from tinyship.export.evaluation import evaluate, latency
 from tinyship.export.exporting import model_labels
+from tinyship.export.measure import gemm_ceilings, matmul_gop, op_profile
 from tinyship.export.quantization import precision_of
 from tinyship.export.report import machine, save_results
 from tinyship.runtime.bundle import read_manifest
@@ -45,7 +46,7 @@ def main() -> None:
     data = DataConfig(limit=64) if args.quick else DataConfig()
     repeat = 10 if args.quick else 100
     report = {"machine": machine(), "versions": versions(), "repeat": repeat, "target": TARGET, "models": {},
-              "ceiling": gemm_ceilings(repeat)}
+              "ceiling": gemm_ceilings(THREADS, max(10, repeat // 5))}
     print("GEMM ceilings:", report["ceiling"])
     for role in ("teacher", "student"):
         model_dir = Path(getattr(args, role))
@@ -131,16 +132,8 @@ def target_check(student: dict) -> dict:
     return {"variant": best, "speedup": speedup, "accuracy_points_lost": lost * 100, "met": speedup >= 3.0}
 
 
-def model_gop(config: dict, tokens: int) -> float:
-    """Multiply-adds (x2) of the encoder's matrix products for one sequence: projections, FFN and attention."""
-    hidden, ffn, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
-    per_layer = 4 * tokens * hidden * hidden + 2 * tokens * hidden * ffn + 2 * tokens * tokens * hidden
-    return 2 * layers * per_layer / 1e9
-
-
 def achieved_gops(student_dir: Path, student: dict, ceiling: dict) -> dict:
-    config = json.loads((student_dir / "config.json").read_text())
-    gop = model_gop(config, TARGET["tokens"])
+    gop = matmul_gop(json.loads((student_dir / "config.json").read_text()), TARGET["tokens"])
     found = {}
     for name, variant in student["variants"].items():
         if "error" not in variant:
@@ -148,61 +141,6 @@ def achieved_gops(student_dir: Path, student: dict, ceiling: dict) -> dict:
             ceiling_key = "int8_gops_1_thread" if variant["precision"] == "int8" else "fp32_gflops_1_thread"
             found[name] = {"gops": gop / seconds, "of_ceiling": gop / seconds / ceiling[ceiling_key]}
     return {"gop_per_sequence": gop, "variants": found}
-
-
-def op_profile(path: Path, disabled_optimizers: list[str], runs: int = 50) -> dict[str, float]:
-    """Milliseconds per run spent in each operator type at the target setting, from onnxruntime's profiler."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    options.enable_profiling = True
-    options.profile_file_prefix = "/tmp/tinyship-profile"
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=disabled_optimizers)
-    ids = np.random.default_rng(0).integers(1000, 30000, (1, TARGET["tokens"]))
-    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    feed = {i.name: feed[i.name] for i in session.get_inputs()}
-    for _ in range(runs):
-        session.run(None, feed)
-    trace = Path(session.end_profiling())
-    spent: dict[str, float] = {}
-    for event in json.loads(trace.read_text()):
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            op = event["args"]["op_name"]
-            spent[op] = spent.get(op, 0.0) + event["dur"] / 1e3 / runs
-    trace.unlink()
-    return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
-
-
-def gemm_ceilings(repeat: int, size: int = 1024) -> dict:
-    """GEMM throughput of onnxruntime on this CPU: u8s8 MatMulInteger with constant (packed) int8 weights, and fp32
-    MatMul, on a size x size x size product, at 1 and 2 threads."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    results = {}
-    graphs = {
-        "int8_gops": (TensorProto.UINT8, helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"]),
-                      [numpy_helper.from_array(rng.integers(-127, 128, (size, size), dtype=np.int8), "b"),
-                       numpy_helper.from_array(np.array(128, dtype=np.uint8), "a_zero"),
-                       numpy_helper.from_array(np.array(0, dtype=np.int8), "b_zero")],
-                      TensorProto.INT32, rng.integers(0, 256, (size, size), dtype=np.uint8)),
-        "fp32_gflops": (TensorProto.FLOAT, helper.make_node("MatMul", ["a", "b"], ["y"]),
-                        [numpy_helper.from_array(rng.standard_normal((size, size)).astype(np.float32), "b")],
-                        TensorProto.FLOAT, rng.standard_normal((size, size)).astype(np.float32)),
-    }
-    for name, (in_type, node, weights, out_type, a) in graphs.items():
-        graph = helper.make_graph([node], name, [helper.make_tensor_value_info("a", in_type, [size, size])],
-                                  [helper.make_tensor_value_info("y", out_type, [size, size])], weights)
-        path = Path(f"/tmp/tinyship-ceiling-{name}.onnx")
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
-        for threads in THREADS:
-            ms = latency(path, {"a": a}, threads, warmup=3, repeat=max(10, repeat // 5))["median_ms"]
-            results[f"{name}_{threads}_thread{'s' if threads > 1 else ''}"] = 2 * size**3 / (ms / 1e3) / 1e9
-        path.unlink()
-    return results
 
 
 def markdown(report: dict) -> str:

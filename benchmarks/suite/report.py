@@ -1,0 +1,230 @@
+"""The suite's reports: the schema check, the Markdown summary, the headline table and the plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BASE_TARGET = {"faster": 40, "smaller": 30, "accuracy_kept": 0.97}  # the issue's target on a base-size teacher
+
+
+def point(system: dict, batch_size: int, tokens: int, threads: int) -> dict | None:
+    """A system's latency at one grid setting, if measured."""
+    return next((p for p in system["latency"] if (p["batch_size"], p["tokens"], p["threads"]) == (batch_size, tokens, threads)),
+                None)
+
+
+def validate(report: dict, schema_file: Path) -> None:
+    """Raise if the report does not follow its schema (the one the committed results are checked against)."""
+    import jsonschema
+
+    jsonschema.validate(report, json.loads(schema_file.read_text(encoding="utf-8")))
+
+
+def _setting(report: dict) -> str:
+    at = report["settings"]["headline_at"]
+    return f"batch {at['batch_size']}, {at['tokens']} tokens, {at['threads']} thread{'s' if at['threads'] > 1 else ''}"
+
+
+def _ratio(value: float | None, fmt: str = ".1f") -> str:
+    return "n/a" if value is None else f"{value:{fmt}}x"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def headline_markdown(report: dict) -> str:
+    """The table the README quotes: tinyship's measured ratios beside the papers' published ones."""
+    m = report["machine"]
+    lines = ["| | smaller | faster | accuracy kept |", "|---|---:|---:|---:|"]
+    for h in report["headline"]:
+        lines.append(f"| **{h['method']}**, measured here | {_ratio(h['smaller'])} | {_ratio(h['faster'])} | "
+                     f"{_percent(h['accuracy_kept'])} |")
+    for p in report["papers"]:
+        lines.append(f"| {p['method']}, published | {_ratio(p['smaller'])} | {_ratio(p['faster'])} | "
+                     f"{_percent(p['accuracy_kept'])} |")
+    lines += ["", f"Measured by `make bench` on {report['date']} ({report['mode']} mode) on {m['cpu']}, {m['cores']} cores: "
+              f"each shipped model against its teacher in PyTorch fp32, size on disk, latency at {_setting(report)} "
+              f"(median), accuracy on {report['settings']['test_set']} ({report['settings']['test_examples']} test "
+              "examples). The papers' ratios are against BERT-base on their own tasks and hardware: context, not a "
+              "like-for-like comparison. Details: [benchmarks/results/suite](benchmarks/results/suite/results.md)."]
+    base = [h for h in report["headline"] if "base" in h["method"]]
+    if base:
+        h = base[0]
+        met = {k: (h[k] or 0) >= v for k, v in BASE_TARGET.items()}
+        lines += ["", "Base-size target (at least 40x faster, 30x smaller, 97% of the teacher's accuracy): "
+                  + ", ".join(f"{k.replace('_', ' ')} {'met' if ok else 'NOT met'}" for k, ok in met.items())
+                  + f". The base-size student ({report['models']['base student']['dir']}) comes from a shortened "
+                  "distillation run on this CPU (benchmarks/distill/base.py, results in benchmarks/results/distill-base); "
+                  "its accuracy is that run's."]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(p: dict | None) -> str:
+    return "" if p is None else f"{p['median_ms']:.2f} / {p['p99_ms']:.2f}"
+
+
+def markdown(report: dict) -> str:
+    m, s = report["machine"], report["settings"]
+    at = s["headline_at"]
+    v = report["versions"]
+    lines = [
+        f"# Benchmark suite, {report['date']} ({report['mode']} mode)", "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['flags']) or 'no AVX2/VNNI'}), {m['system']}, "
+        f"Python {m['python']}; onnxruntime {v.get('onnxruntime')}, torch {v.get('torch')}, transformers "
+        f"{v.get('transformers')}, optimum {v.get('optimum')}.",
+        f"Each system runs in a fresh process (OMP_NUM_THREADS=1; intra-op threads as the grid says). Latency: median "
+        f"and p99 of {s['repeat']} runs after {s['warmup']} warm-up runs. Scope *forward*: the model on token ids of "
+        "exactly the given length; *end-to-end*: texts in, labels out, tokenization included. Cold start: from the "
+        "process's launch to its first prediction; RSS: the process's high-water mark after that first prediction, and "
+        "after the whole run (peak). "
+        "Ratios (smaller, faster, kept) against the teacher: in PyTorch fp32 for forward systems, in transformers' "
+        "pipeline for end-to-end ones. "
+        f"Test: {s['test_set']}, {s['test_examples']} examples. Pruned student: {s['prune_flops_removed']:.0%} of the "
+        "student's encoder FLOPs pruned away, recovered by distillation ("
+        + ", then ".join(f"{', '.join(r['losses'])} for {r['epochs']} epoch(s)" for r in s["recovery"]) + ").",
+        "", "## Headline", "", headline_markdown(report),
+        f"## Systems, at {_setting(report)}", "",
+        "| system | scope | precision | accuracy | kept | size MB | smaller | params M | cold start s | "
+        "RSS MB, first / peak | median ms | p99 ms | faster | best inputs/s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for x in report["systems"]:
+        p = point(x, **at)
+        ratio = x["vs_teacher"]
+        lines.append(
+            f"| {x['id']} | {x['scope']} | {x['precision']} | {x['accuracy']:.4f} | {_percent(ratio['accuracy_kept'])} | "
+            f"{x['size_bytes'] / 1e6:.1f} | {_ratio(ratio['smaller'])} | "
+            f"{'' if x['parameters'] is None else format(x['parameters'] / 1e6, '.1f')} | {x['cold_start_s']:.2f} | "
+            f"{x['rss_after_first_prediction_mb']:.0f} / {x['peak_rss_mb']:.0f} | {'' if p is None else format(p['median_ms'], '.2f')} | "
+            f"{'' if p is None else format(p['p99_ms'], '.2f')} | {_ratio(ratio['faster'])} | "
+            f"{max(q['per_second'] for q in x['latency']):.0f} |")
+    grid = s["grid"]
+    keys = [(b, t, n) for b in grid["batch_sizes"] for t in grid["lengths"] for n in grid["threads"]]
+    lines += ["", "## Latency grid", "", "Cells: median / p99 ms; b batch size, s tokens, t threads.", "",
+              "| system | " + " | ".join(f"b{b} s{t} t{n}" for b, t, n in keys) + " |", "|---|" + "---:|" * len(keys)]
+    for x in report["systems"]:
+        lines.append(f"| {x['id']} | " + " | ".join(_cell(point(x, b, t, n)) for b, t, n in keys) + " |")
+    c = report["ceilings"]
+    lines += ["", "## Machine ceilings and achieved rates", "",
+              "onnxruntime GEMM, 1024^3, measured in this run: "
+              + ", ".join(f"{k.replace('_', ' ')} {val:,.0f}" for k, val in c.items())
+              + f". Achieved: the encoder's matrix-product GOP at {_setting(report)} over the median time, against the "
+              "ceiling of its precision and thread count.", "",
+              "| system | GOP/s | of the ceiling |", "|---|---:|---:|"]
+    for x in report["systems"]:
+        if "achieved" in x:
+            lines.append(f"| {x['id']} | {x['achieved']['gops']:.0f} | {x['achieved']['of_ceiling']:.1%} |")
+    lines += ["", "## Plots", "", "![accuracy against latency](accuracy_latency.png)", "", "![size on disk](size.png)", "",
+              "![latency against input length](latency_length.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(path)
+
+
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both latency (lower) and accuracy (higher), by latency."""
+    front, best = [], float("-inf")
+    for latency, accuracy in sorted(points, key=lambda p: (p[0], -p[1])):
+        if accuracy > best:
+            front.append((latency, accuracy))
+            best = accuracy
+    return front
+
+
+def plot_all(report: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    at = report["settings"]["headline_at"]
+    systems = [x for x in report["systems"] if point(x, **at)]
+    roles = list(dict.fromkeys(x["role"] for x in report["systems"]))
+    colors = {role: plt.get_cmap("tab10")(i) for i, role in enumerate(roles)}
+    markers = {"forward": "o", "end-to-end": "s"}
+
+    builtin = [x for x in systems if not x["role"].startswith("base")]  # a base-size pair is another task scale
+    fig, (ax, key) = plt.subplots(1, 2, figsize=(14, 6.5), gridspec_kw={"width_ratios": [2.2, 1]})
+    for number, x in enumerate(builtin, 1):
+        ms = point(x, **at)["median_ms"]
+        ax.scatter(ms, x["accuracy"], color=colors[x["role"]], marker=markers[x["scope"]], s=60, zorder=3)
+        ax.annotate(str(number), (ms, x["accuracy"]), fontsize=7.5, xytext=(4, 4), textcoords="offset points")
+    front = pareto([(point(x, **at)["median_ms"], x["accuracy"]) for x in builtin])
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", linestyle="--", linewidth=1, zorder=2)
+    ax.scatter([p[0] for p in front], [p[1] for p in front], s=220, facecolors="none", edgecolors="black", zorder=2,
+               label="Pareto front (no system both faster and more accurate)")
+    for role in dict.fromkeys(x["role"] for x in builtin):
+        ax.scatter([], [], color=colors[role], label=role)
+    for scope, marker in markers.items():
+        ax.scatter([], [], color="gray", marker=marker, label=f"scope: {scope}")
+    ax.set_xscale("log")
+    _plain_ticks(ax.xaxis)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel(f"median latency (ms, log scale), {_setting(report)}")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"Accuracy against latency, built-in task ({report['settings']['test_set']}, {report['machine']['cpu']})",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    key.axis("off")
+    key.text(0, 1, "\n".join(f"{n:>2}  {x['id']}" for n, x in enumerate(builtin, 1)), va="top", fontsize=8,
+             family="monospace", transform=key.transAxes)
+    fig.tight_layout()
+    _save(fig, out / "accuracy_latency.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(report["systems"]) + 1.5))
+    names = [x["id"] for x in report["systems"]]
+    ax.barh(names, [x["size_bytes"] / 1e6 for x in report["systems"]], color=[colors[x["role"]] for x in report["systems"]])
+    for i, x in enumerate(report["systems"]):
+        ax.annotate(f"{x['size_bytes'] / 1e6:.1f}", (x["size_bytes"] / 1e6, i), fontsize=7, xytext=(3, -3),
+                    textcoords="offset points")
+    ax.invert_yaxis()
+    ax.set_xlabel("size on disk (MB)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title("Size on disk of each system's model")
+    fig.tight_layout()
+    _save(fig, out / "size.png")
+    plt.close(fig)
+
+    builtin = [x for x in report["systems"] if not x["role"].startswith("base")]
+    kinds = list(dict.fromkeys(x["id"].split(" · ", 1)[1] for x in builtin))
+    kind_colors = {kind: plt.get_cmap("tab10")(i % 10) for i, kind in enumerate(kinds)}
+    styles = dict(zip(dict.fromkeys(x["role"] for x in builtin), ["-", "--", ":", "-."]))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 7.5), sharey=True)
+    for ax, scope in zip(axes, markers):
+        for x in builtin:
+            if x["scope"] != scope:
+                continue
+            found = sorted((p["tokens"], p["median_ms"]) for p in x["latency"] if p["batch_size"] == 1 and p["threads"] == 1)
+            ax.plot([f[0] for f in found], [f[1] for f in found], marker=markers[scope], linestyle=styles[x["role"]],
+                    color=kind_colors[x["id"].split(" · ", 1)[1]], label=x["id"])
+        ax.set_yscale("log")
+        _plain_ticks(ax.yaxis, minor=False)
+        ax.set_xticks(report["settings"]["grid"]["lengths"])
+        ax.set_xlabel("input length (tokens)")
+        ax.set_title(f"{scope}, built-in task: batch 1, 1 thread\n(colour: how it is served; line style: which model)",
+                     fontsize=9)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("median latency (ms, log scale)")
+    fig.tight_layout()
+    _save(fig, out / "latency_length.png")
+    plt.close(fig)
+
+
+def _plain_ticks(axis, minor: bool = True) -> None:
+    """Log-scale tick labels as plain numbers (0.5, 2, 10), not powers of ten; minor ones too, or none."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    if not minor:
+        axis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain if minor else NullFormatter())

@@ -1,0 +1,275 @@
+"""The benchmark suite (`make bench`): every stage side by side with the teacher and with what users would pick instead.
+
+On the built-in task (the MiniLM-L6 teacher fine-tuned on Rotten Tomatoes and the distilled student that `make demo`
+leaves in runs/demo), the suite prunes the student and recovers it by distillation, exports each model to ONNX (fp32
+and INT8), and measures every system, each in a fresh process (tinyship.export.measure):
+
+  teacher, student, pruned student  x  PyTorch fp32, PyTorch dynamic INT8 (torch.ao), ONNX fp32, ONNX INT8,
+                                       transformers pipeline, optimum pipeline (ORTModel on the INT8 file)
+  the chosen bundle (runs/demo/bundle)  as its ONNX model and through tinyship's runtime
+
+For each: test accuracy, size on disk, parameters, cold start, peak RSS, and latency median / p99 with throughput at
+batch 1 and 8, 16 / 64 / 128 tokens, 1 and 2 threads. In the same run, this CPU's GEMM ceilings and each ONNX model's
+achieved rate against them. Writes results.json (checked against schema.json), results.md and three plots; with
+--readme, the headline table in README.md between its markers. Measured systems are kept in --work, so a rerun
+resumes where it stopped.
+
+    python benchmarks/suite/run.py --readme README.md      # `make bench`: after `make demo`, about 40 minutes on 2 cores
+    python benchmarks/suite/run.py --quick                 # `make bench-quick`: a few minutes, one grid point, 64 examples
+    python benchmarks/suite/run.py --base-teacher runs/bench-distill-base/teacher \\
+        --base-student runs/bench-distill-base/student     # add the base-size pair of the distillation benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from report import headline_markdown, markdown, plot_all, point, validate  # noqa: E402
+
+from tinyship.compress import DistillConfig, Phase, PruneConfig, distill, load_model, prune  # noqa: E402
+from tinyship.compress.tinyship_pruned import plain_config  # noqa: E402
+from tinyship.export import ExportConfig, export  # noqa: E402
+from tinyship.export.bundling import versions  # noqa: E402
+from tinyship.export.exporting import model_labels  # noqa: E402
+from tinyship.export.measure import ENGINES, gemm_ceilings, matmul_gop, run  # noqa: E402
+from tinyship.export.report import save_results  # noqa: E402
+from tinyship.runtime.bench import machine  # noqa: E402
+from tinyship.runtime.bundle import read_manifest  # noqa: E402
+from tinyship.runtime.data import DataConfig, load_examples  # noqa: E402
+from tinyship.runtime.errors import TinyshipError  # noqa: E402
+
+SCHEMA_VERSION = 1
+FULL = {"batch_sizes": [1, 8], "lengths": [16, 64, 128], "threads": [1, 2]}
+QUICK = {"batch_sizes": [1], "lengths": [16], "threads": [1]}
+BASE = {"batch_sizes": [1], "lengths": [16, 64, 128], "threads": [1, 2]}  # a base-size teacher at batch 8 takes seconds
+HEADLINE_AT = {"batch_size": 1, "tokens": 128, "threads": 1}
+RECOVERY = [Phase({"hidden": 1.0}, 1), Phase({"prediction": 1.0}, 2)]
+PAPERS = [  # published ratios against BERT-base, for context: other models, tasks and hardware than ours
+    {"method": "TinyBERT-4 (Jiao et al. 2020)", "smaller": 7.5, "faster": 9.4, "accuracy_kept": 0.968},
+    {"method": "DistilBERT (Sanh et al. 2019)", "smaller": 1 / 0.6, "faster": 1.6, "accuracy_kept": 0.97},
+    {"method": "MobileBERT (Sun et al. 2020)", "smaller": 4.3, "faster": 5.5, "accuracy_kept": 77.7 / 78.3},
+]
+MARKERS = ("<!-- bench:headline:start -->", "<!-- bench:headline:end -->")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="runs/demo/teacher", help="default: %(default)s")
+    parser.add_argument("--student", default="runs/demo/student", help="default: %(default)s")
+    parser.add_argument("--bundle", default="runs/demo/bundle", help="the chosen bundle (default: %(default)s)")
+    parser.add_argument("--prune-flops", type=float, default=0.6,
+                        help="share of the student's encoder FLOPs to prune away (default: %(default)s)")
+    parser.add_argument("--base-teacher", help="a base-size teacher (e.g. runs/bench-distill-base/teacher)")
+    parser.add_argument("--base-student", help="its distilled student (e.g. runs/bench-distill-base/student)")
+    parser.add_argument("--work", help="models and measured systems (default: runs/bench, quick: runs/bench-quick)")
+    parser.add_argument("--results", help="default: benchmarks/results/suite, quick: runs/bench-quick/results")
+    parser.add_argument("--readme", help="a README whose headline block to rewrite from the results (full mode only)")
+    parser.add_argument("--quick", action="store_true", help="one grid point, 64 examples, few repeats, short recovery")
+    args = parser.parse_args()
+    args.work = args.work or ("runs/bench-quick" if args.quick else "runs/bench")
+    args.results = args.results or ("runs/bench-quick/results" if args.quick else "benchmarks/results/suite")
+    if args.quick and args.readme:
+        parser.error("the README quotes full results only: drop --readme, or drop --quick")
+    try:
+        suite(args)
+    except TinyshipError as e:
+        raise SystemExit(f"error: {e}") from None
+    print((Path(args.results) / "results.md").read_text())
+
+
+def suite(args) -> dict:
+    work, quick = Path(args.work), args.quick
+    data = DataConfig(limit=64) if quick else DataConfig()
+    grid, repeat = (QUICK, 3) if quick else (FULL, 30)
+    for role in ("teacher", "student", "bundle"):
+        if not (Path(getattr(args, role)) / "config.json").is_file():
+            raise TinyshipError(f"no {role} at {getattr(args, role)}: run `make demo` first, or pass --{role} DIR")
+    if bool(args.base_teacher) != bool(args.base_student):
+        raise TinyshipError("--base-teacher and --base-student go together")
+    models = {"teacher": Path(args.teacher), "student": Path(args.student),
+              "pruned student": pruned_student(Path(args.teacher), Path(args.student), work, args.prune_flops, data, quick)}
+    if args.base_teacher:
+        models |= {"base teacher": Path(args.base_teacher), "base student": Path(args.base_student)}
+    report = {"schema_version": SCHEMA_VERSION, "date": datetime.date.today().isoformat(), "mode": "quick" if quick else "full",
+              "machine": machine(), "versions": versions(),
+              "settings": {"grid": grid, "repeat": repeat, "warmup": max(2, repeat // 10), "omp_num_threads": 1,
+                           "headline_at": HEADLINE_AT, "prune_flops_removed": args.prune_flops,
+                           "recovery": [{"losses": p.losses, "epochs": recovery_epochs(p, quick)} for p in RECOVERY]},
+              "ceilings": stored(work / "ceilings.json", {"repeat": repeat}, lambda: gemm_ceilings(repeat=5 if quick else 20)),
+              "models": {}, "systems": []}
+    labels = model_labels(models["teacher"])
+    test = load_examples(data, "test", labels)
+    report["settings"] |= {"test_set": test.source, "test_examples": len(test)}
+    specs = []
+    for role, model_dir in models.items():
+        report["models"][role] = {"dir": str(model_dir), "parameters": sum(p.numel() for p in load_model(model_dir).parameters()),
+                                  "gop_per_sequence": {str(t): matmul_gop(plain_config(model_dir), t) for t in FULL["lengths"]}}
+        grid_here = BASE if role.startswith("base") and not quick else grid
+        specs += systems_of(role, model_dir, work / "exports" / role.replace(" ", "-"), data, grid_here, repeat,
+                            report["models"][role]["parameters"])
+    chosen = Path(args.bundle)
+    manifest = read_manifest(chosen)
+    source = Path(manifest.get("source_model") or chosen)  # the model it was exported from, where it still is
+    report["models"]["bundle"] = {
+        "dir": str(chosen), "gop_per_sequence": {str(t): matmul_gop(plain_config(chosen), t) for t in FULL["lengths"]},
+        "parameters": sum(p.numel() for p in load_model(source).parameters()) if (source / "model.safetensors").is_file()
+        else None}
+    common = {"model": str(chosen), "labels": manifest["labels"], "max_length": manifest["max_length"],
+              "data": data_fields(data), "grid": grid, "repeat": repeat, "role": "bundle",
+              "parameters": report["models"]["bundle"]["parameters"], "precision": manifest["precision"]}
+    specs += [{**common, "id": "bundle · ONNX", "engine": "onnxruntime", "onnx": str(chosen / manifest["model"]),
+               "disabled_optimizers": manifest.get("session", {}).get("disabled_optimizers", [])},
+              {**common, "id": "bundle · tinyship runtime", "engine": "tinyship"}]
+    for spec in specs:
+        report["systems"].append(measured(spec, work / "systems"))
+    add_ratios(report)
+    validate(report, HERE / "schema.json")
+    results = save_results(args.results, report, markdown(report))
+    (results / "headline.md").write_text(headline_markdown(report), encoding="utf-8")
+    plot_all(report, results)
+    if args.readme:
+        rewrite_readme(Path(args.readme), results / "headline.md")
+    return report
+
+
+def recovery_epochs(phase: Phase, quick: bool) -> float:
+    return 0.5 if quick else phase.epochs
+
+
+def pruned_student(teacher: Path, student: Path, work: Path, flops: float, data: DataConfig, quick: bool) -> Path:
+    """The student pruned to (1 - flops) of its encoder FLOPs, then recovered by distillation from the teacher."""
+    pruned, recovered = work / "pruned", work / "pruned-recovered"
+    if not (recovered / "config.json").is_file():
+        if not (pruned / "config.json").is_file():
+            prune(PruneConfig(model=str(student), output_dir=str(pruned), data=data, flops=flops, force=True))
+        distill(DistillConfig(teacher=str(teacher), student=str(pruned), output_dir=str(recovered), data=data, force=True,
+                              phases=[Phase(p.losses, recovery_epochs(p, quick)) for p in RECOVERY]))
+    return recovered
+
+
+def exported(model_dir: Path, out: Path, data: DataConfig) -> Path:
+    """The model's ONNX export with its fp32 and INT8 (dynamic) candidates kept beside the bundle."""
+    if not (out / "bundle" / "tinyship.json").is_file():
+        export(ExportConfig(model=str(model_dir), output=str(out / "bundle"), data=data, quantize="dynamic", optimize=False,
+                            candidates_dir=str(out / "candidates"), force=True))
+    return out
+
+
+def data_fields(data: DataConfig) -> dict:
+    return {"dataset": data.dataset, "limit": data.limit, "max_length": data.max_length}
+
+
+def systems_of(role: str, model_dir: Path, export_dir: Path, data: DataConfig, grid: dict, repeat: int,
+               parameters: int) -> list[dict]:
+    """The specs of one model's systems: PyTorch fp32 and INT8, ONNX fp32 and INT8, and the two pipelines
+    (a base-size pair: its teacher in PyTorch, its student as INT8 ONNX)."""
+    kept = {"base teacher": ["PyTorch fp32"], "base student": ["ONNX INT8"]}.get(role)
+    common = {"model": str(model_dir), "labels": model_labels(model_dir), "max_length": data.max_length, "role": role,
+              "data": data_fields(data), "grid": grid, "repeat": repeat, "parameters": parameters}
+    onnx = {name: {} for name in ("fp32", "int8-dynamic")}
+    if kept != ["PyTorch fp32"]:  # every other set needs the ONNX export
+        candidates = read_manifest(exported(model_dir, export_dir, data) / "bundle")["metrics"]["candidates"]
+        onnx = {name: {"onnx": str(export_dir / "candidates" / name / "model.onnx"),
+                       "disabled_optimizers": candidates[name]["disabled_optimizers"]} for name in onnx}
+    every = {
+        "PyTorch fp32": {"engine": "pytorch", "precision": "fp32"},
+        "PyTorch INT8 (torch.ao dynamic)": {"engine": "torch.ao-int8", "precision": "int8"},
+        "ONNX fp32": {"engine": "onnxruntime", "precision": "fp32", **onnx["fp32"]},
+        "ONNX INT8": {"engine": "onnxruntime", "precision": "int8", **onnx["int8-dynamic"]},
+        "transformers pipeline": {"engine": "transformers-pipeline", "precision": "fp32"},
+        "optimum pipeline (ONNX INT8)": {"engine": "optimum-pipeline", "precision": "int8", **onnx["int8-dynamic"],
+                                         "config": str(export_dir / "bundle" / "config.json")},
+    }
+    return [{**common, **every[name], "id": f"{role} · {name}"} for name in kept or every]
+
+
+def measured(spec: dict, store: Path) -> dict:
+    """A system's measurement, in a fresh process (or as stored, when measured before with these settings)."""
+    name = re.sub(r"[^a-z0-9]+", "-", spec["id"].lower()).strip("-")
+    return stored(store / f"{name}.json", spec, lambda: {**run(spec), "role": spec["role"], "precision": spec["precision"]},
+                  f"{spec['id']} ({ENGINES[spec['engine']].scope})")
+
+
+def stored(path: Path, settings: dict, measure, what: str = "this CPU's GEMM ceilings") -> dict:
+    """measure()'s result, kept at path with the settings it was measured with, so that a rerun resumes."""
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("settings") == settings:
+            print(f"{what}: measured before, kept")
+            return saved["result"]
+    print(f"{what}: measuring")
+    result = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"settings": settings, "result": result}, indent=2), encoding="utf-8")
+    tmp.replace(path)
+    return result
+
+
+def add_ratios(report: dict) -> None:
+    """Each system against its teacher (see reference()) at the headline setting; each ONNX
+    system's achieved GOP/s against this CPU's ceiling; the headlines."""
+    systems = {s["id"]: s for s in report["systems"]}
+    at = report["settings"]["headline_at"]
+    if not any(point(s, **at) for s in systems.values()):  # quick mode: the one grid point there is
+        first = report["systems"][0]["latency"][0]
+        at = report["settings"]["headline_at"] = {k: first[k] for k in ("batch_size", "tokens", "threads")}
+    for s in report["systems"]:
+        teacher = systems[reference(s, systems)]
+        here, there = point(s, **at), point(teacher, **at)
+        s["vs_teacher"] = {"faster": there["median_ms"] / here["median_ms"] if here and there else None,
+                           "smaller": teacher["size_bytes"] / s["size_bytes"],
+                           "accuracy_kept": s["accuracy"] / teacher["accuracy"] if teacher["accuracy"] else None}
+        if s["engine"] == "onnxruntime" and here:
+            gop = report["models"][s["role"]]["gop_per_sequence"].get(str(at["tokens"]))
+            threads = at["threads"]
+            ceiling = report["ceilings"].get(f"{'int8_gops' if s['precision'] == 'int8' else 'fp32_gflops'}_{threads}_thread"
+                                             f"{'s' if threads > 1 else ''}")
+            if gop and ceiling:
+                rate = gop * at["batch_size"] / (here["median_ms"] / 1e3)
+                s["achieved"] = {"gops": rate, "of_ceiling": rate / ceiling}
+    report["headline"] = [headline(report, "tinyship bundle (MiniLM-L6 teacher, built-in task)", systems["teacher · PyTorch fp32"],
+                                   systems["bundle · ONNX"])]
+    if "base teacher · PyTorch fp32" in systems:
+        report["headline"].append(headline(report, "tinyship, base size (all-mpnet-base-v2 teacher)",
+                                           systems["base teacher · PyTorch fp32"], systems["base student · ONNX INT8"]))
+    report["papers"] = PAPERS
+
+
+def reference(system: dict, systems: dict) -> str:
+    """The teacher system a system is compared with: the base teacher for the base pair; else the teacher in PyTorch
+    fp32 for forward systems and in transformers' pipeline for end-to-end ones (tokenization on both sides)."""
+    if system["role"].startswith("base"):
+        return "base teacher · PyTorch fp32"
+    return "teacher · PyTorch fp32" if system["scope"] == "forward" else "teacher · transformers pipeline"
+
+
+def headline(report: dict, name: str, teacher: dict, shipped: dict) -> dict:
+    return {"method": name, "measured_here": True, "teacher": teacher["id"], "system": shipped["id"],
+            "smaller": teacher["size_bytes"] / shipped["size_bytes"], "faster": shipped["vs_teacher"]["faster"],
+            "accuracy_kept": shipped["vs_teacher"]["accuracy_kept"], "teacher_accuracy": teacher["accuracy"],
+            "accuracy": shipped["accuracy"]}
+
+
+def rewrite_readme(readme: Path, headline_file: Path) -> None:
+    """Replace the README's headline block (between MARKERS) with the results' headline table."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(MARKERS[0]), text.find(MARKERS[1])
+    if start < 0 or end < start:
+        raise TinyshipError(f"{readme} has no headline block: add the lines {MARKERS[0]} and {MARKERS[1]}")
+    block = f"{MARKERS[0]}\n{headline_file.read_text(encoding='utf-8')}{MARKERS[1]}"
+    tmp = readme.with_suffix(".tmp")
+    tmp.write_text(text[:start] + block + text[end + len(MARKERS[1]):], encoding="utf-8")
+    tmp.replace(readme)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""Measuring systems: a model served one way, timed, sized and scored the same way as every other.
+
+A system is an engine (ENGINES: PyTorch fp32, PyTorch dynamic INT8 via torch.ao, an onnxruntime session, tinyship's
+runtime on a bundle, and the pipelines users would pick instead: transformers' and optimum's) applied to a model.
+`measure(spec)` runs in a fresh process (`python -m tinyship.export.measure SPEC_JSON`) so that the cold start and the
+memory it reports are the system's own. Forward engines are timed on token ids of exactly the grid's length; pipelines
+and the runtime are timed end to end, text in and labels out. Also here: this CPU's GEMM ceilings and an operator profile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tinyship.runtime.bench import PEAK_RSS, sample_input, timed
+from tinyship.runtime.errors import TinyshipError
+
+ENGINES: dict[str, Callable] = {}
+FORWARD, END_TO_END = "forward", "end-to-end"
+
+
+@dataclass
+class System:
+    """What an engine loads: predict(texts) -> label ids; forward(ids) for forward engines (None: time predict)."""
+
+    predict: Callable[[list[str]], list[int]]
+    forward: Callable[[np.ndarray], object] | None
+    size_bytes: int
+    parameters: int | None = None
+
+
+def engine(name: str, scope: str):
+    def add(fn):
+        fn.scope = scope
+        ENGINES[name] = fn
+        return fn
+
+    return add
+
+
+def _torch_model(spec: dict):
+    import torch
+    from transformers import AutoTokenizer
+
+    from tinyship.compress.pruning import load_model
+
+    model = load_model(spec["model"])
+    tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+    return torch, model, tokenizer
+
+
+def _torch_system(torch, model, tokenizer, spec: dict, size_bytes: int) -> System:
+    accepted = set(tokenizer.model_input_names)
+
+    def forward(ids: np.ndarray):
+        ids = torch.from_numpy(ids)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+        with torch.inference_mode():
+            return model(**{k: v for k, v in inputs.items() if k in accepted}).logits
+
+    def predict(texts: list[str]) -> list[int]:
+        inputs = tokenizer(texts, padding=True, truncation=True, max_length=spec["max_length"], return_tensors="pt")
+        with torch.inference_mode():
+            return model(**inputs).logits.argmax(-1).tolist()
+
+    return System(predict, forward, size_bytes, sum(p.numel() for p in model.parameters()))
+
+
+@engine("pytorch", FORWARD)
+def pytorch(spec: dict, threads: int) -> System:
+    torch, model, tokenizer = _torch_model(spec)
+    torch.set_num_threads(threads)
+    size = sum(p.stat().st_size for p in Path(spec["model"]).glob("*.safetensors"))
+    return _torch_system(torch, model.eval(), tokenizer, spec, size)
+
+
+@engine("torch.ao-int8", FORWARD)
+def torch_dynamic_int8(spec: dict, threads: int) -> System:
+    """PyTorch's own dynamic INT8: every Linear's weights int8, activations quantized on the fly."""
+    import io
+
+    torch, model, tokenizer = _torch_model(spec)
+    torch.set_num_threads(threads)
+    parameters = sum(p.numel() for p in model.parameters())
+    model = torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)  # what a user would ship: the size of the saved state
+    system = _torch_system(torch, model, tokenizer, spec, buffer.tell())
+    system.parameters = parameters
+    return system
+
+
+@engine("onnxruntime", FORWARD)
+def onnxruntime_session(spec: dict, threads: int) -> System:
+    """One onnxruntime session on an exported model file, with the load-time settings its export chose (tokenized
+    by tinyship's runtime for the accuracy)."""
+    from tinyship.runtime.predictor import TextClassifier
+
+    classify = TextClassifier(spec["onnx"], Path(spec["model"]) / "tokenizer.json", spec["labels"],
+                              max_length=spec["max_length"], threads=threads,
+                              disabled_optimizers=spec.get("disabled_optimizers", ()))
+
+    def forward(ids: np.ndarray):
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        return classify.session.run(None, {n: feed[n] for n in classify.input_names})
+
+    return System(lambda texts: classify.logits(texts).argmax(-1).tolist(), forward, Path(spec["onnx"]).stat().st_size,
+                  spec.get("parameters"))
+
+
+@engine("tinyship", END_TO_END)
+def tinyship_runtime(spec: dict, threads: int) -> System:
+    """tinyship.runtime.load on a bundle: tokenization, batching and the manifest's session settings included."""
+    from tinyship.runtime import load
+    from tinyship.runtime.bundle import read_manifest
+
+    predict = load(spec["model"], threads=threads)
+    names = predict.labels
+    size = sum((Path(spec["model"]) / f).stat().st_size for f in read_manifest(spec["model"])["files"])
+    return System(lambda texts: [names.index(r["label"]) for r in predict(texts)], None, size, spec.get("parameters"))
+
+
+def _pipeline_system(classify, spec: dict, size: int, parameters: int | None) -> System:
+    names = spec["labels"]
+
+    def predict(texts: list[str]) -> list[int]:
+        found = classify(texts, batch_size=len(texts), truncation=True, max_length=spec["max_length"])
+        return [names.index(r["label"]) for r in found]
+
+    return System(predict, None, size, parameters)
+
+
+@engine("transformers-pipeline", END_TO_END)
+def transformers_pipeline(spec: dict, threads: int) -> System:
+    """transformers.pipeline('text-classification') over the PyTorch model."""
+    from transformers import pipeline
+
+    torch, model, tokenizer = _torch_model(spec)
+    torch.set_num_threads(threads)
+    size = sum(p.stat().st_size for p in Path(spec["model"]).glob("*.safetensors"))
+    classify = pipeline("text-classification", model=model.eval(), tokenizer=tokenizer)
+    return _pipeline_system(classify, spec, size, sum(p.numel() for p in model.parameters()))
+
+
+@engine("optimum-pipeline", END_TO_END)
+def optimum_pipeline(spec: dict, threads: int) -> System:
+    """transformers.pipeline over optimum's ORTModelForSequenceClassification on the same ONNX file, default settings."""
+    import tempfile
+
+    import onnxruntime as ort
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer, pipeline
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    onnx = Path(spec["onnx"])
+    with tempfile.TemporaryDirectory() as tmp:  # ORTModel reads a directory: the file and its config.json
+        (Path(tmp) / "model.onnx").symlink_to(onnx.resolve())
+        (Path(tmp) / "config.json").symlink_to(Path(spec["config"]).resolve())
+        model = ORTModelForSequenceClassification.from_pretrained(tmp, session_options=options)
+    classify = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(spec["model"]))
+    return _pipeline_system(classify, spec, onnx.stat().st_size, spec.get("parameters"))
+
+
+def measure(spec: dict) -> dict:
+    """Cold start (from the launch of this process, spec["launched_at"], through its imports, the load and a first
+    prediction, on 1 thread) and memory, then the latency grid and test accuracy. Call in a fresh process: see run()."""
+    make = ENGINES[spec["engine"]]
+    grid = spec["grid"]
+    system = make(spec, 1)
+    system.predict([sample_input("classification", 16, 1)[0]])
+    cold = {"cold_start_s": time.time() - spec["launched_at"], "rss_after_first_prediction_mb": _peak_rss_mb()}
+    latency = []
+    rng = np.random.default_rng(0)
+    for threads in grid["threads"]:
+        if threads != 1:
+            system = make(spec, threads)
+        for batch in grid["batch_sizes"]:
+            for tokens in grid["lengths"]:
+                if system.forward is not None:
+                    ids = rng.integers(1000, 20000, (batch, tokens))
+                    call = lambda: system.forward(ids)  # noqa: E731
+                else:
+                    texts = sample_input("classification", tokens, batch)
+                    call = lambda: system.predict(texts)  # noqa: E731
+                timing = timed(call, max(2, spec["repeat"] // 10), spec["repeat"])
+                latency.append({"batch_size": batch, "tokens": tokens, "threads": threads, **timing,
+                                "per_second": batch / timing["median_ms"] * 1e3})
+    from tinyship.runtime.data import DataConfig, load_examples
+
+    test = load_examples(DataConfig(**spec["data"]), "test", spec["labels"])
+    predicted = []
+    for i in range(0, len(test), 32):
+        predicted += system.predict(test.texts[i : i + 32])
+    accuracy = float(np.mean(np.array(predicted) == np.array(test.labels)))
+    return {"id": spec["id"], "engine": spec["engine"], "scope": make.scope, "accuracy": accuracy,
+            "test_examples": len(test), "size_bytes": system.size_bytes, "parameters": system.parameters, **cold,
+            "peak_rss_mb": _peak_rss_mb(), "latency": latency}
+
+
+_namespace: dict = {}
+exec(PEAK_RSS, _namespace)
+_peak_rss_mb = _namespace["peak_rss_mb"]
+
+
+def run(spec: dict) -> dict:
+    """measure(spec) in a fresh Python process (1 OpenMP thread unless the engine sets more)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    spec = {**spec, "launched_at": time.time()}
+    result = subprocess.run([sys.executable, "-m", "tinyship.export.measure", json.dumps(spec)], capture_output=True,
+                            text=True, env=env)
+    if result.returncode != 0:
+        raise TinyshipError(f"measuring {spec['id']} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def matmul_gop(config: dict, tokens: int) -> float:
+    """GOP (multiply-adds x 2, 1e9) of an encoder's matrix products for one sequence, from its config.json: each
+    layer's query, key, value and output projections and attention products over its kept heads, and its FFN
+    (per-layer widths of a pruned model included)."""
+    hidden, heads, layers = config["hidden_size"], config["num_attention_heads"], config["num_hidden_layers"]
+    head_size = hidden // heads
+    pruned = config.get("pruned_heads") or {}
+    widths = (config.get("tinyship_pruning") or {}).get("intermediate_sizes") or [config["intermediate_size"]] * layers
+    total = 0
+    for layer in range(layers):
+        width = (heads - len(pruned.get(str(layer), pruned.get(layer, [])))) * head_size
+        total += 4 * tokens * hidden * width + 2 * tokens * tokens * width + 2 * tokens * hidden * widths[layer]
+    return 2 * total / 1e9
+
+
+def gemm_ceilings(threads=(1, 2), repeat: int = 20, size: int = 1024) -> dict:
+    """onnxruntime's GEMM throughput on this CPU, size^3 products: u8s8 MatMulInteger with constant (packed) int8
+    weights in GOP/s, and fp32 MatMul in GFLOP/s, per thread count."""
+    import tempfile
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tinyship.export.evaluation import latency
+
+    rng = np.random.default_rng(0)
+    graphs = {
+        "int8_gops": (TensorProto.UINT8, helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"]),
+                      [numpy_helper.from_array(rng.integers(-127, 128, (size, size), dtype=np.int8), "b"),
+                       numpy_helper.from_array(np.array(128, dtype=np.uint8), "a_zero"),
+                       numpy_helper.from_array(np.array(0, dtype=np.int8), "b_zero")],
+                      TensorProto.INT32, rng.integers(0, 256, (size, size), dtype=np.uint8)),
+        "fp32_gflops": (TensorProto.FLOAT, helper.make_node("MatMul", ["a", "b"], ["y"]),
+                        [numpy_helper.from_array(rng.standard_normal((size, size)).astype(np.float32), "b")],
+                        TensorProto.FLOAT, rng.standard_normal((size, size)).astype(np.float32)),
+    }
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (in_type, node, weights, out_type, a) in graphs.items():
+            graph = helper.make_graph([node], name, [helper.make_tensor_value_info("a", in_type, [size, size])],
+                                      [helper.make_tensor_value_info("y", out_type, [size, size])], weights)
+            path = Path(tmp) / f"{name}.onnx"
+            onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+            for count in threads:
+                ms = latency(path, {"a": a}, count, warmup=3, repeat=repeat)["median_ms"]
+                results[f"{name}_{count}_thread{'s' if count > 1 else ''}"] = 2 * size**3 / (ms / 1e3) / 1e9
+    return results
+
+
+def op_profile(path: Path, disabled_optimizers: list[str], tokens: int = 128, runs: int = 50) -> dict[str, float]:
+    """Milliseconds per run spent in each operator type at batch 1, `tokens` tokens, 1 thread (onnxruntime's profiler)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "tinyship-profile")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=disabled_optimizers)
+    ids = np.random.default_rng(0).integers(1000, 20000, (1, tokens))
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    feed = {i.name: feed[i.name] for i in session.get_inputs()}
+    for _ in range(runs):
+        session.run(None, feed)
+    trace = Path(session.end_profiling())
+    spent: dict[str, float] = {}
+    for event in json.loads(trace.read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            spent[op] = spent.get(op, 0.0) + event["dur"] / 1e3 / runs
+    trace.unlink()
+    return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(json.loads(sys.argv[1]))))

@@ -1,0 +1,120 @@
+"""The benchmark suite (benchmarks/suite): quick mode end to end on tiny models, resume, and the committed results."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = ROOT / "benchmarks" / "suite"
+SCHEMA = json.loads((SUITE / "schema.json").read_text())
+ENGINES = ["pytorch", "torch.ao-int8", "onnxruntime", "onnxruntime", "transformers-pipeline", "optimum-pipeline"]
+
+
+def load(name: str):
+    sys.path.insert(0, str(SUITE))
+    try:
+        spec = importlib.util.spec_from_file_location(f"suite_{name}", SUITE / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(SUITE))
+
+
+def run_suite(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SUITE / "run.py"), *args], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def quick(tiny_model_dir, tiny_model_factory, fp32_bundle, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("suite")
+    student = tiny_model_factory(tmp / "student", layers=2, seed=1)
+    args = ["--quick", "--teacher", str(tiny_model_dir), "--student", str(student), "--bundle", str(fp32_bundle),
+            "--work", str(tmp / "work"), "--results", str(tmp / "results")]
+    first = run_suite(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return args, tmp / "results", first
+
+
+def test_quick_mode_measures_every_system_and_writes_valid_reports(quick):
+    _, results, _ = quick
+    report = json.loads((results / "results.json").read_text())
+    jsonschema.validate(report, SCHEMA)
+    systems = {s["id"]: s for s in report["systems"]}
+    for role in ("teacher", "student", "pruned student"):
+        assert [s["engine"] for s in report["systems"] if s["role"] == role] == ENGINES
+    assert [s["engine"] for s in report["systems"] if s["role"] == "bundle"] == ["onnxruntime", "tinyship"]
+    teacher = systems["teacher · PyTorch fp32"]
+    assert teacher["vs_teacher"] == {"faster": 1.0, "smaller": 1.0, "accuracy_kept": 1.0}
+    assert systems["teacher · transformers pipeline"]["vs_teacher"]["faster"] == 1.0  # end to end against end to end
+    # the same model gives the same answers however it is served
+    assert systems["bundle · ONNX"]["accuracy"] == systems["bundle · tinyship runtime"]["accuracy"]
+    one = 1 / teacher["test_examples"]
+    assert abs(systems["teacher · ONNX fp32"]["accuracy"] - teacher["accuracy"]) <= one
+    assert abs(systems["teacher · transformers pipeline"]["accuracy"] - teacher["accuracy"]) <= one
+    assert systems["student · ONNX INT8"]["size_bytes"] < systems["student · ONNX fp32"]["size_bytes"] / 3
+    pruned = report["models"]["pruned student"]
+    assert pruned["gop_per_sequence"]["128"] < report["models"]["student"]["gop_per_sequence"]["128"]
+    assert all("achieved" in s for s in report["systems"] if s["engine"] == "onnxruntime")
+    headline = report["headline"][0]
+    assert headline["faster"] == systems["bundle · ONNX"]["vs_teacher"]["faster"]
+    assert headline["smaller"] == pytest.approx(teacher["size_bytes"] / systems["bundle · ONNX"]["size_bytes"])
+    for name in ("accuracy_latency.png", "size.png", "latency_length.png"):
+        image = (results / name).read_bytes()
+        assert image.startswith(b"\x89PNG") and len(image) > 10_000
+    text = (results / "results.md").read_text()
+    assert (results / "headline.md").read_text() in text
+    assert "| teacher · PyTorch fp32 | forward | fp32 |" in text
+
+
+def test_a_rerun_resumes_from_the_measured_systems(quick):
+    args, results, _ = quick
+    before = json.loads((results / "results.json").read_text())
+    again = run_suite(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("measured before, kept") == len(before["systems"]) + 1  # and the GEMM ceilings
+    after = json.loads((results / "results.json").read_text())
+    assert [s["latency"] for s in after["systems"]] == [s["latency"] for s in before["systems"]]
+    assert after["ceilings"] == before["ceilings"]
+
+
+def test_bad_arguments_are_refused_with_the_fix(tmp_path):
+    missing = run_suite("--quick", "--teacher", str(tmp_path / "nothing"), "--work", str(tmp_path))
+    assert missing.returncode != 0 and "run `make demo` first" in missing.stderr
+    readme = run_suite("--quick", "--readme", "README.md")
+    assert readme.returncode != 0 and "drop --readme" in readme.stderr
+
+
+def test_pareto_front_keeps_only_unbeaten_points():
+    report = load("report")
+    points = [(1.0, 0.80), (2.0, 0.79), (2.0, 0.85), (3.0, 0.84), (5.0, 0.90), (0.5, 0.60)]
+    assert report.pareto(points) == [(0.5, 0.60), (1.0, 0.80), (2.0, 0.85), (5.0, 0.90)]
+
+
+def test_readme_headline_block_is_rewritten_between_its_markers(tmp_path):
+    run = load("run")
+    headline = tmp_path / "headline.md"
+    headline.write_text("| new | table |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{run.MARKERS[0]}\n| old |\n{run.MARKERS[1]}\nrest\n")
+    run.rewrite_readme(readme, headline)
+    assert readme.read_text() == f"intro\n{run.MARKERS[0]}\n| new | table |\n{run.MARKERS[1]}\nrest\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(Exception, match="no headline block"):
+        run.rewrite_readme(readme, headline)
+
+
+def test_committed_results_follow_the_schema_and_the_readme_quotes_them():
+    results = ROOT / "benchmarks" / "results" / "suite"
+    report = json.loads((results / "results.json").read_text())
+    jsonschema.validate(report, SCHEMA)
+    assert report["mode"] == "full"
+    run = load("run")
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index(run.MARKERS[0]) + len(run.MARKERS[0]) + 1 : readme.index(run.MARKERS[1])]
+    assert block == (results / "headline.md").read_text()
