@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from tinyship.compress.tinyship_pruned import plain_config
 from tinyship.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import refuse_existing, sha256_file, writing_directory
@@ -42,6 +41,8 @@ def check_bundle_output(out: Path, force: bool) -> None:
 
 def write_bundle(out: Path, model_file: Path, model_dir: Path, manifest: dict) -> Path:
     """Copy the model, tokenizer and config into a temporary directory, add the manifest, rename into place."""
+    from tinyship.compress.tinyship_pruned import plain_config  # torch and transformers: export time only
+
     with writing_directory(out) as tmp:
         shutil.copyfile(model_file, tmp / "model.onnx")
         shutil.copyfile(model_dir / "tokenizer.json", tmp / "tokenizer.json")

@@ -9,6 +9,7 @@ and the runtime are timed end to end, text in and labels out. Also here: this CP
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -124,7 +125,7 @@ def tinyship_runtime(spec: dict, threads: int) -> System:
 
     predict = load(spec["model"], threads=threads)
     names = predict.labels
-    size = sum((Path(spec["model"]) / f).stat().st_size for f in read_manifest(spec["model"])["files"])
+    size = (Path(spec["model"]) / read_manifest(spec["model"])["model"]).stat().st_size  # the model file, as for the others
     return System(lambda texts: [names.index(r["label"]) for r in predict(texts)], None, size, spec.get("parameters"))
 
 
@@ -182,16 +183,18 @@ def measure(spec: dict) -> dict:
     rng = np.random.default_rng(0)
     for threads in grid["threads"]:
         if threads != 1:
+            del system  # one model in memory at a time: the peak RSS is one system's
+            gc.collect()
             system = make(spec, threads)
         for batch in grid["batch_sizes"]:
             for tokens in grid["lengths"]:
                 if system.forward is not None:
-                    ids = rng.integers(1000, 20000, (batch, tokens))
+                    ids = rng.integers(min(1000, spec["vocab_size"] // 2), spec["vocab_size"], (batch, tokens))
                     call = lambda: system.forward(ids)  # noqa: E731
                 else:
                     texts = sample_input("classification", tokens, batch)
                     call = lambda: system.predict(texts)  # noqa: E731
-                timing = timed(call, max(2, spec["repeat"] // 10), spec["repeat"])
+                timing = timed(call, spec["warmup"], spec["repeat"])
                 latency.append({"batch_size": batch, "tokens": tokens, "threads": threads, **timing,
                                 "per_second": batch / timing["median_ms"] * 1e3})
     from tinyship.runtime.data import DataConfig, load_examples
@@ -209,27 +212,34 @@ def measure(spec: dict) -> dict:
 _namespace: dict = {}
 exec(PEAK_RSS, _namespace)
 _peak_rss_mb = _namespace["peak_rss_mb"]
+RESULT = "tinyship-measured: "  # marks the result line among whatever else the libraries print
 
 
-def run(spec: dict) -> dict:
+def run(spec: dict, timeout_s: float = 3600) -> dict:
     """measure(spec) in a fresh Python process (1 OpenMP thread unless the engine sets more)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     spec = {**spec, "launched_at": time.time()}
-    result = subprocess.run([sys.executable, "-m", "tinyship.export.measure", json.dumps(spec)], capture_output=True,
-                            text=True, env=env)
-    if result.returncode != 0:
+    try:
+        result = subprocess.run([sys.executable, "-m", "tinyship.export.measure", json.dumps(spec)], capture_output=True,
+                                text=True, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise TinyshipError(f"measuring {spec['id']} took over {timeout_s:.0f} s: stopped") from None
+    found = [line for line in result.stdout.splitlines() if line.startswith(RESULT)]
+    if result.returncode != 0 or not found:
         raise TinyshipError(f"measuring {spec['id']} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(found[-1][len(RESULT):])
 
 
 def matmul_gop(config: dict, tokens: int) -> float:
     """GOP (multiply-adds x 2, 1e9) of an encoder's matrix products for one sequence, from its config.json: each
     layer's query, key, value and output projections and attention products over its kept heads, and its FFN
     (per-layer widths of a pruned model included)."""
+    from tinyship.compress.tinyship_pruned import KEY as PRUNING_KEY  # here, not above: workers must not import torch
+
     hidden, heads, layers = config["hidden_size"], config["num_attention_heads"], config["num_hidden_layers"]
     head_size = hidden // heads
     pruned = config.get("pruned_heads") or {}
-    widths = (config.get("tinyship_pruning") or {}).get("intermediate_sizes") or [config["intermediate_size"]] * layers
+    widths = (config.get(PRUNING_KEY) or {}).get("intermediate_sizes") or [config["intermediate_size"]] * layers
     total = 0
     for layer in range(layers):
         width = (heads - len(pruned.get(str(layer), pruned.get(layer, [])))) * head_size
@@ -299,4 +309,4 @@ def op_profile(path: Path, disabled_optimizers: list[str], tokens: int = 128, ru
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(json.loads(sys.argv[1]))))
+    print(RESULT + json.dumps(measure(json.loads(sys.argv[1]))))

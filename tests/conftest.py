@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="tinyship-hf-modules-"))  # trust_remote_code tests
+if "HF_MODULES_CACHE" not in os.environ:  # where trust_remote_code tests import a pruned model's code, then removed
+    os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="tinyship-hf-modules-")
+    atexit.register(shutil.rmtree, os.environ["HF_MODULES_CACHE"], ignore_errors=True)
 
 import pytest  # noqa: E402
 

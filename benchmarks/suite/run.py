@@ -11,10 +11,11 @@ and INT8), and measures every system, each in a fresh process (tinyship.export.m
 For each: test accuracy, size on disk, parameters, cold start, peak RSS, and latency median / p99 with throughput at
 batch 1 and 8, 16 / 64 / 128 tokens, 1 and 2 threads. In the same run, this CPU's GEMM ceilings and each ONNX model's
 achieved rate against them. Writes results.json (checked against schema.json), results.md and three plots; with
---readme, the headline table in README.md between its markers. Measured systems are kept in --work, so a rerun
-resumes where it stopped.
+--readme, the headline table in README.md between its markers. Models made and systems measured are kept in --work
+under their inputs' fingerprints (model files, settings, package versions), so a rerun resumes where it stopped and
+anything that changed is made or measured again.
 
-    python benchmarks/suite/run.py --readme README.md      # `make bench`: after `make demo`, about 40 minutes on 2 cores
+    python benchmarks/suite/run.py --readme README.md      # `make bench`: after `make demo`, about 15 minutes on 2 cores
     python benchmarks/suite/run.py --quick                 # `make bench-quick`: a few minutes, one grid point, 64 examples
     python benchmarks/suite/run.py --base-teacher runs/bench-distill-base/teacher \\
         --base-student runs/bench-distill-base/student     # add the base-size pair of the distillation benchmark
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import re
 import sys
@@ -45,6 +47,7 @@ from tinyship.runtime.bench import machine  # noqa: E402
 from tinyship.runtime.bundle import read_manifest  # noqa: E402
 from tinyship.runtime.data import DataConfig, load_examples  # noqa: E402
 from tinyship.runtime.errors import TinyshipError  # noqa: E402
+from tinyship.runtime.files import write_text_atomic  # noqa: E402
 
 SCHEMA_VERSION = 1
 FULL = {"batch_sizes": [1, 8], "lengths": [16, 64, 128], "threads": [1, 2]}
@@ -85,55 +88,61 @@ def main() -> None:
     print((Path(args.results) / "results.md").read_text())
 
 
+def check_inputs(args) -> None:
+    """Every input checked before the long work starts."""
+    for role in ("teacher", "student", "base_teacher", "base_student"):
+        path = getattr(args, role)
+        if path and not (Path(path) / "config.json").is_file():
+            flag = "--" + role.replace("_", "-")
+            raise TinyshipError(f"no model at {path}: run `make demo` first, or pass {flag} DIR")
+    if bool(args.base_teacher) != bool(args.base_student):
+        raise TinyshipError("--base-teacher and --base-student go together")
+    read_manifest(args.bundle)  # a clear error when it is not a bundle
+    if not 0 < args.prune_flops < 1:
+        raise TinyshipError(f"--prune-flops {args.prune_flops}: give the share to prune away, between 0 and 1")
+    if args.readme:
+        text = Path(args.readme).read_text(encoding="utf-8") if Path(args.readme).is_file() else ""
+        if MARKERS[0] not in text or MARKERS[1] not in text:
+            raise TinyshipError(f"{args.readme} has no headline block: add the lines {MARKERS[0]} and {MARKERS[1]}")
+
+
 def suite(args) -> dict:
+    check_inputs(args)
     work, quick = Path(args.work), args.quick
     data = DataConfig(limit=64) if quick else DataConfig()
     grid, repeat = (QUICK, 3) if quick else (FULL, 30)
-    for role in ("teacher", "student", "bundle"):
-        if not (Path(getattr(args, role)) / "config.json").is_file():
-            raise TinyshipError(f"no {role} at {getattr(args, role)}: run `make demo` first, or pass --{role} DIR")
-    if bool(args.base_teacher) != bool(args.base_student):
-        raise TinyshipError("--base-teacher and --base-student go together")
+    measuring = {"repeat": repeat, "warmup": max(2, repeat // 10), "data": data_fields(data), "versions": versions()}
     models = {"teacher": Path(args.teacher), "student": Path(args.student),
               "pruned student": pruned_student(Path(args.teacher), Path(args.student), work, args.prune_flops, data, quick)}
     if args.base_teacher:
         models |= {"base teacher": Path(args.base_teacher), "base student": Path(args.base_student)}
+    ceilings_repeat = 5 if quick else 20
     report = {"schema_version": SCHEMA_VERSION, "date": datetime.date.today().isoformat(), "mode": "quick" if quick else "full",
-              "machine": machine(), "versions": versions(),
-              "settings": {"grid": grid, "repeat": repeat, "warmup": max(2, repeat // 10), "omp_num_threads": 1,
+              "machine": machine(), "versions": measuring["versions"],
+              "settings": {"grid": grid, "repeat": repeat, "warmup": measuring["warmup"], "omp_num_threads": 1,
                            "headline_at": HEADLINE_AT, "prune_flops_removed": args.prune_flops,
                            "recovery": [{"losses": p.losses, "epochs": recovery_epochs(p, quick)} for p in RECOVERY]},
-              "ceilings": stored(work / "ceilings.json", {"repeat": repeat}, lambda: gemm_ceilings(repeat=5 if quick else 20)),
+              "ceilings": stored(work / "ceilings.json", {"repeat": ceilings_repeat, "versions": measuring["versions"]},
+                                 lambda: gemm_ceilings(repeat=ceilings_repeat), "this CPU's GEMM ceilings"),
               "models": {}, "systems": []}
-    labels = model_labels(models["teacher"])
-    test = load_examples(data, "test", labels)
+    test = load_examples(data, "test", model_labels(models["teacher"]))
     report["settings"] |= {"test_set": test.source, "test_examples": len(test)}
     specs = []
     for role, model_dir in models.items():
         report["models"][role] = {"dir": str(model_dir), "parameters": sum(p.numel() for p in load_model(model_dir).parameters()),
                                   "gop_per_sequence": {str(t): matmul_gop(plain_config(model_dir), t) for t in FULL["lengths"]}}
-        grid_here = BASE if role.startswith("base") and not quick else grid
-        specs += systems_of(role, model_dir, work / "exports" / role.replace(" ", "-"), data, grid_here, repeat,
-                            report["models"][role]["parameters"])
-    chosen = Path(args.bundle)
-    manifest = read_manifest(chosen)
-    source = Path(manifest.get("source_model") or chosen)  # the model it was exported from, where it still is
-    report["models"]["bundle"] = {
-        "dir": str(chosen), "gop_per_sequence": {str(t): matmul_gop(plain_config(chosen), t) for t in FULL["lengths"]},
-        "parameters": sum(p.numel() for p in load_model(source).parameters()) if (source / "model.safetensors").is_file()
-        else None}
-    common = {"model": str(chosen), "labels": manifest["labels"], "max_length": manifest["max_length"],
-              "data": data_fields(data), "grid": grid, "repeat": repeat, "role": "bundle",
-              "parameters": report["models"]["bundle"]["parameters"], "precision": manifest["precision"]}
-    specs += [{**common, "id": "bundle · ONNX", "engine": "onnxruntime", "onnx": str(chosen / manifest["model"]),
-               "disabled_optimizers": manifest.get("session", {}).get("disabled_optimizers", [])},
-              {**common, "id": "bundle · tinyship runtime", "engine": "tinyship"}]
+        common = {**measuring, "role": role, "model": str(model_dir), "fingerprint": fingerprint(model_dir),
+                  "labels": model_labels(model_dir), "max_length": data.max_length,
+                  "vocab_size": plain_config(model_dir)["vocab_size"], "parameters": report["models"][role]["parameters"],
+                  "grid": BASE if role.startswith("base") and not quick else grid}
+        specs += systems_of(common, work / "exports", data)
+    specs += bundle_systems(Path(args.bundle), report, {**measuring, "grid": grid})
     for spec in specs:
         report["systems"].append(measured(spec, work / "systems"))
     add_ratios(report)
     validate(report, HERE / "schema.json")
     results = save_results(args.results, report, markdown(report))
-    (results / "headline.md").write_text(headline_markdown(report), encoding="utf-8")
+    write_text_atomic(results / "headline.md", headline_markdown(report))
     plot_all(report, results)
     if args.readme:
         rewrite_readme(Path(args.readme), results / "headline.md")
@@ -144,9 +153,25 @@ def recovery_epochs(phase: Phase, quick: bool) -> float:
     return 0.5 if quick else phase.epochs
 
 
+def fingerprint(*parts) -> str:
+    """A short hash of model directories (their config and the names, sizes and times of their weight files) and
+    settings: what decides whether something made or measured before can be kept."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            digest.update((part / "config.json").read_bytes())
+            for file in sorted([*part.glob("*.safetensors"), *part.glob("*.onnx")]):
+                stat = file.stat()
+                digest.update(f"{file.name} {stat.st_size} {stat.st_mtime_ns}".encode())
+        else:
+            digest.update(json.dumps(part, sort_keys=True).encode())
+    return digest.hexdigest()[:12]
+
+
 def pruned_student(teacher: Path, student: Path, work: Path, flops: float, data: DataConfig, quick: bool) -> Path:
     """The student pruned to (1 - flops) of its encoder FLOPs, then recovered by distillation from the teacher."""
-    pruned, recovered = work / "pruned", work / "pruned-recovered"
+    made = work / f"pruned-{fingerprint(student, teacher, flops, data_fields(data), quick)}"
+    pruned, recovered = made / "pruned", made / "recovered"
     if not (recovered / "config.json").is_file():
         if not (pruned / "config.json").is_file():
             prune(PruneConfig(model=str(student), output_dir=str(pruned), data=data, flops=flops, force=True))
@@ -155,8 +180,9 @@ def pruned_student(teacher: Path, student: Path, work: Path, flops: float, data:
     return recovered
 
 
-def exported(model_dir: Path, out: Path, data: DataConfig) -> Path:
+def exported(model_dir: Path, exports: Path, data: DataConfig) -> Path:
     """The model's ONNX export with its fp32 and INT8 (dynamic) candidates kept beside the bundle."""
+    out = exports / f"{model_dir.name}-{fingerprint(model_dir, data_fields(data))}"
     if not (out / "bundle" / "tinyship.json").is_file():
         export(ExportConfig(model=str(model_dir), output=str(out / "bundle"), data=data, quantize="dynamic", optimize=False,
                             candidates_dir=str(out / "candidates"), force=True))
@@ -167,17 +193,16 @@ def data_fields(data: DataConfig) -> dict:
     return {"dataset": data.dataset, "limit": data.limit, "max_length": data.max_length}
 
 
-def systems_of(role: str, model_dir: Path, export_dir: Path, data: DataConfig, grid: dict, repeat: int,
-               parameters: int) -> list[dict]:
+def systems_of(common: dict, exports: Path, data: DataConfig) -> list[dict]:
     """The specs of one model's systems: PyTorch fp32 and INT8, ONNX fp32 and INT8, and the two pipelines
     (a base-size pair: its teacher in PyTorch, its student as INT8 ONNX)."""
+    role, model_dir = common["role"], Path(common["model"])
     kept = {"base teacher": ["PyTorch fp32"], "base student": ["ONNX INT8"]}.get(role)
-    common = {"model": str(model_dir), "labels": model_labels(model_dir), "max_length": data.max_length, "role": role,
-              "data": data_fields(data), "grid": grid, "repeat": repeat, "parameters": parameters}
     onnx = {name: {} for name in ("fp32", "int8-dynamic")}
     if kept != ["PyTorch fp32"]:  # every other set needs the ONNX export
-        candidates = read_manifest(exported(model_dir, export_dir, data) / "bundle")["metrics"]["candidates"]
-        onnx = {name: {"onnx": str(export_dir / "candidates" / name / "model.onnx"),
+        export_dir = exported(model_dir, exports, data)
+        candidates = read_manifest(export_dir / "bundle")["metrics"]["candidates"]
+        onnx = {name: {"onnx": str(export_dir / "candidates" / name / "model.onnx"), "config": str(export_dir / "bundle" / "config.json"),
                        "disabled_optimizers": candidates[name]["disabled_optimizers"]} for name in onnx}
     every = {
         "PyTorch fp32": {"engine": "pytorch", "precision": "fp32"},
@@ -185,20 +210,36 @@ def systems_of(role: str, model_dir: Path, export_dir: Path, data: DataConfig, g
         "ONNX fp32": {"engine": "onnxruntime", "precision": "fp32", **onnx["fp32"]},
         "ONNX INT8": {"engine": "onnxruntime", "precision": "int8", **onnx["int8-dynamic"]},
         "transformers pipeline": {"engine": "transformers-pipeline", "precision": "fp32"},
-        "optimum pipeline (ONNX INT8)": {"engine": "optimum-pipeline", "precision": "int8", **onnx["int8-dynamic"],
-                                         "config": str(export_dir / "bundle" / "config.json")},
+        "optimum pipeline (ONNX INT8)": {"engine": "optimum-pipeline", "precision": "int8", **onnx["int8-dynamic"]},
     }
     return [{**common, **every[name], "id": f"{role} · {name}"} for name in kept or every]
 
 
+def bundle_systems(chosen: Path, report: dict, common: dict) -> list[dict]:
+    """The chosen bundle as its ONNX model (with the manifest's session settings) and through tinyship's runtime."""
+    manifest = read_manifest(chosen)
+    source = Path(manifest.get("source_model") or chosen)  # the model it was exported from, where it still is
+    config = plain_config(chosen)
+    report["models"]["bundle"] = {
+        "dir": str(chosen), "gop_per_sequence": {str(t): matmul_gop(config, t) for t in FULL["lengths"]},
+        "parameters": sum(p.numel() for p in load_model(source).parameters()) if (source / "model.safetensors").is_file()
+        else None}
+    common = {**common, "role": "bundle", "model": str(chosen), "fingerprint": fingerprint(chosen),
+              "labels": manifest["labels"], "max_length": manifest["max_length"], "vocab_size": config["vocab_size"],
+              "parameters": report["models"]["bundle"]["parameters"], "precision": manifest["precision"]}
+    return [{**common, "id": "bundle · ONNX", "engine": "onnxruntime", "onnx": str(chosen / manifest["model"]),
+             "disabled_optimizers": manifest.get("session", {}).get("disabled_optimizers", [])},
+            {**common, "id": "bundle · tinyship runtime", "engine": "tinyship"}]
+
+
 def measured(spec: dict, store: Path) -> dict:
-    """A system's measurement, in a fresh process (or as stored, when measured before with these settings)."""
+    """A system's measurement, in a fresh process (or as stored, when measured before from the same inputs)."""
     name = re.sub(r"[^a-z0-9]+", "-", spec["id"].lower()).strip("-")
     return stored(store / f"{name}.json", spec, lambda: {**run(spec), "role": spec["role"], "precision": spec["precision"]},
                   f"{spec['id']} ({ENGINES[spec['engine']].scope})")
 
 
-def stored(path: Path, settings: dict, measure, what: str = "this CPU's GEMM ceilings") -> dict:
+def stored(path: Path, settings: dict, measure, what: str) -> dict:
     """measure()'s result, kept at path with the settings it was measured with, so that a rerun resumes."""
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -208,15 +249,21 @@ def stored(path: Path, settings: dict, measure, what: str = "this CPU's GEMM cei
     print(f"{what}: measuring")
     result = measure()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"settings": settings, "result": result}, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps({"settings": settings, "result": result}, indent=2))
     return result
 
 
+def reference(system: dict, systems: dict) -> str:
+    """The teacher system a system is compared with: the base teacher for the base pair; else the teacher in PyTorch
+    fp32 for forward systems and in transformers' pipeline for end-to-end ones (tokenization on both sides)."""
+    if system["role"].startswith("base"):
+        return "base teacher · PyTorch fp32"
+    return "teacher · PyTorch fp32" if system["scope"] == "forward" else "teacher · transformers pipeline"
+
+
 def add_ratios(report: dict) -> None:
-    """Each system against its teacher (see reference()) at the headline setting; each ONNX
-    system's achieved GOP/s against this CPU's ceiling; the headlines."""
+    """Each system against its teacher (see reference()) at the headline setting; each ONNX system's achieved GOP/s
+    against this CPU's ceiling; the headlines."""
     systems = {s["id"]: s for s in report["systems"]}
     at = report["settings"]["headline_at"]
     if not any(point(s, **at) for s in systems.values()):  # quick mode: the one grid point there is
@@ -231,29 +278,21 @@ def add_ratios(report: dict) -> None:
         if s["engine"] == "onnxruntime" and here:
             gop = report["models"][s["role"]]["gop_per_sequence"].get(str(at["tokens"]))
             threads = at["threads"]
-            ceiling = report["ceilings"].get(f"{'int8_gops' if s['precision'] == 'int8' else 'fp32_gflops'}_{threads}_thread"
-                                             f"{'s' if threads > 1 else ''}")
+            kind = "int8_gops" if s["precision"] == "int8" else "fp32_gflops"  # fp16 too: this CPU computes it in fp32
+            ceiling = report["ceilings"].get(f"{kind}_{threads}_thread{'s' if threads > 1 else ''}")
             if gop and ceiling:
                 rate = gop * at["batch_size"] / (here["median_ms"] / 1e3)
                 s["achieved"] = {"gops": rate, "of_ceiling": rate / ceiling}
-    report["headline"] = [headline(report, "tinyship bundle (MiniLM-L6 teacher, built-in task)", systems["teacher · PyTorch fp32"],
-                                   systems["bundle · ONNX"])]
+    report["headline"] = [headline("built-in", "tinyship: the shipped bundle against its teacher",
+                                   systems["teacher · PyTorch fp32"], systems["bundle · ONNX"])]
     if "base teacher · PyTorch fp32" in systems:
-        report["headline"].append(headline(report, "tinyship, base size (all-mpnet-base-v2 teacher)",
+        report["headline"].append(headline("base", "tinyship, base size: the distilled student (INT8 ONNX) against its teacher",
                                            systems["base teacher · PyTorch fp32"], systems["base student · ONNX INT8"]))
     report["papers"] = PAPERS
 
 
-def reference(system: dict, systems: dict) -> str:
-    """The teacher system a system is compared with: the base teacher for the base pair; else the teacher in PyTorch
-    fp32 for forward systems and in transformers' pipeline for end-to-end ones (tokenization on both sides)."""
-    if system["role"].startswith("base"):
-        return "base teacher · PyTorch fp32"
-    return "teacher · PyTorch fp32" if system["scope"] == "forward" else "teacher · transformers pipeline"
-
-
-def headline(report: dict, name: str, teacher: dict, shipped: dict) -> dict:
-    return {"method": name, "measured_here": True, "teacher": teacher["id"], "system": shipped["id"],
+def headline(pair: str, name: str, teacher: dict, shipped: dict) -> dict:
+    return {"method": name, "pair": pair, "teacher": teacher["id"], "system": shipped["id"],
             "smaller": teacher["size_bytes"] / shipped["size_bytes"], "faster": shipped["vs_teacher"]["faster"],
             "accuracy_kept": shipped["vs_teacher"]["accuracy_kept"], "teacher_accuracy": teacher["accuracy"],
             "accuracy": shipped["accuracy"]}
@@ -266,9 +305,7 @@ def rewrite_readme(readme: Path, headline_file: Path) -> None:
     if start < 0 or end < start:
         raise TinyshipError(f"{readme} has no headline block: add the lines {MARKERS[0]} and {MARKERS[1]}")
     block = f"{MARKERS[0]}\n{headline_file.read_text(encoding='utf-8')}{MARKERS[1]}"
-    tmp = readme.with_suffix(".tmp")
-    tmp.write_text(text[:start] + block + text[end + len(MARKERS[1]):], encoding="utf-8")
-    tmp.replace(readme)
+    write_text_atomic(readme, text[:start] + block + text[end + len(MARKERS[1]):])
 
 
 if __name__ == "__main__":

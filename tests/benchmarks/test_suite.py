@@ -41,7 +41,7 @@ def quick(tiny_model_dir, tiny_model_factory, fp32_bundle, tmp_path_factory):
     return args, tmp / "results", first
 
 
-def test_quick_mode_measures_every_system_and_writes_valid_reports(quick):
+def test_quick_mode_measures_every_system_and_writes_valid_reports(quick, tiny_model_dir, fp32_bundle):
     _, results, _ = quick
     report = json.loads((results / "results.json").read_text())
     jsonschema.validate(report, SCHEMA)
@@ -49,21 +49,29 @@ def test_quick_mode_measures_every_system_and_writes_valid_reports(quick):
     for role in ("teacher", "student", "pruned student"):
         assert [s["engine"] for s in report["systems"] if s["role"] == role] == ENGINES
     assert [s["engine"] for s in report["systems"] if s["role"] == "bundle"] == ["onnxruntime", "tinyship"]
-    teacher = systems["teacher · PyTorch fp32"]
-    assert teacher["vs_teacher"] == {"faster": 1.0, "smaller": 1.0, "accuracy_kept": 1.0}
-    assert systems["teacher · transformers pipeline"]["vs_teacher"]["faster"] == 1.0  # end to end against end to end
+    teacher, pipeline = systems["teacher · PyTorch fp32"], systems["teacher · transformers pipeline"]
+    at = report["settings"]["headline_at"]
+
+    def median(system):
+        return next(p["median_ms"] for p in system["latency"]
+                    if (p["batch_size"], p["tokens"], p["threads"]) == (at["batch_size"], at["tokens"], at["threads"]))
+
+    bundle = systems["bundle · ONNX"]
+    assert bundle["vs_teacher"]["faster"] == pytest.approx(median(teacher) / median(bundle))  # forward against forward
+    student = systems["student · transformers pipeline"]
+    assert student["vs_teacher"]["faster"] == pytest.approx(median(pipeline) / median(student))  # end to end likewise
+    assert bundle["size_bytes"] == (fp32_bundle / "model.onnx").stat().st_size
+    assert teacher["size_bytes"] == (tiny_model_dir / "model.safetensors").stat().st_size
+    assert report["headline"][0]["smaller"] == pytest.approx(teacher["size_bytes"] / bundle["size_bytes"])
     # the same model gives the same answers however it is served
     assert systems["bundle · ONNX"]["accuracy"] == systems["bundle · tinyship runtime"]["accuracy"]
     one = 1 / teacher["test_examples"]
     assert abs(systems["teacher · ONNX fp32"]["accuracy"] - teacher["accuracy"]) <= one
-    assert abs(systems["teacher · transformers pipeline"]["accuracy"] - teacher["accuracy"]) <= one
+    assert abs(pipeline["accuracy"] - teacher["accuracy"]) <= one
     assert systems["student · ONNX INT8"]["size_bytes"] < systems["student · ONNX fp32"]["size_bytes"] / 3
     pruned = report["models"]["pruned student"]
     assert pruned["gop_per_sequence"]["128"] < report["models"]["student"]["gop_per_sequence"]["128"]
     assert all("achieved" in s for s in report["systems"] if s["engine"] == "onnxruntime")
-    headline = report["headline"][0]
-    assert headline["faster"] == systems["bundle · ONNX"]["vs_teacher"]["faster"]
-    assert headline["smaller"] == pytest.approx(teacher["size_bytes"] / systems["bundle · ONNX"]["size_bytes"])
     for name in ("accuracy_latency.png", "size.png", "latency_length.png"):
         image = (results / name).read_bytes()
         assert image.startswith(b"\x89PNG") and len(image) > 10_000
@@ -81,6 +89,16 @@ def test_a_rerun_resumes_from_the_measured_systems(quick):
     after = json.loads((results / "results.json").read_text())
     assert [s["latency"] for s in after["systems"]] == [s["latency"] for s in before["systems"]]
     assert after["ceilings"] == before["ceilings"]
+
+
+def test_a_changed_input_is_made_and_measured_again(quick):
+    args, results, _ = quick
+    flops = args.index("--quick")
+    again = run_suite(*args[:flops], "--prune-flops", "0.3", *args[flops:])
+    assert again.returncode == 0, again.stderr[-3000:]
+    for system in json.loads((results / "results.json").read_text())["systems"]:
+        kept = f"{system['id']} ({system['scope']}): measured before, kept" in again.stdout
+        assert kept == (system["role"] != "pruned student"), system["id"]
 
 
 def test_bad_arguments_are_refused_with_the_fix(tmp_path):
