@@ -216,17 +216,28 @@ RESULT = "tinyship-measured: "  # marks the result line among whatever else the 
 
 
 def run(spec: dict, timeout_s: float = 3600) -> dict:
-    """measure(spec) in a fresh Python process (1 OpenMP thread unless the engine sets more)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    spec = {**spec, "launched_at": time.time()}
+    """measure(spec) in a fresh Python process."""
+    return _fresh_process(["system", json.dumps({**spec, "launched_at": time.time()})], spec["id"], timeout_s)
+
+
+def ceilings_in_fresh_process(repeat: int, timeout_s: float = 600) -> dict:
+    """gemm_ceilings() in a fresh process: onnxruntime's threads slow down in a process that has imported torch."""
+    return _fresh_process(["ceilings", json.dumps({"repeat": repeat})], "the GEMM ceilings", timeout_s)
+
+
+def _fresh_process(args: list[str], what: str, timeout_s: float) -> dict:
+    """Run this module with args in a new interpreter and return the JSON on its result line. No OMP_NUM_THREADS:
+    onnxruntime's intra-op threads follow it (2 threads under OMP_NUM_THREADS=1 measured as slow as 1)."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("OMP_NUM_THREADS", None)
     try:
-        result = subprocess.run([sys.executable, "-m", "tinyship.export.measure", json.dumps(spec)], capture_output=True,
-                                text=True, env=env, timeout=timeout_s)
+        result = subprocess.run([sys.executable, "-m", "tinyship.export.measure", *args], capture_output=True, text=True,
+                                env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise TinyshipError(f"measuring {spec['id']} took over {timeout_s:.0f} s: stopped") from None
+        raise TinyshipError(f"measuring {what} took over {timeout_s:.0f} s: stopped") from None
     found = [line for line in result.stdout.splitlines() if line.startswith(RESULT)]
     if result.returncode != 0 or not found:
-        raise TinyshipError(f"measuring {spec['id']} failed:\n{result.stderr[-3000:]}")
+        raise TinyshipError(f"measuring {what} failed:\n{result.stderr[-3000:]}")
     return json.loads(found[-1][len(RESULT):])
 
 
@@ -249,13 +260,12 @@ def matmul_gop(config: dict, tokens: int) -> float:
 
 def gemm_ceilings(threads=(1, 2), repeat: int = 20, size: int = 1024) -> dict:
     """onnxruntime's GEMM throughput on this CPU, size^3 products: u8s8 MatMulInteger with constant (packed) int8
-    weights in GOP/s, and fp32 MatMul in GFLOP/s, per thread count."""
+    weights in GOP/s, and fp32 MatMul in GFLOP/s, per thread count. Imports neither torch nor transformers."""
     import tempfile
 
     import onnx
+    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
-
-    from tinyship.export.evaluation import latency
 
     rng = np.random.default_rng(0)
     graphs = {
@@ -276,7 +286,10 @@ def gemm_ceilings(threads=(1, 2), repeat: int = 20, size: int = 1024) -> dict:
             path = Path(tmp) / f"{name}.onnx"
             onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
             for count in threads:
-                ms = latency(path, {"a": a}, count, warmup=3, repeat=repeat)["median_ms"]
+                options = ort.SessionOptions()
+                options.intra_op_num_threads, options.inter_op_num_threads = count, 1
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                ms = timed(lambda: session.run(None, {"a": a}), 3, repeat)["median_ms"]
                 results[f"{name}_{count}_thread{'s' if count > 1 else ''}"] = 2 * size**3 / (ms / 1e3) / 1e9
     return results
 
@@ -309,4 +322,5 @@ def op_profile(path: Path, disabled_optimizers: list[str], tokens: int = 128, ru
 
 
 if __name__ == "__main__":
-    print(RESULT + json.dumps(measure(json.loads(sys.argv[1]))))
+    kind, payload = sys.argv[1], json.loads(sys.argv[2])
+    print(RESULT + json.dumps(measure(payload) if kind == "system" else gemm_ceilings(**payload)))

@@ -34,8 +34,9 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def headline_markdown(report: dict) -> str:
-    """The table the README quotes: tinyship's measured ratios beside the papers' published ones."""
+def headline_markdown(report: dict, details: str) -> str:
+    """The table the README quotes: tinyship's measured ratios beside the papers' published ones; details: the
+    results directory, for the link."""
     m = report["machine"]
     lines = ["| | smaller | faster | accuracy kept |", "|---|---:|---:|---:|"]
     for h in report["headline"]:
@@ -44,20 +45,23 @@ def headline_markdown(report: dict) -> str:
     for p in report["papers"]:
         lines.append(f"| {p['method']}, published | {_ratio(p['smaller'])} | {_ratio(p['faster'])} | "
                      f"{_percent(p['accuracy_kept'])} |")
-    lines += ["", f"Measured by `make bench` on {report['date']} ({report['mode']} mode) on {m['cpu']}, {m['cores']} cores: "
-              f"each shipped model against its teacher in PyTorch fp32, size of the model file, latency at "
-              f"{_setting(report)} (median), accuracy on {report['settings']['test_set']} "
+    lines += ["", f"Measured by `make bench{'-quick' if report['mode'] == 'quick' else ''}` on {report['date']} on "
+              f"{m['cpu']}, {m['cores']} cores: each shipped model against its teacher in PyTorch fp32, size of the model "
+              f"file, latency at {_setting(report)} (median), accuracy on {report['settings']['test_set']} "
               f"({report['settings']['test_examples']} test examples). The papers' ratios are against BERT-base on their "
-              "own tasks and hardware: context, not a like-for-like comparison. Details: "
-              "[benchmarks/results/suite](benchmarks/results/suite/results.md)."]
+              f"own tasks and hardware: context, not a like-for-like comparison. Details: [{details}]({details}/results.md)."]
+    if report["mode"] == "quick":
+        lines += ["", "Quick mode: one grid point and 64 test examples, a check that the suite runs. Its accuracies "
+                  "move by whole examples (1/64 each): not results."]
     for h in report["headline"]:
         if h.get("pair") == "base":
             met = [f"{k.replace('_', ' ')} {'met' if (h[k] or 0) >= v else 'NOT met'}" for k, v in BASE_TARGET.items()]
             goal = ", ".join(f"{v:.0%} of the teacher's accuracy" if k == "accuracy_kept" else f"{v}x {k.replace('_', ' ')}"
                              for k, v in BASE_TARGET.items())
-            lines += ["", f"Base-size target (at least {goal}): {', '.join(met)}. The base-size student "
+            lines += ["", f"The goal for a base-size teacher is at least {goal}: {', '.join(met)}. Its student "
                       f"({report['models']['base student']['dir']}) comes from a shortened distillation run on this CPU "
-                      "(benchmarks/distill/base.py, results in benchmarks/results/distill-base); its accuracy is that run's."]
+                      "(benchmarks/distill/base.py; benchmarks/results/distill-base compares it in PyTorch fp32, here it "
+                      "runs as INT8 ONNX); its accuracy is that run's."]
     return "\n".join(lines) + "\n"
 
 
@@ -65,7 +69,7 @@ def _cell(p: dict | None) -> str:
     return "" if p is None else f"{p['median_ms']:.2f} / {p['p99_ms']:.2f}"
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict, details: str) -> str:
     m, s = report["machine"], report["settings"]
     at = s["headline_at"]
     v = report["versions"]
@@ -74,7 +78,8 @@ def markdown(report: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['flags']) or 'no AVX2/VNNI'}), {m['system']}, "
         f"Python {m['python']}; onnxruntime {v.get('onnxruntime')}, torch {v.get('torch')}, transformers "
         f"{v.get('transformers')}, optimum {v.get('optimum')}.",
-        f"Each system runs in a fresh process (OMP_NUM_THREADS=1; intra-op threads as the grid says). Latency: median "
+        f"Each system runs in a fresh process, its threads as the grid says (torch.set_num_threads, onnxruntime's "
+        "intra-op threads; OMP_NUM_THREADS unset, since onnxruntime's threads follow it). Latency: median "
         f"and p99 of {s['repeat']} runs after {s['warmup']} warm-up runs. Scope *forward*: the model on token ids of "
         "exactly the given length; *end-to-end*: texts in, labels out, tokenization included. Cold start: from the "
         "process's launch to its first prediction; RSS: the process's high-water mark after that first prediction, and "
@@ -84,7 +89,7 @@ def markdown(report: dict) -> str:
         f"Test: {s['test_set']}, {s['test_examples']} examples. Pruned student: {s['prune_flops_removed']:.0%} of the "
         "student's encoder FLOPs pruned away, recovered by distillation ("
         + ", then ".join(f"{', '.join(r['losses'])} for {r['epochs']} epoch(s)" for r in s["recovery"]) + ").",
-        "", "## Headline", "", headline_markdown(report),
+        "", "## Headline", "", headline_markdown(report, details),
         f"## Systems, at {_setting(report)}", "",
         "| system | scope | precision | accuracy | kept | size MB | smaller | params M | cold start s | "
         "RSS MB, first / peak | median ms | p99 ms | faster | best inputs/s |",

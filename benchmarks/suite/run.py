@@ -41,7 +41,7 @@ from tinyship.compress.tinyship_pruned import plain_config  # noqa: E402
 from tinyship.export import ExportConfig, export  # noqa: E402
 from tinyship.export.bundling import versions  # noqa: E402
 from tinyship.export.exporting import model_labels  # noqa: E402
-from tinyship.export.measure import ENGINES, gemm_ceilings, matmul_gop, run  # noqa: E402
+from tinyship.export.measure import ENGINES, ceilings_in_fresh_process, matmul_gop, run  # noqa: E402
 from tinyship.export.report import save_results  # noqa: E402
 from tinyship.runtime.bench import machine  # noqa: E402
 from tinyship.runtime.bundle import read_manifest  # noqa: E402
@@ -54,6 +54,7 @@ FULL = {"batch_sizes": [1, 8], "lengths": [16, 64, 128], "threads": [1, 2]}
 QUICK = {"batch_sizes": [1], "lengths": [16], "threads": [1]}
 BASE = {"batch_sizes": [1], "lengths": [16, 64, 128], "threads": [1, 2]}  # a base-size teacher at batch 8 takes seconds
 HEADLINE_AT = {"batch_size": 1, "tokens": 128, "threads": 1}
+MEASURING_METHOD = 2  # bump when how systems are measured changes: stored measurements are then redone
 RECOVERY = [Phase({"hidden": 1.0}, 1), Phase({"prediction": 1.0}, 2)]
 PAPERS = [  # published ratios against BERT-base, for context: other models, tasks and hardware than ours
     {"method": "TinyBERT-4 (Jiao et al. 2020)", "smaller": 7.5, "faster": 9.4, "accuracy_kept": 0.968},
@@ -111,7 +112,8 @@ def suite(args) -> dict:
     work, quick = Path(args.work), args.quick
     data = DataConfig(limit=64) if quick else DataConfig()
     grid, repeat = (QUICK, 3) if quick else (FULL, 30)
-    measuring = {"repeat": repeat, "warmup": max(2, repeat // 10), "data": data_fields(data), "versions": versions()}
+    measuring = {"repeat": repeat, "warmup": max(2, repeat // 10), "data": data_fields(data), "versions": versions(),
+                 "method": MEASURING_METHOD}
     models = {"teacher": Path(args.teacher), "student": Path(args.student),
               "pruned student": pruned_student(Path(args.teacher), Path(args.student), work, args.prune_flops, data, quick)}
     if args.base_teacher:
@@ -119,11 +121,12 @@ def suite(args) -> dict:
     ceilings_repeat = 5 if quick else 20
     report = {"schema_version": SCHEMA_VERSION, "date": datetime.date.today().isoformat(), "mode": "quick" if quick else "full",
               "machine": machine(), "versions": measuring["versions"],
-              "settings": {"grid": grid, "repeat": repeat, "warmup": measuring["warmup"], "omp_num_threads": 1,
+              "settings": {"grid": grid, "repeat": repeat, "warmup": measuring["warmup"],
                            "headline_at": HEADLINE_AT, "prune_flops_removed": args.prune_flops,
                            "recovery": [{"losses": p.losses, "epochs": recovery_epochs(p, quick)} for p in RECOVERY]},
-              "ceilings": stored(work / "ceilings.json", {"repeat": ceilings_repeat, "versions": measuring["versions"]},
-                                 lambda: gemm_ceilings(repeat=ceilings_repeat), "this CPU's GEMM ceilings"),
+              "ceilings": stored(work / "ceilings.json", {"repeat": ceilings_repeat, "versions": measuring["versions"],
+                                                          "method": MEASURING_METHOD},
+                                 lambda: ceilings_in_fresh_process(ceilings_repeat), "this CPU's GEMM ceilings"),
               "models": {}, "systems": []}
     test = load_examples(data, "test", model_labels(models["teacher"]))
     report["settings"] |= {"test_set": test.source, "test_examples": len(test)}
@@ -141,8 +144,8 @@ def suite(args) -> dict:
         report["systems"].append(measured(spec, work / "systems"))
     add_ratios(report)
     validate(report, HERE / "schema.json")
-    results = save_results(args.results, report, markdown(report))
-    write_text_atomic(results / "headline.md", headline_markdown(report))
+    results = save_results(args.results, report, markdown(report, args.results))
+    write_text_atomic(results / "headline.md", headline_markdown(report, args.results))
     plot_all(report, results)
     if args.readme:
         rewrite_readme(Path(args.readme), results / "headline.md")
