@@ -23,8 +23,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The benchmark suite on the built-in task, on the demo's models (made first if missing). BENCH_ARGS adds options,
-# e.g. a base-size pair: BENCH_ARGS="--base-teacher DIR --base-student DIR". bench-quick checks it runs, in minutes.
+# The benchmark suite on the built-in task, on the demo's models (made first if missing); `bench` rewrites README's
+# headline table. BENCH_ARGS adds options, e.g. the base-size pair the committed results include (without it, that row
+# leaves the README): BENCH_ARGS="--base-teacher DIR --base-student DIR". bench-quick checks it runs, in minutes.
 bench bench-quick: $(STAMP)
 	test -f runs/demo/bundle/tinyship.json || $(BIN)/tinyship compress
 	$(BIN)/python benchmarks/suite/run.py $(if $(filter bench-quick,$@),--quick,--readme README.md) $(BENCH_ARGS)
