@@ -2,9 +2,11 @@
 
 A system is an engine (ENGINES: PyTorch fp32, PyTorch dynamic INT8 via torch.ao, an onnxruntime session, tinyship's
 runtime on a bundle, and the pipelines users would pick instead: transformers' and optimum's) applied to a model.
-`measure(spec)` runs in a fresh process (`python -m tinyship.export.measure SPEC_JSON`) so that the cold start and the
-memory it reports are the system's own. Forward engines are timed on token ids of exactly the grid's length; pipelines
-and the runtime are timed end to end, text in and labels out. Also here: this CPU's GEMM ceilings and an operator profile.
+`measure(spec)` runs in a fresh process (run(): `python -m tinyship.export.measure system SPEC_JSON`) so that the cold
+start and the memory it reports are the system's own. Forward engines are timed on token ids of exactly the grid's
+length; pipelines and the runtime are timed end to end, text in and labels out. Also here: this CPU's GEMM ceilings
+(measured the same way, in a process without torch), the matrix-product count they are set against, and an operator
+profile.
 """
 
 from __future__ import annotations
