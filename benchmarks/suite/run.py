@@ -15,7 +15,7 @@ achieved rate against them. Writes results.json (checked against schema.json), r
 under their inputs' fingerprints (model files, settings, package versions), so a rerun resumes where it stopped and
 anything that changed is made or measured again.
 
-    python benchmarks/suite/run.py --readme README.md      # `make bench`: after `make demo`, about 15 minutes on 2 cores
+    python benchmarks/suite/run.py --readme README.md      # `make bench`: after `make demo`, about 11 minutes on 2 cores
     python benchmarks/suite/run.py --quick                 # `make bench-quick`: a few minutes, one grid point, 64 examples
     python benchmarks/suite/run.py --base-teacher runs/bench-distill-base/teacher \\
         --base-student runs/bench-distill-base/student     # add the base-size pair of the distillation benchmark
