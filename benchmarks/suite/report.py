@@ -128,9 +128,13 @@ def markdown(report: dict, details: str) -> str:
 
 
 def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
     tmp.replace(path)
+    plt.close(fig)
 
 
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -143,31 +147,39 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return front
 
 
+MARKERS = {"forward": "o", "end-to-end": "s"}  # by scope
+
+
 def plot_all(report: dict, out: Path) -> None:
+    """accuracy_latency.png, size.png and latency_length.png; systems coloured by model, marked by scope."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    at = report["settings"]["headline_at"]
-    systems = [x for x in report["systems"] if point(x, **at)]
     roles = list(dict.fromkeys(x["role"] for x in report["systems"]))
     colors = {role: plt.get_cmap("tab10")(i) for i, role in enumerate(roles)}
-    markers = {"forward": "o", "end-to-end": "s"}
+    builtin = [x for x in report["systems"] if not x["role"].startswith("base")]  # a base-size pair is another scale
+    _accuracy_latency(plt, report, builtin, colors, out / "accuracy_latency.png")
+    _sizes(plt, report["systems"], colors, out / "size.png")
+    _latency_length(plt, report, builtin, out / "latency_length.png")
 
-    builtin = [x for x in systems if not x["role"].startswith("base")]  # a base-size pair is another task scale
+
+def _accuracy_latency(plt, report: dict, systems: list[dict], colors: dict, path: Path) -> None:
+    at = report["settings"]["headline_at"]
+    systems = [x for x in systems if point(x, **at)]
     fig, (ax, key) = plt.subplots(1, 2, figsize=(14, 6.5), gridspec_kw={"width_ratios": [2.2, 1]})
-    for number, x in enumerate(builtin, 1):
+    for number, x in enumerate(systems, 1):
         ms = point(x, **at)["median_ms"]
-        ax.scatter(ms, x["accuracy"], color=colors[x["role"]], marker=markers[x["scope"]], s=60, zorder=3)
+        ax.scatter(ms, x["accuracy"], color=colors[x["role"]], marker=MARKERS[x["scope"]], s=60, zorder=3)
         ax.annotate(str(number), (ms, x["accuracy"]), fontsize=7.5, xytext=(4, 4), textcoords="offset points")
-    front = pareto([(point(x, **at)["median_ms"], x["accuracy"]) for x in builtin])
+    front = pareto([(point(x, **at)["median_ms"], x["accuracy"]) for x in systems])
     ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", linestyle="--", linewidth=1, zorder=2)
     ax.scatter([p[0] for p in front], [p[1] for p in front], s=220, facecolors="none", edgecolors="black", zorder=2,
                label="Pareto front (no system both faster and more accurate)")
-    for role in dict.fromkeys(x["role"] for x in builtin):
+    for role in dict.fromkeys(x["role"] for x in systems):
         ax.scatter([], [], color=colors[role], label=role)
-    for scope, marker in markers.items():
+    for scope, marker in MARKERS.items():
         ax.scatter([], [], color="gray", marker=marker, label=f"scope: {scope}")
     ax.set_xscale("log")
     _plain_ticks(ax.xaxis)
@@ -179,37 +191,36 @@ def plot_all(report: dict, out: Path) -> None:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     key.axis("off")
-    key.text(0, 1, "\n".join(f"{n:>2}  {x['id']}" for n, x in enumerate(builtin, 1)), va="top", fontsize=8,
+    key.text(0, 1, "\n".join(f"{n:>2}  {x['id']}" for n, x in enumerate(systems, 1)), va="top", fontsize=8,
              family="monospace", transform=key.transAxes)
-    fig.tight_layout()
-    _save(fig, out / "accuracy_latency.png")
-    plt.close(fig)
+    _save(fig, path)
 
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(report["systems"]) + 1.5))
-    names = [x["id"] for x in report["systems"]]
-    ax.barh(names, [x["size_bytes"] / 1e6 for x in report["systems"]], color=[colors[x["role"]] for x in report["systems"]])
-    for i, x in enumerate(report["systems"]):
+
+def _sizes(plt, systems: list[dict], colors: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(systems) + 1.5))
+    ax.barh([x["id"] for x in systems], [x["size_bytes"] / 1e6 for x in systems], color=[colors[x["role"]] for x in systems])
+    for i, x in enumerate(systems):
         ax.annotate(f"{x['size_bytes'] / 1e6:.1f}", (x["size_bytes"] / 1e6, i), fontsize=7, xytext=(3, -3),
                     textcoords="offset points")
     ax.invert_yaxis()
     ax.set_xlabel("size on disk (MB)")
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title("Size on disk of each system's model")
-    fig.tight_layout()
-    _save(fig, out / "size.png")
-    plt.close(fig)
+    _save(fig, path)
 
-    builtin = [x for x in report["systems"] if not x["role"].startswith("base")]
-    kinds = list(dict.fromkeys(x["id"].split(" · ", 1)[1] for x in builtin))
+
+def _latency_length(plt, report: dict, systems: list[dict], path: Path) -> None:
+    """Colour by how a model is served, line style by which model, one panel per scope."""
+    kinds = list(dict.fromkeys(x["id"].split(" · ", 1)[1] for x in systems))
     kind_colors = {kind: plt.get_cmap("tab10")(i % 10) for i, kind in enumerate(kinds)}
-    styles = dict(zip(dict.fromkeys(x["role"] for x in builtin), ["-", "--", ":", "-."]))
+    styles = dict(zip(dict.fromkeys(x["role"] for x in systems), ["-", "--", ":", "-."]))
     fig, axes = plt.subplots(1, 2, figsize=(14, 7.5), sharey=True)
-    for ax, scope in zip(axes, markers):
-        for x in builtin:
+    for ax, scope in zip(axes, MARKERS):
+        for x in systems:
             if x["scope"] != scope:
                 continue
             found = sorted((p["tokens"], p["median_ms"]) for p in x["latency"] if p["batch_size"] == 1 and p["threads"] == 1)
-            ax.plot([f[0] for f in found], [f[1] for f in found], marker=markers[scope], linestyle=styles[x["role"]],
+            ax.plot([f[0] for f in found], [f[1] for f in found], marker=MARKERS[scope], linestyle=styles[x["role"]],
                     color=kind_colors[x["id"].split(" · ", 1)[1]], label=x["id"])
         ax.set_yscale("log")
         _plain_ticks(ax.yaxis, minor=False)
@@ -220,9 +231,7 @@ def plot_all(report: dict, out: Path) -> None:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("median latency (ms, log scale)")
-    fig.tight_layout()
-    _save(fig, out / "latency_length.png")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plain_ticks(axis, minor: bool = True) -> None:
