@@ -40,6 +40,17 @@ class System:
     parameters: int | None = None
 
 
+def weights_bytes(model_dir: str | Path) -> int:
+    """Size on disk of a save_pretrained directory's weights."""
+    return sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
+
+
+def latency_at(system: dict, batch_size: int, tokens: int, threads: int) -> dict | None:
+    """A measured system's latency point at one grid setting, if measured."""
+    return next((p for p in system["latency"] if (p["batch_size"], p["tokens"], p["threads"]) == (batch_size, tokens, threads)),
+                None)
+
+
 def engine(name: str, scope: str):
     def add(fn):
         fn.scope = scope
@@ -81,8 +92,7 @@ def _torch_system(torch, model, tokenizer, spec: dict, size_bytes: int) -> Syste
 def pytorch(spec: dict, threads: int) -> System:
     torch, model, tokenizer = _torch_model(spec)
     torch.set_num_threads(threads)
-    size = sum(p.stat().st_size for p in Path(spec["model"]).glob("*.safetensors"))
-    return _torch_system(torch, model.eval(), tokenizer, spec, size)
+    return _torch_system(torch, model.eval(), tokenizer, spec, weights_bytes(spec["model"]))
 
 
 @engine("torch.ao-int8", FORWARD)
@@ -148,9 +158,8 @@ def transformers_pipeline(spec: dict, threads: int) -> System:
 
     torch, model, tokenizer = _torch_model(spec)
     torch.set_num_threads(threads)
-    size = sum(p.stat().st_size for p in Path(spec["model"]).glob("*.safetensors"))
     classify = pipeline("text-classification", model=model.eval(), tokenizer=tokenizer)
-    return _pipeline_system(classify, spec, size, sum(p.numel() for p in model.parameters()))
+    return _pipeline_system(classify, spec, weights_bytes(spec["model"]), sum(p.numel() for p in model.parameters()))
 
 
 @engine("optimum-pipeline", END_TO_END)

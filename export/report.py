@@ -19,6 +19,7 @@ from tinyship.compress.pruning import load_model
 from tinyship.export.bundling import versions
 from tinyship.export.evaluation import session
 from tinyship.export.exporting import model_labels
+from tinyship.export.measure import weights_bytes
 from tinyship.runtime.bench import machine, timed
 from tinyship.runtime.data import DataConfig, Examples, load_examples
 from tinyship.runtime.files import write_text_atomic
@@ -60,7 +61,7 @@ def torch_row(name: str, model_dir: Path, test: Examples, typical: dict, max_len
     return {
         "model": name,
         "accuracy": float(np.mean(np.array(predicted) == np.array(test.labels))),
-        "size_bytes": sum(p.stat().st_size for p in model_dir.glob("*.safetensors")),
+        "size_bytes": weights_bytes(model_dir),
         "parameters": sum(p.numel() for p in model.parameters()),
         **timing,
     }

@@ -24,7 +24,7 @@ from tinyship.export import ExportConfig, export
 from tinyship.export.bundling import versions
 from tinyship.export.evaluation import evaluate, latency
 from tinyship.export.exporting import model_labels
-from tinyship.export.measure import gemm_ceilings, matmul_gop, op_profile
+from tinyship.export.measure import gemm_ceilings, latency_at, matmul_gop, op_profile
 from tinyship.export.quantization import precision_of
 from tinyship.export.report import machine, save_results
 from tinyship.runtime.bundle import read_manifest
@@ -109,25 +109,21 @@ def measure_model(model_dir: Path, work: Path, data: DataConfig, repeat: int) ->
             "latency": grid,
         }
         print(f"{model_dir.name} {name}: test accuracy {variants[name]['test_accuracy']:.4f}, "
-              f"{lookup(variants[name], **TARGET)['median_ms']:.2f} ms at b1 s128 1 thread")
+              f"{latency_at(variants[name], **TARGET)['median_ms']:.2f} ms at b1 s128 1 thread")
     return {"model": str(model_dir), "test_set": test.source, "test_examples": len(test), "shipped": manifest["variant"],
             "gate_reason": manifest["metrics"]["gate"]["reason"], "variants": variants}
-
-
-def lookup(variant: dict, batch_size: int, tokens: int, threads: int) -> dict:
-    return next(p for p in variant["latency"] if (p["batch_size"], p["tokens"], p["threads"]) == (batch_size, tokens, threads))
 
 
 def target_check(student: dict) -> dict:
     """The fastest INT8 student within one point of fp32's test accuracy, against fp32, at the target setting."""
     fp32 = student["variants"]["fp32"]
-    base = lookup(fp32, **TARGET)["median_ms"]
+    base = latency_at(fp32, **TARGET)["median_ms"]
     int8 = {n: v for n, v in student["variants"].items() if v.get("precision") == "int8"
             and fp32["test_accuracy"] - v["test_accuracy"] <= 0.01 + 1e-12}
     if not int8:
         return {"met": False, "why": "no INT8 variant within one point of fp32's test accuracy"}
-    best = min(int8, key=lambda n: lookup(int8[n], **TARGET)["median_ms"])
-    speedup = base / lookup(int8[best], **TARGET)["median_ms"]
+    best = min(int8, key=lambda n: latency_at(int8[n], **TARGET)["median_ms"])
+    speedup = base / latency_at(int8[best], **TARGET)["median_ms"]
     lost = fp32["test_accuracy"] - int8[best]["test_accuracy"]
     return {"variant": best, "speedup": speedup, "accuracy_points_lost": lost * 100, "met": speedup >= 3.0}
 
@@ -137,7 +133,7 @@ def achieved_gops(student_dir: Path, student: dict, ceiling: dict) -> dict:
     found = {}
     for name, variant in student["variants"].items():
         if "error" not in variant:
-            seconds = lookup(variant, **TARGET)["median_ms"] / 1e3
+            seconds = latency_at(variant, **TARGET)["median_ms"] / 1e3
             ceiling_key = "int8_gops_1_thread" if variant["precision"] == "int8" else "fp32_gflops_1_thread"
             found[name] = {"gops": gop / seconds, "of_ceiling": gop / seconds / ceiling[ceiling_key]}
     return {"gop_per_sequence": gop, "variants": found}
@@ -162,12 +158,12 @@ def markdown(report: dict) -> str:
             if "error" in v:
                 lines.append(f"| {name} | {v['error']} |")
                 continue
-            cells = [f"{lookup(v, b, s, t)['median_ms']:.2f} / {lookup(v, b, s, t)['p99_ms']:.2f}"
+            cells = [f"{latency_at(v, b, s, t)['median_ms']:.2f} / {latency_at(v, b, s, t)['p99_ms']:.2f}"
                      for b in BATCHES for s in LENGTHS for t in THREADS]
             lines.append(f"| {name} | {v['test_accuracy']:.4f} | {v['size_bytes'] / 1e6:.1f} | "
                          f"{', '.join(v['disabled_optimizers']) or '-'} | " + " | ".join(cells) + " |")
         lines += ["", "Cells: median / p99 ms; b batch size, s tokens, t threads.", ""]
-        effects = [f"{name} {lookup(v, **TARGET)['median_ms']:.2f} ms without {', '.join(v['disabled_optimizers'])}, "
+        effects = [f"{name} {latency_at(v, **TARGET)['median_ms']:.2f} ms without {', '.join(v['disabled_optimizers'])}, "
                    f"{v['target_with_all_load_time_fusions']['median_ms']:.2f} ms with it"
                    for name, v in model["variants"].items() if v.get("target_with_all_load_time_fusions")]
         if effects:
@@ -206,7 +202,7 @@ def plot(report: dict, path: Path) -> None:
         x = np.arange(len(LENGTHS))
         width = 0.8 / len(names)
         for i, name in enumerate(names):
-            values = [lookup(model["variants"][name], 1, s, 1)["median_ms"] for s in LENGTHS]
+            values = [latency_at(model["variants"][name], 1, s, 1)["median_ms"] for s in LENGTHS]
             ax.bar(x + i * width, values, width, label=name)
         ax.set_xticks(x + 0.4 - width / 2, [f"{s} tokens" for s in LENGTHS])
         ax.set_title(f"{role}: batch 1, 1 thread")

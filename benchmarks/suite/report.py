@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tinyship.export.measure import latency_at as point
+
 BASE_TARGET = {"faster": 40, "smaller": 30, "accuracy_kept": 0.97}  # the goal for a base-size teacher
-
-
-def point(system: dict, batch_size: int, tokens: int, threads: int) -> dict | None:
-    """A system's latency at one grid setting, if measured."""
-    return next((p for p in system["latency"] if (p["batch_size"], p["tokens"], p["threads"]) == (batch_size, tokens, threads)),
-                None)
 
 
 def validate(report: dict, schema_file: Path) -> None:

@@ -132,11 +132,12 @@ def suite(args) -> dict:
     report["settings"] |= {"test_set": test.source, "test_examples": len(test)}
     specs = []
     for role, model_dir in models.items():
+        config = plain_config(model_dir)
         report["models"][role] = {"dir": str(model_dir), "parameters": sum(p.numel() for p in load_model(model_dir).parameters()),
-                                  "gop_per_sequence": {str(t): matmul_gop(plain_config(model_dir), t) for t in FULL["lengths"]}}
+                                  "gop_per_sequence": {str(t): matmul_gop(config, t) for t in FULL["lengths"]}}
         common = {**measuring, "role": role, "model": str(model_dir), "fingerprint": fingerprint(model_dir),
                   "labels": model_labels(model_dir), "max_length": data.max_length,
-                  "vocab_size": plain_config(model_dir)["vocab_size"], "parameters": report["models"][role]["parameters"],
+                  "vocab_size": config["vocab_size"], "parameters": report["models"][role]["parameters"],
                   "grid": BASE if role.startswith("base") and not quick else grid}
         specs += systems_of(common, work / "exports", data)
     specs += bundle_systems(Path(args.bundle), report, {**measuring, "grid": grid})
