@@ -2,13 +2,17 @@
 
 Command modules import only argparse-level code at the top, so `tinyship --help` and
 `tinyship predict` work with the base install; a stage's heavy imports happen when it runs.
+Numeric flags are checked at parse time (`number`), so a bad value is a usage error, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import dataclasses
+import io
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -19,12 +23,30 @@ from typing import Callable
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
 
+MAX_THREADS = 4 * (os.cpu_count() or 1)  # catches typos like 100000, on which onnxruntime hangs starting threads
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what `cat` or `yes` report when the reader of their output leaves
+
 
 @dataclass(frozen=True)
 class Command:
     help: str
     configure: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int | None]
+
+
+class IntermixedParser(argparse.ArgumentParser):
+    """A command's parser that takes options between positionals (`predict BUNDLE --top-k 2 TEXT`)."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # parse_known_intermixed_args calls back here (before Python 3.13) for its two passes
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Compress fine-tuned Transformer models and ship them to CPUs and edge devices.",
         epilog="Run `tinyship COMMAND --help` for a command's options.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=IntermixedParser)
     extras = {}
     for ep in sorted(entry_points(group="tinyship.commands"), key=lambda ep: ep.name):
         extras[ep.name] = ep.extras
@@ -45,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         sub.set_defaults(run=command.run)
     args = parser.parse_args(argv)
     try:
-        return args.run(args) or 0
+        code = args.run(args) or 0
+        sys.stdout.flush()  # so a reader that left shows here, not as an error at exit
+        return code
+    except BrokenPipeError:
+        return _reader_left()
     except TinyshipError as e:
         print(f"tinyship {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -62,6 +88,44 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tinyship {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a file, a permission, a socket: the machine's state, not a bug, so one line
+        print(f"tinyship {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _reader_left() -> int:
+    """Stop quietly when the reader of stdout left (`tinyship predict ... | head`), as command-line tools do."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout at exit: into /dev/null now, not the closed pipe
+    return SIGPIPE_EXIT
+
+
+def number(low: float, high: float | None = None, kind: type = int) -> Callable[[str], float]:
+    """An argparse type: a finite `kind` (int or float) from low to high (None: no limit); the error says the range."""
+    accepted = f"{low} to {high}" if high is not None else f"{low} or more"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a whole number' if kind is int else 'a number'}: give {accepted}") from None
+        if not (low <= value < math.inf and (high is None or value <= high)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give {accepted}")
+        return value
+
+    return parse
+
+
+def comma_separated(item: Callable[[str], object]) -> Callable[[str], tuple]:
+    """An argparse type: a comma-separated list, each part parsed by item."""
+    return lambda text: tuple(item(part) for part in text.split(","))
+
+
+POSITIVE = number(1)
+THREADS = number(1, MAX_THREADS)
+THREADS_HELP = f"1 to {MAX_THREADS} (4 per core)"
+SECONDS = number(0.1, kind=float)
 
 
 def optional_flag(parser, flag: str, help: str, **kwargs) -> None:
@@ -83,8 +147,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     add("--label-column", f"default: {d.label_column}")
     add("--labels", "the label set in id order, comma-separated (default: sorted labels of the train file)",
         type=lambda text: tuple(text.split(",")))
-    add("--max-length", f"tokens per example (default: {d.max_length})", type=int)
-    add("--limit", "use at most this many examples per split (quick runs)", type=int)
+    add("--max-length", f"tokens per example, 8 or more (default: {d.max_length})", type=number(8))
+    add("--limit", "use at most this many examples per split (quick runs)", type=POSITIVE)
 
 
 def data_config_from_args(args: argparse.Namespace, base: DataConfig | None = None) -> DataConfig:
@@ -95,10 +159,11 @@ def data_config_from_args(args: argparse.Namespace, base: DataConfig | None = No
 
 def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="a bundle directory (from `tinyship export` or `tinyship compress`)")
-    parser.add_argument("texts", nargs="*", help="texts to classify or tag (contexts, with --question); none: read one "
-                        "per line from stdin")
-    parser.add_argument("--top-k", type=int, default=1, help="labels to show per text (default: %(default)s)")
-    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("texts", nargs="*", default=[], help="texts to classify or tag (contexts, with --question); "
+                        "none: read one per line from stdin (UTF-8)")
+    parser.add_argument("--top-k", type=POSITIVE, default=1, help="labels (or answers) to show per text, 1 or more "
+                        "(default: %(default)s)")
+    parser.add_argument("--threads", type=THREADS, help=f"onnxruntime threads, {THREADS_HELP} (default: all cores)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per text")
     parser.add_argument("--question", help="for a question-answering bundle: the question; the texts are contexts")
 
@@ -106,15 +171,16 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
 def _run_predict(args: argparse.Namespace) -> None:
     from tinyship.runtime import QuestionAnswerer, TextClassifier, load
 
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = [_utf8(text, f"text {i}") for i, text in enumerate(args.texts, 1)] or _stdin_texts()
     if not texts:
         raise TinyshipError("no texts: pass them as arguments or one per line on stdin")
+    question = args.question and _utf8(args.question, "--question")
     predict = load(args.bundle, threads=args.threads)
     if isinstance(predict, QuestionAnswerer):
-        if not args.question:
+        if not question:
             raise TinyshipError("a question-answering bundle needs --question; the texts are the contexts")
-        results = predict([(args.question, text) for text in texts], top_k=args.top_k)
-    elif args.question:
+        results = predict([(question, text) for text in texts], top_k=args.top_k)
+    elif question:
         raise TinyshipError("--question is for question-answering bundles")
     else:
         results = predict(texts, top_k=args.top_k) if isinstance(predict, TextClassifier) else predict(texts)
@@ -126,15 +192,41 @@ def _run_predict(args: argparse.Namespace) -> None:
             print(f"{scores}  {text}")
 
 
+def _utf8(text: str, what: str) -> str:
+    """text, unless it came from bytes that are not UTF-8 (Python keeps those as lone surrogates in sys.argv)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TinyshipError(f"{what} is not UTF-8 text: convert it, e.g. with iconv -f LATIN1 -t UTF-8") from None
+    return text
+
+
+def _stdin_texts() -> list[str]:
+    """The non-blank lines of stdin (none if it is closed), read as UTF-8 with or without a BOM; other encodings
+    are refused rather than misread."""
+    if sys.stdin is None:
+        return []
+    data = sys.stdin.buffer.read()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in data:
+        raise TinyshipError("stdin is UTF-16 (or binary), not UTF-8 text: convert it with iconv -f UTF-16 -t UTF-8")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TinyshipError(f"stdin is not UTF-8 text (at byte {e.start + 1}): convert it, e.g. with "
+                            "iconv -f LATIN1 -t UTF-8") from None
+    return [line.rstrip("\n") for line in io.StringIO(text, newline=None) if line.strip()]
+
+
 def _configure_bench(parser: argparse.ArgumentParser) -> None:
-    numbers = lambda text: tuple(int(n) for n in text.split(","))  # noqa: E731
     parser.add_argument("bundle", help="a bundle directory")
-    parser.add_argument("--batch-sizes", type=numbers, default=(1, 8), help="comma-separated (default: 1,8)")
-    parser.add_argument("--lengths", type=numbers, default=(16, 64, 128), help="input tokens, comma-separated "
-                        "(default: 16,64,128)")
-    parser.add_argument("--threads", type=lambda text: tuple(None if t == "all" else int(t) for t in text.split(",")),
-                        default=(1, None), help="onnxruntime threads, comma-separated; all: every core (default: 1,all)")
-    parser.add_argument("--repeat", type=int, default=50, help="timed runs per setting (default: %(default)s)")
+    parser.add_argument("--batch-sizes", type=comma_separated(POSITIVE), default=(1, 8),
+                        help="comma-separated (default: 1,8)")
+    parser.add_argument("--lengths", type=comma_separated(POSITIVE), default=(16, 64, 128),
+                        help="input tokens, comma-separated (default: 16,64,128)")
+    parser.add_argument("--threads", type=comma_separated(lambda text: None if text == "all" else THREADS(text)),
+                        default=(1, None), help=f"onnxruntime threads, comma-separated: {THREADS_HELP}, or all: "
+                        "every core (default: 1,all)")
+    parser.add_argument("--repeat", type=POSITIVE, default=50, help="timed runs per setting (default: %(default)s)")
     parser.add_argument("--out", help="write bench.json and bench.md to this directory")
 
 
@@ -144,13 +236,12 @@ def _run_bench(args: argparse.Namespace) -> None:
     from tinyship.runtime.bench import bench, markdown
     from tinyship.runtime.files import write_text_atomic
 
-    if args.repeat < 1 or min(args.batch_sizes + args.lengths) < 1:
-        raise TinyshipError("--repeat, --batch-sizes and --lengths take positive numbers")
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)  # before measuring: an unusable --out fails at once
     report = bench(args.bundle, args.batch_sizes, args.lengths, args.threads, args.repeat)
     print(markdown(report))
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+    if out:
         write_text_atomic(out / "bench.json", json.dumps(report, indent=2) + "\n")
         write_text_atomic(out / "bench.md", markdown(report))
         print(f"written to {out / 'bench.json'} and {out / 'bench.md'}")
@@ -163,6 +254,14 @@ PREDICT = Command(
 )
 
 
+def _host_name(text: str) -> str:
+    """An argparse type: a name as clients put it in the Host header (no scheme, path or spaces)."""
+    if not text or "/" in text or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host name: give one as in the Host header, "
+                                         "e.g. api.example.com")
+    return text
+
+
 def _configure_serve(parser: argparse.ArgumentParser) -> None:
     from tinyship.runtime.server import ServeConfig
 
@@ -170,13 +269,29 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundles", nargs="+", metavar="[NAME=]BUNDLE",
                         help="bundle directories to serve; NAME=DIR names one (default name: the directory's)")
     parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s (this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="default: %(default)s")
-    parser.add_argument("--max-batch", type=int, default=d.max_batch, help="inputs per model run (default: %(default)s)")
-    parser.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+    parser.add_argument("--port", type=number(1, 65535), default=8000, help="1 to 65535 (default: %(default)s)")
+    parser.add_argument("--max-batch", type=POSITIVE, default=d.max_batch,
+                        help="inputs per model run (default: %(default)s)")
+    parser.add_argument("--max-wait-ms", type=number(0, kind=float), default=d.max_wait_ms,
                         help="how long a request waits for others to share its run (default: %(default)s)")
-    parser.add_argument("--max-inputs", type=int, default=d.max_inputs, help="inputs per request (default: %(default)s)")
-    parser.add_argument("--max-chars", type=int, default=d.max_chars, help="characters per text (default: %(default)s)")
-    parser.add_argument("--threads", type=int, help="onnxruntime threads per model (default: all cores)")
+    parser.add_argument("--max-inputs", type=POSITIVE, default=d.max_inputs,
+                        help="inputs per request (default: %(default)s)")
+    parser.add_argument("--max-chars", type=POSITIVE, default=d.max_chars,
+                        help="characters per text (default: %(default)s)")
+    parser.add_argument("--threads", type=THREADS, help=f"onnxruntime threads per model, {THREADS_HELP} "
+                        "(default: all cores)")
+    security = parser.add_argument_group("security")
+    security.add_argument("--api-key-file", metavar="FILE", help="a file holding the API key that requests must "
+                          "send (default: the TINYSHIP_API_KEY environment variable; neither: no key)")
+    security.add_argument("--insecure", action="store_true", help="allow a --host other than this machine without "
+                          "an API key")
+    security.add_argument("--allowed-host", dest="allowed_hosts", metavar="NAME", action="append", type=_host_name,
+                          default=[], help="a Host header name to accept; repeat for more (default: any)")
+    security.add_argument("--request-timeout", type=SECONDS, default=d.request_timeout_s, metavar="SECONDS",
+                          help="the longest a request may take, 0.1 or more (default: %(default)s)")
+    security.add_argument("--body-timeout", type=SECONDS, default=d.body_timeout_s, metavar="SECONDS",
+                          help="the longest a client may take to send a request body, 0.1 or more "
+                          "(default: %(default)s)")
 
 
 def _run_serve(args: argparse.Namespace) -> None:
@@ -191,11 +306,31 @@ def _run_serve(args: argparse.Namespace) -> None:
         if name in bundles:
             raise TinyshipError(f"two bundles are named {name!r}: name them, e.g. {name}2={path}")
         bundles[name] = path
-    if min(args.max_batch, args.max_inputs, args.max_chars) < 1 or args.max_wait_ms < 0:
-        raise TinyshipError("--max-batch, --max-inputs and --max-chars take positive numbers, --max-wait-ms 0 or more")
     config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_inputs=args.max_inputs,
-                         max_chars=args.max_chars, threads=args.threads)
+                         max_chars=args.max_chars, threads=args.threads, api_key=_api_key(args.api_key_file),
+                         insecure=args.insecure, allowed_hosts=tuple(args.allowed_hosts),
+                         request_timeout_s=args.request_timeout, body_timeout_s=args.body_timeout)
     serve(bundles, args.host, args.port, config)
+
+
+def _api_key(path: str | None) -> str | None:
+    """The key requests must send: the content of --api-key-file, stripped, else $TINYSHIP_API_KEY, else None."""
+    from pathlib import Path
+
+    if path is None:
+        key, source = os.environ.get("TINYSHIP_API_KEY", "").strip(), "TINYSHIP_API_KEY"
+        if not key:
+            return None
+    else:
+        try:
+            key, source = Path(path).read_bytes().decode("utf-8", "replace").strip(), path
+        except OSError as e:
+            raise TinyshipError(f"cannot read --api-key-file {path}: {e.strerror}") from None
+        if not key:
+            raise TinyshipError(f"--api-key-file {path} is empty: write the key into it")
+    if not (key.isascii() and key.isprintable()) or " " in key:
+        raise TinyshipError(f"the API key in {source} must be one line of printable ASCII characters without spaces")
+    return key
 
 
 SERVE = Command(

@@ -24,8 +24,3 @@ def test_sample_inputs_have_the_asked_length(fp32_bundle):
     assert len(tokenizer.encode(sample_input("text-classification", 64, 1)[0]).ids) == 64
     question, context = sample_input("question-answering", 64, 2)[1]
     assert len(tokenizer.encode(question, context).ids) == 64
-
-
-def test_bad_bench_arguments(fp32_bundle, capsys):
-    assert main(["bench", str(fp32_bundle), "--repeat", "0"]) == 2
-    assert "--repeat, --batch-sizes and --lengths take positive numbers" in capsys.readouterr().err
