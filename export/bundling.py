@@ -10,9 +10,10 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from tinyship.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME
+from tinyship.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME, SCHEMA
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import refuse_existing, sha256_file, writing_directory
+from tinyship.runtime.schema import validate
 
 PACKAGES = ("tinyship", "onnxruntime", "onnx", "optimum", "optimum-onnx", "torch", "transformers", "tokenizers", "numpy")
 
@@ -40,7 +41,8 @@ def check_bundle_output(out: Path, force: bool) -> None:
 
 
 def write_bundle(out: Path, model_file: Path, model_dir: Path, manifest: dict) -> Path:
-    """Copy the model, tokenizer and config into a temporary directory, add the manifest, rename into place."""
+    """Copy the model, tokenizer and config into a temporary directory, add the manifest, rename into place.
+    The manifest is checked against the schema the runtime loads with first: a bundle it would refuse is not written."""
     from tinyship.compress.tinyship_pruned import plain_config  # torch and transformers: export time only
 
     with writing_directory(out) as tmp:
@@ -56,5 +58,7 @@ def write_bundle(out: Path, model_file: Path, model_dir: Path, manifest: dict) -
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": versions(),
         }
+        validate(manifest, SCHEMA, f"the manifest for {out}", "nothing was written; labels come from the model's "
+                 "config.json id2label, anything else is a bug in tinyship export to report")
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return out

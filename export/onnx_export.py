@@ -12,6 +12,7 @@ import torch
 from tinyship.compress.pruning import load_model as load_pruned
 from tinyship.compress.tinyship_pruned import read_config
 from tinyship.compress.tasks import HEADS, Task, task_of
+from tinyship.runtime.bundle import POSITION_OFFSET
 from tinyship.runtime.errors import TinyshipError
 
 # The exporter's task for each tinyship task, and the task name a bundle's manifest carries.
@@ -21,7 +22,6 @@ BUNDLE_TASKS = {"classification": "text-classification", "regression": "text-reg
                 "token-classification": "token-classification", "question-answering": "question-answering"}
 PARITY_BATCHES = (1, 3, 8)
 PARITY_LENGTHS = (1, 17, 128)  # and the model's maximum
-POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "mpnet": 2}  # positions start after the pad id
 
 
 def load_model(model_dir: Path) -> tuple[torch.nn.Module, Task]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyship.runtime.bundle import FORMAT_VERSION, read_manifest
+from tinyship.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME, check_fit, read_manifest
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.predictor import Predictor, TextClassifier
 from tinyship.runtime.question_answering import QuestionAnswerer
@@ -26,34 +26,33 @@ __all__ = ["FORMAT_VERSION", "QuestionAnswerer", "TextClassifier", "TinyshipErro
 
 def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32, providers: list[str] | None = None,
          optimization_level: str = "all") -> Predictor:
-    """The bundle's predictor, after verifying its manifest and every file's checksum.
+    """The bundle's predictor, after checking its manifest, every file's sha256 and that the manifest fits the model.
 
     threads: onnxruntime intra-op threads (default: all cores); batch_size: inputs per model run;
     providers: onnxruntime execution providers (default: CPU); optimization_level: disable, basic, extended or all.
     """
     manifest = read_manifest(bundle)
-    task = manifest.get("task")
+    task = manifest["task"]
     if task not in TASKS:
         raise TinyshipError(f"{bundle} is a {task!r} bundle; this tinyship serves {', '.join(TASKS)}")
-    session = manifest.get("session") or {}
-    disabled = session.get("disabled_optimizers", []) if isinstance(session, dict) else None
-    if not isinstance(disabled, list) or not all(isinstance(name, str) for name in disabled):
-        raise TinyshipError(f"{bundle}: session.disabled_optimizers must be a list of names: re-export the bundle")
-    if not isinstance(manifest.get("truncation") or {}, dict):
-        raise TinyshipError(f"{bundle}: truncation must be a mapping (strategy, stride): re-export the bundle")
     bundle = Path(bundle)
-    extra = {"multi_label": bool(manifest.get("multi_label"))} if task == "text-classification" else {}
-    return TASKS[task](
+    extra = {"multi_label": manifest.get("multi_label", False)} if task == "text-classification" else {}
+    # bundles older than batch_invariant say it by their variant: dynamic INT8 scales activations per batch
+    invariant = manifest.get("batch_invariant", not manifest.get("variant", "").startswith("int8-dynamic"))
+    predictor = TASKS[task](
         bundle / manifest["model"],
         bundle / manifest["tokenizer"],
         labels=manifest["labels"],
         max_length=manifest["max_length"],
         threads=threads,
         batch_size=batch_size,
-        disabled_optimizers=disabled,
+        disabled_optimizers=manifest.get("session", {}).get("disabled_optimizers", []),
         providers=providers,
         optimization_level=optimization_level,
         pairs=manifest.get("pairs"),
         truncation=manifest.get("truncation"),
+        batch_invariant=invariant,
         **extra,
     )
+    check_fit(predictor, manifest, bundle / MANIFEST_NAME)
+    return predictor
