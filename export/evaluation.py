@@ -11,6 +11,8 @@ import numpy as np
 
 from tinyship.compress.tasks import Task
 from tinyship.runtime.bench import timed
+from tinyship.runtime.predictor import BATCH_SIZE, run_rows
+from tinyship.runtime.predictor import open_session as session  # export and its report open models with it too
 
 LOWER_IS_BETTER = {"mse"}
 
@@ -21,59 +23,28 @@ LOAD_TIME_FUSIONS = ("SkipLayerNormFusion",)
 CLEAR_GAIN = 0.05  # a fusion is turned off only when that is at least this much faster (timing noise is smaller)
 
 
-def session(path: Path, threads: int | None = None, disabled_optimizers: list[str] | tuple = ()):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(disabled_optimizers))
-
-
-def batches(rows: list[dict], names: list[str], pad_id: int, per_token: bool = False, batch_size: int = 32):
-    """Feeds of length-sorted rows padded to their batch's longest, and their labels (per-token ones padded
-    with -100, which scorers ignore)."""
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-    for start in range(0, len(order), batch_size):
-        chosen = [rows[i] for i in order[start : start + batch_size]]
-        length = max(len(r["input_ids"]) for r in chosen)
-        feed = {}
-        for name in names:
-            array = np.full((len(chosen), length), pad_id if name == "input_ids" else 0, dtype=np.int64)
-            for k, row in enumerate(chosen):  # a tokenizer without token types leaves them 0
-                array[k, : len(row.get(name, ()))] = row.get(name, ())
-            feed[name] = array
-        labels = [r["labels"] + [-100] * (length - len(r["labels"])) if per_token else r["labels"] for r in chosen]
-        yield feed, np.array(labels)
-
-
-def task_logits(outputs: list[np.ndarray], names: list[str], mask: np.ndarray) -> np.ndarray:
-    """The outputs as the task's scorer takes them: QA start and end stacked on a last axis, padding never best."""
-    if names[:2] == ["start_logits", "end_logits"]:
-        stacked = np.stack(outputs[:2], axis=-1)
-        return np.where(mask[..., None].astype(bool), stacked, -1e4)
-    return outputs[0]
-
-
-def evaluate(path: Path, rows: list[dict], task: Task, pad_id: int, disabled_optimizers: list[str] | tuple = ()) -> float:
-    """The task's metric (accuracy, exact match or MSE) of an ONNX model over encoded rows."""
-    run = session(path, disabled_optimizers=disabled_optimizers)
-    names = [i.name for i in run.get_inputs()]
-    outputs = [o.name for o in run.get_outputs()]
+def evaluate(path: Path, rows: list[dict], task: Task, pad_id: int, disabled_optimizers: list[str] | tuple = (),
+             batch_invariant: bool = True) -> float:
+    """The task's metric (accuracy, exact match or MSE) of an ONNX model over encoded rows, run as the runtime
+    serves it: in padded batches, or one row per run when its outputs are not batch-invariant."""
+    outputs = run_rows(session(path, disabled_optimizers=disabled_optimizers), rows, pad_id,
+                       BATCH_SIZE if batch_invariant else 1, per_token=not task.per_sequence)
     total = count = 0.0
-    for feed, labels in batches(rows, names, pad_id, per_token=task.name == "token-classification"):
-        logits = task_logits(run.run(None, feed), outputs, feed["attention_mask"])
-        found, seen = task.score(logits, labels)
+    for row, output in zip(rows, outputs):
+        found, seen = task.score(task_logits(output, task)[None], np.array([row["labels"]]))
         total, count = total + found, count + seen
     return total / max(count, 1)
+
+
+def task_logits(output: list[np.ndarray], task: Task) -> np.ndarray:
+    """One row's outputs as the task's scorer takes them: QA's start and end logits stacked on a last axis."""
+    return np.stack(output[:2], axis=-1) if task.name == "question-answering" else output[0]
 
 
 def latency(path: Path, feed: dict[str, np.ndarray], threads: int, warmup: int = 10, repeat: int = 50,
             disabled_optimizers: list[str] | tuple = ()) -> dict:
     """Median and p99 milliseconds of one run on feed, after warm-up runs."""
-    run = session(path, threads, disabled_optimizers)
+    run = session(path, threads, disabled_optimizers=disabled_optimizers)
     feed = {i.name: feed[i.name] for i in run.get_inputs()}
     return timed(lambda: run.run(None, feed), warmup, repeat)
 

@@ -15,11 +15,13 @@ from pathlib import Path
 from tinyship.compress.tasks import Task
 from tinyship.export.bundling import check_bundle_output, write_bundle
 from tinyship.export.config import ExportConfig
-from tinyship.export.evaluation import batches, choose, evaluate, fastest_session, session
+from tinyship.export.evaluation import choose, evaluate, fastest_session, session
 from tinyship.export.onnx_export import BUNDLE_TASKS, check_parity, load_model, max_positions, to_onnx
-from tinyship.export.quantization import PRESETS, STATIC_OPS, VARIANTS, Recipe, detect_preset, precision_of, selected
+from tinyship.export.quantization import (PRESETS, STATIC_OPS, VARIANTS, Recipe, batch_invariant_of, detect_preset,
+                                          precision_of, selected)
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
+from tinyship.runtime.predictor import pad
 
 LABELLED = ("classification", "token-classification")  # the tasks whose config names its labels
 
@@ -87,7 +89,7 @@ class _Job:
         (the histogram calibrators stack every activation they see, so shapes must agree)."""
         from onnxruntime.quantization import CalibrationDataReader
 
-        padded, _ = next(batches(self.calibration_rows, names, self.pad_id, batch_size=len(self.calibration_rows)))
+        padded = pad(self.calibration_rows, names, self.pad_id)
         feeds = ({name: array[i : i + 1] for name, array in padded.items()} for i in range(len(self.calibration_rows)))
 
         class Reader(CalibrationDataReader):
@@ -124,7 +126,7 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
         hidden_size=0 if job.model.config.pruned_heads else job.model.config.hidden_size,
     )
     median_row = sorted(job.rows, key=lambda r: len(r["input_ids"]))[len(job.rows) // 2]
-    typical = next(batches([median_row], names, job.pad_id, batch_size=1))[0]
+    typical = pad([median_row], names, job.pad_id)
     measured = {}
     for name in ["fp32", *variants]:
         if name != "fp32":
@@ -166,6 +168,7 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
             "inputs": names,
             "outputs": [o.name for o in session(paths[winner]).get_outputs()],
             "precision": precision_of(winner),
+            "batch_invariant": batch_invariant_of(winner),  # False: the runtime runs each input alone
             "session": {"disabled_optimizers": measured[winner]["disabled_optimizers"]},
             "variant": winner,
             "quantization": {
@@ -198,12 +201,12 @@ def _measure(job: _Job, name: str, path: Path, typical: dict) -> dict:
     """The candidate's task metric on the validation rows, its latency at batch 1 and its size; or why it failed."""
     try:
         disabled, timing = fastest_session(path, typical, job.config.latency_threads)
-        metric = evaluate(path, job.rows, job.task, job.pad_id, disabled)
+        metric = evaluate(path, job.rows, job.task, job.pad_id, disabled, batch_invariant_of(name))
     except Exception as e:  # e.g. an FP16 graph this CPU's onnxruntime has no kernels for
         print(f"{name}: cannot run here: {_first_line(e)}")
         return {"error": f"cannot run here: {_first_line(e)}"}
     result = {job.task.metric: metric, **timing, "size_bytes": path.stat().st_size, "precision": precision_of(name),
-              "disabled_optimizers": disabled}
+              "batch_invariant": batch_invariant_of(name), "disabled_optimizers": disabled}
     print(f"{name}: {job.task.metric} {metric:.4f}, {timing['median_ms']:.2f} ms, {result['size_bytes'] / 1e6:.1f} MB"
           + (f" (onnxruntime's {', '.join(disabled)} off)" if disabled else ""))
     return result

@@ -2,7 +2,8 @@
 
 Cold start (a fresh Python process: import, load, first prediction) and its peak memory, the bundle's size, and
 end-to-end latency (tokenization included) median, p90 and p99 over batch sizes, input lengths and thread counts,
-with the throughput that follows.
+with the throughput that follows. A bundle that is not batch-invariant (dynamic INT8, fp16) runs a batch one input
+per run, as it is served: its inputs/s at batch 8 are then about those at batch 1.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads
         "bundle": str(bundle),
         "task": task,
         "precision": manifest.get("precision"),
+        "batch_invariant": predict.batch_invariant,
         "size_bytes": sum((bundle / name).stat().st_size for name in manifest["files"]),
         "cold_start": cold_start(bundle, task),
         "latency": grid,
@@ -112,6 +114,8 @@ def markdown(report: dict) -> str:
         f"Bundle {report['bundle']} ({report['task']}, {report['precision']}, {report['size_bytes'] / 1e6:.1f} MB) on "
         f"{report['machine']['cpu']}, {report['machine']['cores']} cores.",
         f"Cold start to first prediction: {cold['seconds']:.2f} s, peak RSS {cold['peak_rss_mb']:.0f} MB.",
+        "Batches run padded in one model run." if report["batch_invariant"] else
+        "Not batch-invariant (as dynamic INT8): a batch runs one input per run, so that no input changes another's answer.",
         f"End-to-end latency (tokenization included), {report['repeat']} runs each:",
         "",
         "| batch | tokens | threads | median ms | p90 ms | p99 ms | inputs/s |",

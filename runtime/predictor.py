@@ -12,6 +12,7 @@ from tokenizers import Encoding, Tokenizer
 from tinyship.runtime.errors import TinyshipError
 
 PAD_TOKENS = ("[PAD]", "<pad>")
+BATCH_SIZE = 32  # inputs per model run, unless told otherwise
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -30,6 +31,9 @@ class Predictor:
     threads: onnxruntime intra-op threads (default: all cores). providers: onnxruntime execution providers
     (default: CPU). optimization_level: disable, basic, extended or all (default: all).
     disabled_optimizers: load-time fusions to skip (a bundle's manifest names those export measured slower).
+    batch_invariant: whether the model gives an input the same outputs whatever shares its batch. False (dynamic
+    INT8, whose activation scales span the whole padded batch) runs each input alone, so that an answer never
+    depends on the other inputs.
     """
 
     per_token = False  # whether the model's outputs have a row per token (trimmed to each input's length)
@@ -43,32 +47,17 @@ class Predictor:
         labels: list[str],
         max_length: int = 128,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = BATCH_SIZE,
         disabled_optimizers: list[str] | tuple = (),
         providers: list[str] | None = None,
         optimization_level: str = "all",
         pairs: bool | None = None,
         truncation: dict | None = None,
+        batch_invariant: bool = True,
     ):
         if batch_size < 1:
             raise TinyshipError(f"batch_size {batch_size}: give a positive number of inputs per batch")
-        if optimization_level not in OPTIMIZATION_LEVELS:
-            raise TinyshipError(f"optimization_level {optimization_level!r}: use one of {', '.join(OPTIMIZATION_LEVELS)}")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization_level]
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        providers = providers or ["CPUExecutionProvider"]
-        unknown = [p for p in providers if p not in ort.get_available_providers()]
-        if unknown:
-            raise TinyshipError(f"execution provider {unknown[0]} is not in this onnxruntime: use one of "
-                                f"{', '.join(ort.get_available_providers())}")
-        try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=providers,
-                                                disabled_optimizers=list(disabled_optimizers))
-        except Exception as e:  # onnxruntime raises its own untyped errors for unreadable models
-            raise TinyshipError(f"cannot load {model_path}: {e}") from None
+        self.session = open_session(model_path, threads, providers, optimization_level, disabled_optimizers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.tokenizer, self.pad_id = load_tokenizer(tokenizer_path, max_length)
         self.truncation = {**self.truncation, **(truncation or {})}
@@ -79,11 +68,13 @@ class Predictor:
         self.labels = list(labels)
         self.max_length = max_length
         self.batch_size = batch_size
+        self.batch_invariant = batch_invariant
         if self.pairs is None:
             self.pairs = pairs
 
     def check(self, inputs) -> list:
-        """The inputs as a non-empty list, each a non-empty text (or pair) of the kind this model takes."""
+        """The inputs as a non-empty list, each a non-empty text (or pair) of the kind this model takes, in valid
+        Unicode. The one validation path: predictors and the server call it before anything is tokenized."""
         kinds = {None: "a str or a (str, str) tuple", True: "a (str, str) tuple", False: "a str"}
         if isinstance(inputs, (str, tuple)):
             inputs = [inputs]
@@ -93,33 +84,22 @@ class Predictor:
             is_pair = isinstance(item, tuple) and len(item) == 2 and all(isinstance(t, str) for t in item)
             if not (isinstance(item, str) and self.pairs is not True or is_pair and self.pairs is not False):
                 raise TinyshipError(f"input {i} is {type(item).__name__}: each input must be {kinds[self.pairs]}")
-            if not all(t.strip() for t in (item if is_pair else (item,))):
-                raise TinyshipError(f"input {i} is empty: give it some text")
+            for text in item if is_pair else (item,):
+                if not text.strip():
+                    raise TinyshipError(f"input {i} is empty: give it some text")
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as e:  # a lone surrogate (JSON "\ud800" makes one): tokenizers refuses it
+                    raise TinyshipError(f"input {i} is not valid Unicode (a lone surrogate, {text[e.start]!r}, at "
+                                        f"character {e.start}): send UTF-8 text, with characters outside the Basic "
+                                        "Multilingual Plane as whole surrogate pairs") from None
         return inputs
 
     def _run(self, encodings: list[Encoding]) -> list[list[np.ndarray]]:
-        """Each encoding's rows of every model output, in the order given."""
-        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-        rows: list[list[np.ndarray]] = [[] for _ in encodings]
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            outputs = self.session.run(None, self._feed([encodings[i] for i in batch]))
-            for k, i in enumerate(batch):
-                length = len(encodings[i].ids)
-                rows[i] = [output[k, :length] if self.per_token else output[k] for output in outputs]
-        return rows
-
-    def _feed(self, encodings: list[Encoding]) -> dict[str, np.ndarray]:
-        length = max(len(e.ids) for e in encodings)
-        feed = {}
-        for name, field in (("input_ids", "ids"), ("attention_mask", "attention_mask"), ("token_type_ids", "type_ids")):
-            if name in self.input_names:
-                array = np.full((len(encodings), length), self.pad_id if name == "input_ids" else 0, dtype=np.int64)
-                for row, e in enumerate(encodings):
-                    values = getattr(e, field)
-                    array[row, : len(values)] = values
-                feed[name] = array
-        return feed
+        """Each encoding's rows of every model output, in the order given; one encoding per run unless the model is
+        batch-invariant."""
+        rows = [{"input_ids": e.ids, "attention_mask": e.attention_mask, "token_type_ids": e.type_ids} for e in encodings]
+        return run_rows(self.session, rows, self.pad_id, self.batch_size if self.batch_invariant else 1, self.per_token)
 
 
 class TextClassifier(Predictor):
@@ -159,6 +139,59 @@ class TextClassifier(Predictor):
 
     def _encode(self, inputs) -> list[Encoding]:
         return self.tokenizer.encode_batch(self.check(inputs))
+
+
+def open_session(model_path: str | Path, threads: int | None = None, providers: list[str] | None = None,
+                 optimization_level: str = "all", disabled_optimizers: list[str] | tuple = ()) -> ort.InferenceSession:
+    """An onnxruntime session on the model (CPU unless providers say otherwise), or a TinyshipError saying why not."""
+    if optimization_level not in OPTIMIZATION_LEVELS:
+        raise TinyshipError(f"optimization_level {optimization_level!r}: use one of {', '.join(OPTIMIZATION_LEVELS)}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization_level]
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    providers = providers or ["CPUExecutionProvider"]
+    unknown = [p for p in providers if p not in ort.get_available_providers()]
+    if unknown:
+        raise TinyshipError(f"execution provider {unknown[0]} is not in this onnxruntime: use one of "
+                            f"{', '.join(ort.get_available_providers())}")
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=providers,
+                                    disabled_optimizers=list(disabled_optimizers))
+    except Exception as e:  # onnxruntime raises its own untyped errors for unreadable models
+        raise TinyshipError(f"cannot load {model_path}: {e}") from None
+
+
+def run_rows(session: ort.InferenceSession, rows: list[dict], pad_id: int, batch_size: int,
+             per_token: bool) -> list[list[np.ndarray]]:
+    """Each row's part of every model output, in the order given. Rows (model input name -> ids) run batch_size
+    at a time, sorted by length and padded to each batch's longest; per-token outputs are cut to the row's length.
+    The runtime and export's accuracy gate both run models through here, so the gate measures what is served."""
+    names = [i.name for i in session.get_inputs()]
+    order = np.argsort([len(row["input_ids"]) for row in rows], kind="stable")
+    results: list[list[np.ndarray]] = [[] for _ in rows]
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        outputs = session.run(None, pad([rows[i] for i in batch], names, pad_id))
+        for k, i in enumerate(batch):
+            length = len(rows[i]["input_ids"])
+            results[i] = [output[k, :length] if per_token else output[k] for output in outputs]
+    return results
+
+
+def pad(rows: list[dict], names: list[str], pad_id: int) -> dict[str, np.ndarray]:
+    """The rows as one feed of the named inputs, padded to the longest row: pad_id in input_ids, 0 elsewhere (and
+    0 throughout an input a row lacks, such as token types from a tokenizer without them)."""
+    length = max(len(row["input_ids"]) for row in rows)
+    feed = {}
+    for name in names:
+        array = np.full((len(rows), length), pad_id if name == "input_ids" else 0, dtype=np.int64)
+        for k, row in enumerate(rows):
+            values = row.get(name, ())
+            array[k, : len(values)] = values
+        feed[name] = array
+    return feed
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

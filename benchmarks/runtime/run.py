@@ -8,7 +8,9 @@ Contenders, on the demo teacher (MiniLM-L6) exported to fp32 ONNX, one thread:
 For each: end-to-end latency at batch 1 (a typical Rotten Tomatoes sentence and a 128-token input), cold start
 (a fresh process: imports, load, first prediction), its peak RSS, and the installed size of the packages it needs.
 Then the HTTP server (`tinyship serve` on the demo bundle) under 32 concurrent clients, with micro-batching and
-one request at a time.
+one request at a time. Last, what batch invariance costs on the demo bundle: inputs/s at batch 8 in one padded run
+against one run per input (how a bundle that is not batch-invariant, dynamic INT8, is served), and how many test
+labels differ between batch 32 and batch 1 each way.
 
     python benchmarks/runtime/run.py            # after `make demo`; about 10 minutes
     python benchmarks/runtime/run.py --quick
@@ -32,8 +34,10 @@ import numpy as np
 from tinyship.export import ExportConfig, export
 from tinyship.export.bundling import versions
 from tinyship.export.report import machine, save_results
-from tinyship.runtime.bench import PEAK_RSS
-from tinyship.runtime.data import DataConfig
+from tinyship.runtime import load
+from tinyship.runtime.bench import PEAK_RSS, timed
+from tinyship.runtime.bundle import read_manifest
+from tinyship.runtime.data import DataConfig, load_examples
 
 SHORT = "a gripping , funny and moving film that never loses sight of its characters"
 LONG = " ".join(["the film is a quiet and moving portrait of a family"] * 12)
@@ -127,6 +131,8 @@ def main() -> None:
                                                                        50 if args.quick else 2000)
                         for mode, batch, wait in (("micro-batched", 32, 0), ("micro-batched", 32, 2), ("one at a time", 1, 0))}
     print(json.dumps(report["server"]))
+    report["batch_invariance"] = batch_invariance(Path(args.bundle), 10 if args.quick else 100)
+    print(json.dumps(report["batch_invariance"]))
     results = Path(args.results)
     save_results(results, report, markdown(report))
     print((results / "results.md").read_text())
@@ -207,6 +213,32 @@ def serve_under_load(bundle: Path, max_batch: int, max_wait_ms: float, clients: 
             "p99_ms": float(np.percentile(latencies, 99))}
 
 
+def batch_invariance(bundle: Path, repeat: int) -> dict:
+    """The bundle batched (one padded run per 32 or 8 inputs) against one input per run, 1 thread: test labels that
+    differ between batch 32 and batch 1, test accuracy, and inputs/s at batch 8 on the first 8 test texts (lengths
+    mixed, as traffic is) and on the median-length one 8 times (no padding: batching's best case)."""
+    predict = load(bundle, threads=1)
+    test = load_examples(DataConfig(), "test", predict.labels)
+    median = sorted(test.texts, key=lambda text: len(predict.tokenizer.encode(text).ids))[len(test.texts) // 2]
+    batches = {"8 test texts": test.texts[:8], "1 text x 8": [median] * 8}
+    report = {"variant": read_manifest(bundle)["variant"], "served_batch_invariant": predict.batch_invariant,
+              "test_examples": len(test.texts), "repeat": repeat,
+              "tokens": {name: [len(e.ids) for e in predict.tokenizer.encode_batch(texts)] for name, texts in batches.items()}}
+    for mode, invariant in (("batched", True), ("one per run", False)):
+        predict.batch_invariant = invariant  # True: padded batches, whatever the bundle says
+        labels = {}
+        for size in (32, 1):
+            predict.batch_size = size
+            labels[size] = [predict.labels.index(r["label"]) for r in predict(test.texts)]
+        predict.batch_size = 8
+        report[mode] = {"labels_differing_b32_b1": sum(a != b for a, b in zip(labels[32], labels[1])),
+                        "test_accuracy_b32": float(np.mean(np.array(labels[32]) == np.array(test.labels)))}
+        for name, texts in batches.items():
+            timing = timed(lambda: predict(texts), max(3, repeat // 10), repeat)
+            report[mode][f"b8_inputs_per_s, {name}"] = 8 / timing["median_ms"] * 1e3
+    return report
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     raw = report["contenders"]["raw session"]["latency"]
@@ -229,6 +261,21 @@ def markdown(report: dict) -> str:
     one = report["server"]["one at a time, max wait 0 ms"]["requests_per_s"]
     best = max(report["server"], key=lambda mode: report["server"][mode]["requests_per_s"])
     lines += ["", f"Best: {best}, {report['server'][best]['requests_per_s'] / one:.2f}x the throughput of one request at a time."]
+    b = report["batch_invariance"]
+    served = "batched" if b["served_batch_invariant"] else "one input per run"
+    names = list(b["tokens"])
+    lines += ["", f"Batch invariance on the demo bundle ({b['variant']}, served {served}), 1 thread, "
+              f"{b['test_examples']} test texts; batch 8 on {names[0]} ({min(b['tokens'][names[0]])}-"
+              f"{max(b['tokens'][names[0]])} tokens) and on {names[1]} ({b['tokens'][names[1]][0]} tokens):", "",
+              f"| mode | test labels differing, batch 32 vs 1 | test accuracy (batch 32) | inputs/s, {names[0]} | "
+              f"inputs/s, {names[1]} |", "|---|---:|---:|---:|---:|"]
+    for mode in ("batched", "one per run"):
+        m = b[mode]
+        lines.append(f"| {mode} | {m['labels_differing_b32_b1']} | {m['test_accuracy_b32']:.4f} | "
+                     + " | ".join(f"{m[f'b8_inputs_per_s, {name}']:.0f}" for name in names) + " |")
+    ratios = [b["one per run"][f"b8_inputs_per_s, {n}"] / b["batched"][f"b8_inputs_per_s, {n}"] for n in names]
+    lines += ["", f"One input per run: {ratios[0]:.2f}x the batch-8 throughput of a padded batch on {names[0]}, "
+              f"{ratios[1]:.2f}x on {names[1]}."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,9 @@
 import numpy as np
+import onnx
 import pytest
 
 from tinyship.compress.tasks import TASKS
-from tinyship.export.evaluation import batches, choose, task_logits
+from tinyship.export.evaluation import choose, evaluate, task_logits
 
 
 def measured(**latency_and_accuracy):
@@ -35,26 +36,56 @@ def test_gate_for_a_metric_where_lower_is_better():
     assert choice.winner == "int8" and not choice.passed["int8-worse"]
 
 
-def test_batches_sort_pad_and_keep_labels_with_their_rows():
-    rows = [{"input_ids": [1] * n, "attention_mask": [1] * n, "labels": n} for n in (5, 2, 9, 3)]
-    got = list(batches(rows, ["input_ids", "attention_mask", "token_type_ids"], pad_id=7, batch_size=2))
-    (first, first_labels), (second, second_labels) = got
-    assert first["input_ids"].tolist() == [[1, 1, 7], [1, 1, 1]] and first_labels.tolist() == [2, 3]
-    assert second["attention_mask"].tolist() == [[1] * 5 + [0] * 4, [1] * 9] and second_labels.tolist() == [5, 9]
-    assert not second["token_type_ids"].any()  # rows without token types get zeros
-    tokens = [{"input_ids": [1, 1, 1], "attention_mask": [1, 1, 1], "labels": [-100, 2, -100]},
-              {"input_ids": [1], "attention_mask": [1], "labels": [-100]}]
-    _, labels = next(batches(tokens, ["input_ids"], pad_id=0, per_token=True))
-    assert labels.tolist() == [[-100, -100, -100], [-100, 2, -100]]
+def batch_dependent_model(path):
+    """An ONNX model whose score for a row is its ids' sum over the largest id in the whole batch: like dynamic
+    INT8's activation scale, what shares the batch changes each row's output."""
+    from onnx import TensorProto, helper
+
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1])
+    nodes = [helper.make_node("Cast", ["input_ids"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["x", "axis"], ["sums"], keepdims=1),
+             helper.make_node("ReduceMax", ["x"], ["largest"], keepdims=0),
+             helper.make_node("Div", ["sums", "largest"], ["logits"])]
+    axis = helper.make_tensor("axis", TensorProto.INT64, [1], [1])
+    graph = helper.make_graph(nodes, "batch-dependent", [ids], [logits], [axis])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
 
 
-def test_span_logits_never_pick_padding():
-    start = np.array([[0.0, 1.0, 9.0]])  # the padded position has the largest logit
-    end = np.array([[0.0, 2.0, 9.0]])
-    stacked = task_logits([start, end], ["start_logits", "end_logits"], np.array([[1, 1, 0]]))
-    assert stacked.shape == (1, 3, 2)
-    assert TASKS["question-answering"].score(stacked, np.array([[1, 1]])) == (1.0, 1.0)
-    assert task_logits([start], ["logits"], np.ones((1, 3))) is start
+def test_gate_runs_a_model_that_is_not_batch_invariant_one_row_per_run(tmp_path):
+    model = batch_dependent_model(tmp_path / "model.onnx")
+    rows = [{"input_ids": [1, 2, 3], "labels": 0.0}, {"input_ids": [10, 20], "labels": 0.0},
+            {"input_ids": [5], "labels": 1.0}]
+    regression = TASKS["regression"]
+    alone = ((6 / 3) ** 2 + (30 / 20) ** 2 + (5 / 5 - 1) ** 2) / 3  # each row scaled by its own largest id
+    assert evaluate(model, rows, regression, pad_id=0, batch_invariant=False) == pytest.approx(alone)
+    together = ((6 / 20) ** 2 + (30 / 20) ** 2 + (5 / 20 - 1) ** 2) / 3  # all three in one run: by the batch's 20
+    assert evaluate(model, rows, regression, pad_id=0) == pytest.approx(together)
+
+
+def span_model(path):
+    """An ONNX QA model whose start and end logits are the input ids themselves."""
+    from onnx import TensorProto, helper
+
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"])
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "tokens"])
+               for name in ("start_logits", "end_logits")]
+    nodes = [helper.make_node("Cast", ["input_ids"], [name], to=TensorProto.FLOAT) for name in ("start_logits", "end_logits")]
+    graph = helper.make_graph(nodes, "spans", [ids], outputs)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_gate_scores_spans_on_each_rows_own_tokens_never_padding(tmp_path):
+    model = span_model(tmp_path / "model.onnx")
+    rows = [{"input_ids": [1, 5, 2], "labels": [1, 1]}, {"input_ids": [3, 1, 2, 9, 4], "labels": [3, 3]}]
+    qa = TASKS["question-answering"]
+    assert evaluate(model, rows, qa, pad_id=99) == 1.0  # the first row is padded with 99s beside the second
+    assert evaluate(model, [*rows, {"input_ids": [7, 1], "labels": [1, 1]}], qa, pad_id=99) == pytest.approx(2 / 3)
+    start, end = np.array([0.0, 1.0, 9.0]), np.array([0.0, 2.0, 9.0])
+    assert task_logits([start, end], qa).tolist() == [[0.0, 0.0], [1.0, 2.0], [9.0, 9.0]]
+    assert task_logits([start], TASKS["classification"]) is start
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "exact_match"])

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -5,6 +7,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tinyship.runtime import TextClassifier, load
 from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.predictor import pad, run_rows
 
 TEXTS = [
     "a gripping, funny and moving film",
@@ -85,16 +88,72 @@ def test_bad_inputs_get_clear_errors(fp32_bundle, bad):
         load(fp32_bundle)(bad)
 
 
-def test_multi_label_bundles_score_each_label_alone(fp32_bundle, tmp_path):
-    import json
-    import shutil
+@pytest.mark.parametrize("escaped", [r"\ud800", r"fine \udfff then", r"\udc00\ud800"])
+def test_lone_surrogates_are_refused_by_check_with_the_input_index(fp32_bundle, escaped):
+    """JSON escapes of lone surrogates decode to strings that tokenizers refuses with a bare TypeError."""
+    classify = load(fp32_bundle)
+    text = json.loads(f'"{escaped}"')
+    for call in (classify, classify.logits, classify.check):
+        with pytest.raises(TinyshipError, match=r"input 1 is not valid Unicode \(a lone surrogate.*send UTF-8 text"):
+            call(["fine", text])
+    assert classify(["fine", json.loads(r'"\ud83d\ude00"')])  # a whole pair decodes to one valid character
 
-    bundle = shutil.copytree(fp32_bundle, tmp_path / "bundle")
-    manifest = json.loads((bundle / "tinyship.json").read_text())
-    (bundle / "tinyship.json").write_text(json.dumps({**manifest, "multi_label": True}))
-    classify = load(bundle)
+
+def test_nul_characters_are_taken_as_the_tokenizer_takes_them(fp32_bundle):
+    classify = load(fp32_bundle)
+    assert classify.tokenizer.encode("a\x00b").tokens == classify.tokenizer.encode("ab").tokens  # its normalizer drops NUL
+    np.testing.assert_allclose(classify.logits(["dull\x00 film", "\x00"]), classify.logits(["dull film", "\x00"]), atol=1e-6)
+
+
+class SumSession:
+    """An onnxruntime session stand-in: one output is each row's sum of input ids, the other the ids times ten."""
+
+    def get_inputs(self):
+        return [type("Input", (), {"name": "input_ids"})()]
+
+    def run(self, _, feed):
+        ids = feed["input_ids"]
+        return [ids.sum(axis=1, keepdims=True), ids * 10]
+
+
+class Recording:
+    """A session that keeps every feed it runs."""
+
+    def __init__(self, session):
+        self.session, self.feeds = session, []
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def run(self, names, feed):
+        self.feeds.append(feed)
+        return self.session.run(names, feed)
+
+
+def test_pad_fills_ids_with_pad_id_and_missing_inputs_with_zeros():
+    rows = [{"input_ids": [1, 1, 1], "attention_mask": [1, 1, 1]}, {"input_ids": [1], "attention_mask": [1]}]
+    feed = pad(rows, ["input_ids", "attention_mask", "token_type_ids"], pad_id=7)
+    assert feed["input_ids"].tolist() == [[1, 1, 1], [1, 7, 7]] and feed["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert feed["token_type_ids"].tolist() == [[0, 0, 0], [0, 0, 0]]  # rows without token types get zeros
+
+
+def test_run_rows_sorts_batches_pads_and_returns_rows_in_input_order():
+    rows = [{"input_ids": [1] * n} for n in (5, 2, 9, 3)]
+    session = Recording(SumSession())
+    results = run_rows(session, rows, pad_id=0, batch_size=2, per_token=True)
+    assert [feed["input_ids"].shape for feed in session.feeds] == [(2, 3), (2, 9)]  # (2, 3) and (5, 9) share runs
+    assert [sums.tolist() for sums, _ in results] == [[5], [2], [9], [3]]
+    assert [len(per_token) for _, per_token in results] == [5, 2, 9, 3]  # per-token rows cut to each input's length
+    session.feeds.clear()
+    run_rows(session, rows, pad_id=0, batch_size=1, per_token=False)
+    assert [feed["input_ids"].shape for feed in session.feeds] == [(1, 2), (1, 3), (1, 5), (1, 9)]  # no padding
+
+
+def test_a_predictor_that_is_not_batch_invariant_runs_each_input_alone(fp32_bundle):
+    classify = TextClassifier(fp32_bundle / "model.onnx", fp32_bundle / "tokenizer.json", ["negative", "positive"],
+                              max_length=64, batch_invariant=False)
+    classify.session = Recording(classify.session)
     logits = classify.logits(TEXTS)
-    for row, result in zip(logits, classify(TEXTS, top_k=None)):
-        sigmoid = 1 / (1 + np.exp(-row))
-        assert [result["scores"][name] for name in ("negative", "positive")] == pytest.approx(sigmoid.tolist(), abs=1e-6)
-        assert result["labels"] == [name for name, p in sorted(result["scores"].items(), key=lambda kv: -kv[1]) if p >= 0.5]
+    assert len(classify.session.feeds) == len(TEXTS)
+    assert all(f["input_ids"].shape[0] == 1 and f["attention_mask"].all() for f in classify.session.feeds)  # unpadded
+    np.testing.assert_allclose(logits, load(fp32_bundle).logits(TEXTS), atol=1e-5)

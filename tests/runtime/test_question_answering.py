@@ -86,6 +86,9 @@ def test_top_k_answers_and_bad_inputs(reader):
     for bad in ["just a string", [("q", "")], [], None, [("q",)]]:
         with pytest.raises(TinyshipError, match="must be a \\(str, str\\) tuple|input 0 is empty"):
             answer(bad)
+    for pair in [(json.loads(r'"who\ud800?"'), CONTEXT), (QUESTIONS[0], CONTEXT + json.loads(r'"\udfff"'))]:
+        with pytest.raises(TinyshipError, match="input 1 is not valid Unicode"):  # question or context: tokenizers refuses both
+            answer([(QUESTIONS[1], CONTEXT), pair])
 
 
 def test_predict_command_answers_questions(reader, capsys):

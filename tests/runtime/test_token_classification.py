@@ -57,3 +57,8 @@ def test_long_texts_are_truncated_and_flagged(tagger):
 def test_bad_inputs_are_named(tagger, bad):
     with pytest.raises(TinyshipError, match="must be a str"):
         load(tagger[1])(bad)
+
+
+def test_a_lone_surrogate_is_refused_before_the_tokenizer_sees_it(tagger):
+    with pytest.raises(TinyshipError, match="input 1 is not valid Unicode"):
+        load(tagger[1])(["alice visited paris", "bob \ud800 in june"])
