@@ -3,6 +3,7 @@ batching; TextClassifier turns logits into labels and probabilities."""
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,30 @@ class Predictor:
                                         "Multilingual Plane as whole surrogate pairs") from None
         return inputs
 
+    @cached_property
+    def counter(self) -> Tokenizer:
+        """The tokenizer without truncation, to count a text's tokens."""
+        counter = Tokenizer.from_str(self.tokenizer.to_str())
+        counter.no_truncation()
+        return counter
+
+    def encode(self, inputs: list) -> list[Encoding]:
+        """The encodings of inputs that passed check(). A pair the truncation cannot fit (a first text, such as a
+        question, that leaves no room for the rest) is a TinyshipError; tokenizers raises bare exceptions, or panics."""
+        if self.truncation["strategy"] == "only_second" and inputs and isinstance(inputs[0], tuple):
+            # tokenizers panics (a Rust backtrace on stderr) when the first text leaves no more room than the stride
+            room = self.max_length - self.tokenizer.num_special_tokens_to_add(True) - self.truncation["stride"]
+            firsts = self.counter.encode_batch([first for first, _ in inputs], add_special_tokens=False)
+            for i, first in enumerate(firsts):
+                if len(first.ids) >= room:
+                    raise TinyshipError(f"input {i}'s first text (the question) leaves no room for the second within "
+                                        f"{self.max_length} tokens: shorten it to under {room} tokens")
+        try:
+            return self.tokenizer.encode_batch(inputs)
+        except Exception as e:  # tokenizers raises a bare Exception when truncation cannot fit a pair
+            raise TinyshipError(f"an input cannot be cut to {self.max_length} tokens with truncation {self.truncation} "
+                                f"({e}): shorten its first text") from None
+
     def _run(self, encodings: list[Encoding]) -> list[list[np.ndarray]]:
         """Each encoding's rows of every model output, in the order given; one encoding per run unless the model is
         batch-invariant."""
@@ -116,7 +141,7 @@ class TextClassifier(Predictor):
         if top_k is not None and top_k < 1:
             raise TinyshipError(f"top_k {top_k}: give a positive number of labels, or None for all")
         single = isinstance(inputs, (str, tuple))
-        encodings = self._encode([inputs] if single else inputs)
+        encodings = self.encode(self.check(inputs))
         logits = np.stack([rows[0] for rows in self._run(encodings)])
         probs = 1 / (1 + np.exp(-logits)) if self.multi_label else softmax(logits)
         results = []
@@ -135,10 +160,8 @@ class TextClassifier(Predictor):
 
     def logits(self, inputs) -> np.ndarray:
         """The model's logits, one row per input, in input order."""
-        return np.stack([rows[0] for rows in self._run(self._encode(inputs))])
+        return np.stack([rows[0] for rows in self._run(self.encode(self.check(inputs)))])
 
-    def _encode(self, inputs) -> list[Encoding]:
-        return self.tokenizer.encode_batch(self.check(inputs))
 
 
 def open_session(model_path: str | Path, threads: int | None = None, providers: list[str] | None = None,

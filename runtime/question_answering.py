@@ -28,11 +28,7 @@ class QuestionAnswerer(Predictor):
             raise TinyshipError("top_k and max_answer_length must be positive")
         single = isinstance(inputs, tuple)
         pairs = self.check(inputs)
-        try:
-            encodings = self.tokenizer.encode_batch(pairs)
-        except Exception as e:  # tokenizers raises a bare Exception when a question leaves no room for context
-            raise TinyshipError(f"a question is too long to leave room for its context in {self.max_length} tokens: "
-                                f"shorten it ({e})") from None
+        encodings = self.encode(pairs)
         windows = [[e, *e.overflowing] for e in encodings]
         flat = [w for group in windows for w in group]
         outputs = iter(self._run(flat))

@@ -22,7 +22,7 @@ class TokenClassifier(Predictor):
         offsets into the text) and whether the text was truncated to max_length tokens."""
         single = isinstance(inputs, str)
         texts = self.check(inputs)
-        encodings = self.tokenizer.encode_batch(texts)
+        encodings = self.encode(texts)
         results = []
         for text, encoding, (logits,) in zip(texts, encodings, self._run(encodings)):
             words = first_pieces(encoding.word_ids, encoding.offsets)
