@@ -1,7 +1,7 @@
 """tinyship.compress: fine-tune a teacher, augment its data and distil smaller students (torch, transformers).
 
 One verb and one config per stage: finetune(FinetuneConfig), distill(DistillConfig), augment(AugmentConfig),
-prune(PruneConfig); load_model reads plain and pruned model directories.
+prune(PruneConfig); load_model reads plain and pruned model directories; validate scores one on a split.
 The verbs import torch when first used, so the configs stay importable without it.
 """
 
@@ -22,6 +22,7 @@ _LAZY = {
     "prune": "pruning",
     "load_model": "pruning",
     "IMPORTANCES": "pruning",
+    "validate": "evaluation",
 }
 
 __all__ = ["AugmentConfig", "DistillConfig", "FinetuneConfig", "Phase", "PruneConfig", "TrainingConfig", *_LAZY]

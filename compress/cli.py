@@ -36,6 +36,11 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainingCo
         "--save-steps", type=int, default=defaults.save_steps,
         help="checkpoint every N steps; rerunning an interrupted command resumes from the last (default: %(default)s)",
     )
+    group.add_argument(
+        "--min-steps", type=int, default=defaults.min_steps,
+        help="train at least this many optimiser steps: on a small data set the epochs go up to reach it; the best "
+             "checkpoint by validation metric is kept (default: %(default)s)",
+    )
     group.add_argument("--force", action="store_true", help="replace --out (and any interrupted run's checkpoints)")
 
 
@@ -48,6 +53,7 @@ def training_fields(args: argparse.Namespace) -> dict:
         learning_rate=args.learning_rate,
         seed=args.seed,
         save_steps=args.save_steps,
+        min_steps=args.min_steps,
         force=args.force,
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
@@ -15,6 +15,10 @@ STUDENT_SHAPES = {  # students built from a config (random weights: give them a 
     "tinybert-6": dict(num_hidden_layers=6, hidden_size=768, intermediate_size=3072, num_attention_heads=12),
 }
 STAGES = ("task", "general")
+MIN_MARGIN = 0.02  # accuracy above the majority share that counts as learning, however large the split
+CLEARLY_BETTER = (f"accuracy above the majority-class baseline (the most frequent label's share) by more than "
+                  f"max({MIN_MARGIN:g}, two standard errors of that share on the validation split), and macro-F1 above "
+                  "that of always predicting the most frequent label")
 ATTENTION_TARGETS = ("scores", "probabilities")
 
 
@@ -38,7 +42,12 @@ class TrainingConfig:
     warmup_ratio: float = 0.1
     seed: int = 42
     save_steps: int = 100  # checkpoint every N steps; a rerun resumes from the last one
+    min_steps: int = 300  # optimiser steps each training run takes at least: epochs go up on small data sets
     force: bool = False  # replace output_dir if it already holds a model
+
+    def __post_init__(self):
+        if self.min_steps < 0:
+            raise TinyshipError(f"min_steps {self.min_steps}: give 0 (no minimum) or more optimiser steps")
 
 
 @dataclass
@@ -92,6 +101,7 @@ class DistillConfig(TrainingConfig):
     cache_teacher: bool = False  # compute the teacher's logits once, on disk, instead of every epoch
 
     def __post_init__(self):
+        super().__post_init__()
         if self.stage not in STAGES:
             raise TinyshipError(f"stage {self.stage!r}: use task or general")
         if sum(x is not None for x in (self.student, self.student_layers, self.layers)) > 1:
@@ -110,6 +120,18 @@ class DistillConfig(TrainingConfig):
                 raise TinyshipError(
                     f"general distillation has no labels or task head: use only {', '.join(INTERMEDIATE_LOSSES)}"
                 )
+
+    @property
+    def student_dir(self) -> str | None:
+        """The student's model directory, when the student is one (not a shape or a cut of the teacher)."""
+        return None if self.student in (None, *STUDENT_SHAPES) else self.student
+
+
+def with_student(config: DistillConfig, student: str) -> DistillConfig:
+    """config with the model directory `student` (e.g. a pruned student) as its student in place of the one it
+    names: the layer count and kept layers are cleared, and each student layer keeps learning from the teacher
+    layer it learnt from before (the layers it was cut from, unless a layer map was given)."""
+    return replace(config, student=student, student_layers=None, layers=None, layer_map=config.layer_map or config.layers)
 
 
 @dataclass

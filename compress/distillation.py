@@ -25,7 +25,8 @@ from tinyship.compress.corpus import TextCorpus
 from tinyship.compress.losses import LOSSES
 from tinyship.compress.states import States, forward_states, logits_of
 from tinyship.compress.students import build_student, load_teacher
-from tinyship.compress.tasks import Task, metrics
+from tinyship.compress.evaluation import evaluate_rows
+from tinyship.compress.tasks import Task, describe, metrics
 from tinyship.compress.training import (
     PadCollator,
     SeededTrainer,
@@ -37,6 +38,8 @@ from tinyship.compress.training import (
     remove_checkpoints,
     run_trainer,
     save_model,
+    steps_per_epoch,
+    training_epochs,
 )
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir, sha256_file
@@ -133,7 +136,8 @@ class DistillationTrainer(SeededTrainer):
 
 
 def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
-    """Distil config.teacher into a student by config.phases; returns the saved student directory.
+    """Distil config.teacher into a student by config.phases; returns the saved student directory. Each phase takes
+    at least config.min_steps optimiser steps; one that predicts ends with its best checkpoint by validation metric.
     callbacks: extra transformers TrainerCallbacks."""
     out = check_output(config)
     teacher_dir = _teacher_dir(config)
@@ -154,7 +158,8 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
           f"{len(layer_map)}-layer student ({_size(student)}) on {source}; student layer m learns from teacher layer "
           f"{layer_map}" + (" (projected to the teacher's width)" if student.config.hidden_size != teacher.config.hidden_size else ""))
     checkpoints = prepare_checkpoints(out, config)
-    per_epoch = _steps_per_epoch(train_data, config)
+    sized = hasattr(train_data, "__len__")
+    per_epoch = steps_per_epoch(len(train_data) if sized else train_data.count(), config)
     record = []
     for number, phase in enumerate(phases, 1):
         print(f"phase {number}/{len(phases)}: {', '.join(f'{w:g}*{n}' for n, w in phase.losses.items())} for {phase.epochs:g} epochs")
@@ -165,6 +170,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
                 record.append(json.loads(f.metadata()["record"]))
             print(f"  done before: reusing {done}")
             continue
+        epochs = training_epochs(phase.epochs, per_epoch, config)
         cached = None
         if config.cache_teacher and "prediction" in phase.losses and task and task.per_sequence:
             cached = _cached_logits(teacher, train_data, PadCollator(pad_ids), config, checkpoints / "teacher_logits.npy")
@@ -174,11 +180,11 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
             wrapper,
             config,
             checkpoints / f"phase-{number}",
-            phase.epochs,
+            epochs,
             train_data,
             eval_data if predicts else None,
             trainer_class=DistillationTrainer,
-            max_steps=-1 if per_epoch is None else max(1, math.ceil(per_epoch * phase.epochs)),
+            max_steps=-1 if sized else max(1, math.ceil(per_epoch * epochs)),
             logging_dir=out.parent / f"{out.name}.logs" / f"phase-{number}",
             data_collator=PadCollator(pad_ids),
             compute_metrics=metrics(task) if task else None,
@@ -190,8 +196,10 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
             attention=config.attention,
             temperature=config.temperature,
             cached_logits=cached,
+            best=(task.metric, not task.lower_is_better) if task else None,
         )
-        record.append({"phase": number, "steps": trainer.state.global_step,
+        record.append({"phase": number, "epochs": epochs, "steps": trainer.state.global_step,
+                       "best_checkpoint_step": trainer.state.best_global_step,
                        "train_loss": trainer.state.log_history[-1].get("train_loss")})
         if is_main_process():
             save_weights(student, str(done) + ".tmp", metadata={"record": json.dumps(record[-1])})
@@ -200,6 +208,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     stage = {
         "config": settings(config),
         "teacher_sha256": weights_digest(teacher_dir),
+        **({"student_sha256": weights_digest(student_dir)} if config.student_dir else {}),
         "layer_map": layer_map,
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
         "tokenizers": "same" if not separate else "aligned by position" if aligned else "different: prediction loss only",
@@ -207,7 +216,8 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     }
     if task:
         stage["task"] = task.name
-        stage["validation"] = _evaluate(student, task, eval_data, pad_ids, config)
+        stage["validation"] = evaluate_rows(student, task, eval_data, pad_ids, config.batch_size * 2)
+        print(f"student on validation: {describe(stage['validation'])}")
     save_model(student, tokenizer, out, stage)
     remove_checkpoints(checkpoints)
     return out
@@ -299,14 +309,6 @@ def _check_heads(teacher, student, phases: list[Phase]) -> None:
             )
 
 
-def _steps_per_epoch(train_data, config: DistillConfig) -> int | None:
-    """A streamed corpus has no length: its optimiser steps per epoch, from one counting pass (None for sized data)."""
-    if hasattr(train_data, "__len__"):
-        return None
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return math.ceil(train_data.count() / (config.batch_size * world * config.gradient_accumulation_steps))
-
-
 def _cached_logits(teacher, rows: list[dict], collator, config: DistillConfig, path: Path) -> np.ndarray:
     """The teacher's logits for every training example, computed once (in batches of similar length) and kept on
     disk, memory-mapped."""
@@ -332,21 +334,6 @@ def _cached_logits(teacher, rows: list[dict], collator, config: DistillConfig, p
     while not path.is_file():  # other torchrun ranks wait for rank 0's file
         time.sleep(1)
     return np.load(path, mmap_mode="r")
-
-
-def _evaluate(student, task: Task, eval_data, pad_ids, config: DistillConfig) -> dict:
-    """The final student's validation metric (accuracy, MSE or exact match), as `finetune` records it."""
-    collator = PadCollator(pad_ids)
-    student.eval()
-    total = count = 0.0
-    with torch.no_grad():
-        for start in range(0, len(eval_data), config.batch_size * 2):
-            batch = collator(eval_data[start : start + config.batch_size * 2])
-            labels = batch.pop("labels").numpy()
-            logits = logits_of(student(**{k: v for k, v in batch.items() if not k.startswith("teacher_")}))
-            batch_total, batch_count = task.score(logits.float().numpy(), labels)
-            total, count = total + batch_total, count + batch_count
-    return {f"eval_{task.metric}": total / max(count, 1)}
 
 
 def _size(model) -> str:

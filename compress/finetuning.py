@@ -8,7 +8,7 @@ from transformers import AutoModelForSequenceClassification, set_seed
 from transformers.utils import logging
 
 from tinyship.compress.config import FinetuneConfig, settings
-from tinyship.compress.tasks import TASKS, metrics
+from tinyship.compress.tasks import TASKS, describe, metrics, weakness
 from tinyship.compress.training import (
     PadCollator,
     check_output,
@@ -18,14 +18,16 @@ from tinyship.compress.training import (
     remove_checkpoints,
     run_trainer,
     save_model,
+    steps_per_epoch,
+    training_epochs,
 )
 from tinyship.runtime.data import load_examples
 from tinyship.runtime.files import check_model_dir
 
 
 def finetune(config: FinetuneConfig, callbacks: list | None = None) -> Path:
-    """Fine-tune config.model (default: the built-in MiniLM-L6) for sequence classification; returns the saved directory.
-    callbacks: extra transformers TrainerCallbacks."""
+    """Fine-tune config.model (default: the built-in MiniLM-L6) for sequence classification; returns the saved directory,
+    whose weights are the best checkpoint's by validation accuracy. callbacks: extra transformers TrainerCallbacks."""
     out = check_output(config)
     model_dir = check_model_dir(config.model or default_base_model())
     train_set = load_examples(config.data, "train")
@@ -45,19 +47,27 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> Path:
     print(f"fine-tuning {model_dir} with a new {len(names)}-label head {names} on {train_set.source}: {len(train_set)} examples")
     checkpoints = prepare_checkpoints(out, config)
     classification = TASKS["classification"]
+    epochs = training_epochs(config.epochs, steps_per_epoch(len(train_set), config), config)
     trainer = run_trainer(
         model,
         config,
         checkpoints,
-        config.epochs,
+        epochs,
         classification.encode(train_set, tokenizer, config.data.max_length),
         classification.encode(validation_set, tokenizer, config.data.max_length),
         data_collator=PadCollator({"input_ids": tokenizer.pad_token_id}),
         compute_metrics=metrics(classification),
         callbacks=callbacks,
         logging_dir=out.parent / f"{out.name}.logs",
+        best=(classification.metric, True),
     )
-    save_model(trainer.model, tokenizer, out, {"config": settings(config), "validation": trainer.evaluate()})
+    validation = trainer.evaluate()
+    print(f"teacher on validation ({validation_set.source}): {describe(validation)}")
+    if weak := weakness(validation):
+        print(f"warning: the teacher is not clearly better than always predicting the most frequent label: {weak}")
+    stage = {"config": settings(config), "epochs": epochs, "steps": trainer.state.global_step,
+             "best_checkpoint_step": trainer.state.best_global_step, "validation": validation}
+    save_model(trainer.model, tokenizer, out, stage)
     remove_checkpoints(checkpoints)
     return out
 

@@ -1,6 +1,9 @@
 """The tasks a teacher can be distilled for, by name: how each reads and encodes its data, compares a student's
 logits with the teacher's (`prediction`) and with the true labels (`labels`), and scores predictions.
 
+Classification tasks are scored beside their majority-class baseline (the accuracy of always predicting the most
+frequent label) and macro-F1, so that a model that learned nothing but the label shares is seen for what it is.
+
 Logits are [batch, classes] for classification (one column for regression), [batch, tokens, classes] for
 token classification, and [batch, tokens, 2] (start and end) for extractive QA; mask is the attention mask.
 """
@@ -10,9 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import math
+
 import numpy as np
 import torch.nn.functional as F
 
+from tinyship.compress.config import MIN_MARGIN
 from tinyship.compress.losses import LOSSES
 from tinyship.runtime.data import load_examples, load_scores, load_span_examples, load_token_examples
 from tinyship.runtime.errors import TinyshipError
@@ -29,6 +35,8 @@ class Task:
     score: Callable  # (logits, labels) as numpy -> (sum, count) of the metric
     metric: str
     per_sequence: bool = True  # one logit row per input: the teacher's logits can be cached
+    classes: Callable | None = None  # (logits, labels) as numpy -> (predicted, true) class ids, flat; None: no classes
+    lower_is_better: bool = False  # of the metric
 
 
 def _encode_texts(examples, tokenizer, max_length: int) -> list[dict]:
@@ -86,13 +94,24 @@ def _token_prediction(student, teacher, mask, temperature):
     return LOSSES["prediction"](student[real], teacher[real], temperature)
 
 
-def _correct(logits, labels):
-    return float((logits.argmax(-1) == labels).sum()), float(labels.size)
+def _classes(logits, labels):
+    return logits.argmax(-1).reshape(-1), labels.reshape(-1)
 
 
-def _correct_tokens(logits, labels):
+def _tags(logits, labels):
+    """The predicted and true tag of each tagged token (a word's first piece; the others carry -100)."""
     tagged = labels != -100
-    return float((logits.argmax(-1)[tagged] == labels[tagged]).sum()), float(tagged.sum())
+    return logits.argmax(-1)[tagged], labels[tagged]
+
+
+def _matching(classes: Callable) -> Callable:
+    """A score (correct, count) from a task's class ids."""
+
+    def score(logits, labels):
+        predicted, true = classes(logits, labels)
+        return float((predicted == true).sum()), float(true.size)
+
+    return score
 
 
 def _exact_spans(logits, labels):
@@ -106,13 +125,14 @@ def _squared_error(logits, labels):
 
 TASKS = {
     "classification": Task("classification", "AutoModelForSequenceClassification", load_examples, _encode_texts,
-                           lambda s, t, mask, temp: LOSSES["prediction"](s, t, temp), LOSSES["labels"], _correct, "accuracy"),
+                           lambda s, t, mask, temp: LOSSES["prediction"](s, t, temp), LOSSES["labels"],
+                           _matching(_classes), "accuracy", classes=_classes),
     "regression": Task("regression", "AutoModelForSequenceClassification", lambda c, split, names: load_scores(c, split),
                        _encode_texts, lambda s, t, mask, temp: LOSSES["prediction_mse"](s, t), LOSSES["labels"],
-                       _squared_error, "mse"),
+                       _squared_error, "mse", lower_is_better=True),
     "token-classification": Task("token-classification", "AutoModelForTokenClassification", load_token_examples,
-                                 _encode_tokens, _token_prediction, LOSSES["labels"], _correct_tokens, "accuracy",
-                                 per_sequence=False),
+                                 _encode_tokens, _token_prediction, LOSSES["labels"], _matching(_tags), "accuracy",
+                                 per_sequence=False, classes=_tags),
     "question-answering": Task("question-answering", "AutoModelForQuestionAnswering",
                                lambda c, split, names: load_span_examples(c, split), _encode_spans, _span_prediction,
                                _span_labels, _exact_spans, "exact_match", per_sequence=False),
@@ -136,10 +156,77 @@ def task_of(config) -> Task:
 
 
 def metrics(task: Task):
-    """compute_metrics for the Trainer: the task's metric over an evaluation."""
+    """compute_metrics for the Trainer: summarize() over an evaluation."""
 
     def compute(prediction) -> dict:
-        total, count = task.score(np.asarray(prediction.predictions), np.asarray(prediction.label_ids))
-        return {task.metric: total / max(count, 1)}
+        return summarize(task, [(np.asarray(prediction.predictions), np.asarray(prediction.label_ids))])
 
     return compute
+
+
+def summarize(task: Task, batches) -> dict:
+    """The task's metric over (logits, labels) batches as numpy; for classification tasks class_metrics() instead
+    (accuracy, macro-F1 and the majority-class baseline; per token for token classification). QA and regression
+    have no classes to count: their metric alone."""
+    if task.classes is None:
+        total = count = 0.0
+        for logits, labels in batches:
+            found, seen = task.score(logits, labels)
+            total, count = total + found, count + seen
+        return {task.metric: total / max(count, 1)}
+    pairs = [task.classes(logits, labels) for logits, labels in batches]
+    return class_metrics(np.concatenate([p for p, _ in pairs]), np.concatenate([t for _, t in pairs]))
+
+
+def macro_f1(predicted, labels) -> float:
+    """The mean F1 = 2TP / (2TP + FP + FN) over the classes that occur in labels or predictions."""
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    classes = np.union1d(predicted, labels)
+    if not classes.size:
+        return 0.0
+    return float(np.mean([2 * np.sum((predicted == c) & (labels == c)) / (np.sum(predicted == c) + np.sum(labels == c))
+                          for c in classes]))
+
+
+def class_metrics(predicted, labels) -> dict:
+    """Accuracy and macro-F1 of predicted class ids, beside those of always predicting the most frequent label
+    (its accuracy is that label's share: the majority-class baseline); `examples` counts the labels."""
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    return {"accuracy": float(np.mean(predicted == labels)), "macro_f1": macro_f1(predicted, labels),
+            **majority_baseline(labels), "examples": int(labels.size)}
+
+
+def majority_baseline(labels) -> dict:
+    """The accuracy (the most frequent label's share) and macro-F1 of always predicting the most frequent label,
+    and that label's id."""
+    labels = np.asarray(labels).astype(np.int64)
+    if not labels.size:
+        raise TinyshipError("no labelled examples to score: the evaluated split is empty")
+    majority = int(np.bincount(labels).argmax())
+    always = np.full_like(labels, majority)
+    return {"majority_baseline": float(np.mean(always == labels)), "majority_macro_f1": macro_f1(always, labels),
+            "majority_label": majority}
+
+
+def weakness(validation: dict) -> str | None:
+    """Why a classifier's metrics (class_metrics(), keys optionally prefixed eval_) are not clearly better than
+    always predicting the most frequent label (CLEARLY_BETTER), or None when they are or the task has no classes."""
+    m = {key.removeprefix("eval_"): value for key, value in validation.items()}
+    if "majority_baseline" not in m:
+        return None
+    share = m["majority_baseline"]
+    needed = share + max(MIN_MARGIN, 2 * math.sqrt(share * (1 - share) / m["examples"]))
+    if m["accuracy"] > needed and m["macro_f1"] > m["majority_macro_f1"]:
+        return None
+    return (f"accuracy {m['accuracy']:.3f} against a majority-class baseline of {share:.3f} (clearly better is above "
+            f"{needed:.3f} on {m['examples']} examples), macro-F1 {m['macro_f1']:.3f} against the majority "
+            f"predictor's {m['majority_macro_f1']:.3f}")
+
+
+def describe(validation: dict) -> str:
+    """Metrics in a line: the task's metric, and for classification macro-F1 and the majority-class baseline."""
+    m = {key.removeprefix("eval_"): value for key, value in validation.items()}
+    if "majority_baseline" not in m:
+        return ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k in {t.metric for t in TASKS.values()})
+    return (f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (majority-class baseline: accuracy "
+            f"{m['majority_baseline']:.4f}, macro-F1 {m['majority_macro_f1']:.4f}; {m['examples']} examples)")

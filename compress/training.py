@@ -1,18 +1,19 @@
 """What the training stages share: the built-in base model, batch padding, and a Trainer run that
-checkpoints, resumes after a kill, runs data-parallel under torchrun, and saves its result atomically."""
+checkpoints, resumes after a kill, keeps the best checkpoint by the validation metric, takes at least a minimum
+number of optimiser steps, runs data-parallel under torchrun, and saves its result atomically."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, Trainer, TrainingArguments
+from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
-from transformers.trainer_utils import get_last_checkpoint
 
 from tinyship.compress.config import STAGE_FILE, TrainingConfig, settings
 from tinyship.compress.tinyship_pruned import mark as mark_pruned
@@ -84,6 +85,31 @@ class SeededTrainer(Trainer):
                                    dataset=train_dataset, seed=self.args.seed)
 
 
+def steps_per_epoch(examples: int, config: TrainingConfig) -> int:
+    """Optimiser steps in one pass over `examples` (at least: a partial batch per process rounds up)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return max(1, math.ceil(examples / (config.batch_size * world * config.gradient_accumulation_steps)))
+
+
+def training_epochs(epochs: float, per_epoch: int, config: TrainingConfig) -> float:
+    """epochs, or on a data set too small to reach config.min_steps optimiser steps in them, the whole number of
+    epochs that does (a model that sees a few hundred examples a few times learns little but their label shares)."""
+    if epochs * per_epoch >= config.min_steps:
+        return epochs
+    scaled = math.ceil(config.min_steps / per_epoch)
+    print(f"{epochs:g} epochs of {per_epoch} steps are fewer than the minimum of {config.min_steps} optimiser steps: "
+          f"training {scaled} epochs ({scaled * per_epoch} steps; set min_steps / --min-steps to change)")
+    return scaled
+
+
+class EvaluateAtEnd(TrainerCallback):
+    """Evaluate after the last step as well, so that the final weights compete for the best checkpoint."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_evaluate = True
+
+
 def check_output(config: TrainingConfig) -> Path:
     out = Path(config.output_dir)
     refuse_existing(out, config.force)
@@ -100,10 +126,17 @@ def run_trainer(
     trainer_class=SeededTrainer,
     max_steps: int = -1,
     logging_dir: Path | None = None,
+    best: tuple[str, bool] | None = None,
     **trainer_kwargs,
 ) -> Trainer:
-    """Train with transformers' Trainer, resuming from the last checkpoint in `checkpoints`; evaluates every epoch
-    when an eval set is given. Runs data-parallel when started by torchrun (gloo on CPU, nccl on GPUs)."""
+    """Train with transformers' Trainer, resuming from the last checkpoint in `checkpoints`. With an eval set,
+    evaluates every epoch; with best = (metric, higher is better) as well, evaluates at every checkpoint (at least
+    once an epoch) and after the last step, and ends with the best checkpoint's weights.
+    Runs data-parallel when started by torchrun (gloo on CPU, nccl on GPUs)."""
+    keep_best = eval_dataset is not None and best is not None
+    interval = config.save_steps
+    if keep_best and hasattr(train_dataset, "__len__"):
+        interval = min(interval, steps_per_epoch(len(train_dataset), config))
     args = TrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=epochs,
@@ -115,10 +148,14 @@ def run_trainer(
         weight_decay=config.weight_decay,
         warmup_ratio=config.warmup_ratio,
         seed=config.seed,
-        eval_strategy="epoch" if eval_dataset is not None else "no",
+        eval_strategy="steps" if keep_best else "epoch" if eval_dataset is not None else "no",
+        eval_steps=interval if keep_best else None,
         save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=1,
+        save_steps=interval,
+        save_total_limit=1,  # with keep_best, the best checkpoint is kept as well
+        load_best_model_at_end=keep_best,
+        metric_for_best_model=best[0] if keep_best else None,
+        greater_is_better=best[1] if keep_best else None,
         logging_steps=50,
         logging_dir=str(logging_dir or checkpoints / "logs"),  # TensorBoard's, when it is installed
         report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
@@ -131,7 +168,9 @@ def run_trainer(
     )
     checkpoints.mkdir(parents=True, exist_ok=True)  # every torchrun rank looks for the last checkpoint here
     trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **trainer_kwargs)
-    last = get_last_checkpoint(str(checkpoints))
+    if keep_best:
+        trainer.add_callback(EvaluateAtEnd())
+    last = last_checkpoint(checkpoints)
     if last:
         print(f"resuming from {last}")
     try:
@@ -140,6 +179,13 @@ def run_trainer(
         print(f"interrupted: run the same command again to resume from the last checkpoint in {checkpoints}")
         raise
     return trainer
+
+
+def last_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing (trainer_state.json is its last file): one a kill cut short
+    cannot be resumed from, and the resumed run writes it again."""
+    steps = [int(p.parent.name.removeprefix("checkpoint-")) for p in checkpoints.glob("checkpoint-*/trainer_state.json")]
+    return str(checkpoints / f"checkpoint-{max(steps)}") if steps else None
 
 
 def save_model(model, tokenizer, out: Path, stage: dict) -> Path:
@@ -153,9 +199,14 @@ def save_model(model, tokenizer, out: Path, stage: dict) -> Path:
     return out
 
 
+def checkpoints_of(out: Path) -> Path:
+    """Where a training stage writing out keeps its checkpoints until out is saved."""
+    return out.parent / f"{out.name}.checkpoints"
+
+
 def prepare_checkpoints(out: Path, config: TrainingConfig) -> Path:
     """The checkpoint directory for out: kept for a resume with the same settings, else refused (or, with force, cleared)."""
-    checkpoints = out.parent / f"{out.name}.checkpoints"
+    checkpoints = checkpoints_of(out)
     if not is_main_process():
         return checkpoints  # rank 0 checks and prepares it
     stage = checkpoints / STAGE_FILE

@@ -7,6 +7,7 @@ from dataclasses import replace
 from functools import partial
 
 from tinyship.compress.cli import describe_phases, parse_layers, parse_phase
+from tinyship.compress.config import CLEARLY_BETTER, STUDENT_SHAPES
 from tinyship.export.config import EXPORTERS, TASK_NAMES, ExportConfig
 from tinyship.export.pipeline import CompressConfig, load_recipe
 from tinyship.export.quantization import CALIBRATIONS, PRESETS, QUANTIZE_MODES
@@ -67,7 +68,16 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
     add("--teacher", "a fine-tuned model directory; without it, --base-model is fine-tuned first")
     add("--base-model", "the model to fine-tune as teacher (default: the built-in MiniLM-L6)")
     add("--finetune-epochs", f"default: {defaults.finetune.epochs}", type=float)
-    add("--student-layers", "student layer count, mapped uniformly (default: half the teacher's)", type=int)
+    add("--allow-weak-teacher", "go on with a teacher that is not clearly better than always predicting the most "
+        f"frequent label (clearly better: {CLEARLY_BETTER}); without it, such a teacher stops the run",
+        action="store_true")
+    add("--min-steps", "fine-tuning and each distillation phase take at least this many optimiser steps: on a small "
+        f"data set the epochs go up to reach it (default: {defaults.finetune.min_steps}); each keeps its best "
+        "checkpoint by validation metric", type=int)
+    add("--student", f"the student: a smaller model directory, or a shape ({', '.join(STUDENT_SHAPES)})",
+        metavar="DIR|SHAPE")
+    add("--student-layers", "or a student layer count, cut from the teacher and mapped uniformly (default: half the "
+        "teacher's)", type=int)
     add("--layers", "or the teacher layers the student keeps, 1-based (e.g. 2,4,6)", type=parse_layers)
     add("--distill-phase", "a distillation phase, LOSS[=WEIGHT],...:EPOCHS; repeat for several "
         f"(default: {describe_phases(defaults.distill.phases)})", type=parse_phase, action="append", dest="distill_phases")
@@ -79,21 +89,27 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
 
 
+STUDENT_FLAGS = ("student", "student_layers", "layers")  # one way to name the student: a flag replaces the recipe's
+NO_PRUNE_TARGET = {"heads": 0.0, "ffn": 0.0, "flops": None, "parameters": None, "latency": None}  # --prune-flops: ditto
+
+
 def compress_config_from_args(args: argparse.Namespace) -> CompressConfig:
     given = vars(args)
     config = load_recipe(args.recipe) if "recipe" in given else CompressConfig()
+    student = {key: given.get(key) for key in STUDENT_FLAGS} if set(STUDENT_FLAGS) & set(given) else {}
+    min_steps = {"min_steps": given["min_steps"]} if "min_steps" in given else {}
+    prune_target = {**NO_PRUNE_TARGET, "flops": given["prune_flops"]} if "prune_flops" in given else {}
     config = replace(
         config,
         output_dir=given.get("out", config.output_dir),
         teacher=given.get("teacher", config.teacher),
+        allow_weak_teacher=given.get("allow_weak_teacher", config.allow_weak_teacher),
         data=data_config_from_args(args, config.data),
         finetune=replace(config.finetune, model=given.get("base_model", config.finetune.model),
-                         epochs=given.get("finetune_epochs", config.finetune.epochs)),
-        distill=replace(config.distill, student_layers=given.get("student_layers", config.distill.student_layers),
-                        layers=given.get("layers", config.distill.layers),
+                         epochs=given.get("finetune_epochs", config.finetune.epochs), **min_steps),
+        distill=replace(config.distill, **student, **min_steps,
                         phases=given.get("distill_phases", config.distill.phases)),
-        prune=replace(config.prune, flops=given.get("prune_flops", config.prune.flops),
-                      steps=given.get("prune_steps", config.prune.steps)),
+        prune=replace(config.prune, **prune_target, steps=given.get("prune_steps", config.prune.steps)),
         export=replace(config.export, quantize=given.get("quantize", config.export.quantize),
                        accuracy_budget=given.get("accuracy_budget", config.export.accuracy_budget)),
     )

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyship.compress.tasks import Task
+from tinyship.compress.tasks import TASKS, Task
 from tinyship.runtime.bench import timed
 from tinyship.runtime.predictor import BATCH_SIZE, run_rows
 from tinyship.runtime.predictor import open_session as session  # export and its report open models with it too
 
-LOWER_IS_BETTER = {"mse"}
+LOWER_IS_BETTER = {task.metric for task in TASKS.values() if task.lower_is_better}
 
 
 # onnxruntime fusions applied when a session loads a model, tried off for each candidate: on onnxruntime 1.32's

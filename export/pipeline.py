@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import types
 import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tinyship.compress.config import STAGE_FILE, DistillConfig, FinetuneConfig, Phase, PruneConfig, settings
+from tinyship.compress.config import STAGE_FILE, DistillConfig, FinetuneConfig, Phase, PruneConfig, settings, with_student
 from tinyship.export.config import ExportConfig
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
@@ -36,53 +37,104 @@ class CompressConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)  # nothing to remove (the default): no pruning step
     export: ExportConfig = field(default_factory=ExportConfig)
+    allow_weak_teacher: bool = False  # go on with a teacher not clearly better than the majority-class baseline
 
 
 def compress(config: CompressConfig) -> Path:
-    """Run every stage into config.output_dir; returns the bundle's path (report.md and .json beside it)."""
-    from tinyship.compress import distill, finetune, prune, weights_digest
+    """Run every stage into config.output_dir; returns the bundle's path (report.md and .json beside it).
+    Stops after the teacher is fine-tuned (or, when given, first evaluated) if it is not clearly better than always
+    predicting the most frequent label, unless config.allow_weak_teacher."""
+    from tinyship.compress import distill, finetune, prune
     from tinyship.export.exporting import export
     from tinyship.export.report import compression_report
 
     out = Path(config.output_dir)
+    plan = stages(config)  # every stage's config is checked before anything runs
     out.mkdir(parents=True, exist_ok=True)
     if config.teacher:
         teacher = check_model_dir(config.teacher)
     else:
-        teacher = _run_stage("teacher", finetune, replace(config.finetune, output_dir=str(out / "teacher"), data=config.data))
-    student = _run_stage(
-        "student",
-        distill,
-        replace(config.distill, teacher=str(teacher), output_dir=str(out / "student"), data=config.data),
-        teacher_sha256=weights_digest(teacher),
-    )
-    rounds = prune_rounds(config.prune)
-    for step, changes in enumerate(rounds, start=1):
-        suffix = f"-{step}" if len(rounds) > 1 else ""
-        pruned = _run_stage(f"pruned{suffix}", prune, replace(config.prune, model=str(student), **changes,
-                                                              output_dir=str(out / f"pruned{suffix}"), data=config.data))
-        student = _run_stage(
-            f"recovered{suffix}",
-            distill,
-            replace(config.distill, teacher=str(teacher), student=str(pruned), output_dir=str(out / f"recovered{suffix}"),
-                    data=config.data, phases=recovery_phases(config.distill.phases)),
-            teacher_sha256=weights_digest(teacher),
-            student_sha256=weights_digest(pruned),
-        )
+        name, finetune_config = plan.pop(0)
+        teacher = _run_stage(name, finetune, finetune_config)
+    teacher_validation, warnings = _check_teacher(teacher, config)
+    verbs = {DistillConfig: distill, PruneConfig: prune}
+    for name, stage_config in plan[:-1]:
+        _run_stage(name, verbs[type(stage_config)], stage_config, **_made_from(stage_config))
     print("== bundle")
-    candidates_dir = out / "candidates"
-    bundle = export(
-        replace(config.export, model=str(student), output=str(out / "bundle"), data=config.data,
-                candidates_dir=str(candidates_dir), force=True)
-    )
-    print("== report")
+    export_config = plan[-1][1]
+    bundle = export(export_config)
     exported = read_manifest(bundle)
+    gate = exported["metrics"]
+    print(f"bundle ({exported['variant']}) on validation: {gate['metric']} {gate['validation']:.4f}"
+          + (f" (majority-class baseline {teacher_validation['eval_majority_baseline']:.4f})"
+             if "eval_majority_baseline" in teacher_validation else ""))
+    print("== report")
+    student = Path(export_config.model)
+    candidates_dir = Path(export_config.candidates_dir)
     shipped = {exported["variant"]: bundle / exported["model"]}
     compression_report(teacher, student, {"fp32": candidates_dir / "fp32" / "model.onnx", **shipped}, config.data, out,
-                       gate=exported["metrics"])
+                       gate=gate, warnings=warnings)
     print((out / "report.md").read_text(encoding="utf-8"))
     print(f"bundle: {bundle}\nreport: {out / 'report.md'} and {out / 'report.json'}")
     return bundle
+
+
+def stages(config: CompressConfig) -> list[tuple[str, object]]:
+    """Each stage's name and config, in the order compress() runs them: fine-tune the teacher (unless given),
+    distil the student, prune-then-recover rounds (when asked), export. Each stage reads the directory the one
+    before it writes; building the configs checks every one of them."""
+    out = Path(config.output_dir)
+    teacher = config.teacher or str(out / "teacher")
+    plan = [] if config.teacher else [("teacher", replace(config.finetune, output_dir=teacher, data=config.data))]
+    student = str(out / "student")
+    plan.append(("student", replace(config.distill, teacher=teacher, output_dir=student, data=config.data)))
+    rounds = prune_rounds(config.prune)
+    for step, changes in enumerate(rounds, start=1):
+        suffix = f"-{step}" if len(rounds) > 1 else ""
+        pruned = str(out / f"pruned{suffix}")
+        plan.append((f"pruned{suffix}", replace(config.prune, model=student, **changes, output_dir=pruned, data=config.data)))
+        student = str(out / f"recovered{suffix}")
+        recovery = replace(with_student(config.distill, pruned), phases=recovery_phases(config.distill.phases))
+        plan.append((f"recovered{suffix}", replace(recovery, teacher=teacher, output_dir=student, data=config.data)))
+    plan.append(("bundle", replace(config.export, model=student, output=str(out / "bundle"), data=config.data,
+                                   candidates_dir=str(out / "candidates"), force=True)))
+    return plan
+
+
+def _made_from(stage_config) -> dict:
+    """What a distillation's result depends on besides its settings: its teacher's and student's weights."""
+    from tinyship.compress import weights_digest
+
+    if not isinstance(stage_config, DistillConfig):
+        return {}
+    made_from = {"teacher_sha256": weights_digest(Path(stage_config.teacher))}
+    if stage_config.student_dir:
+        made_from["student_sha256"] = weights_digest(Path(stage_config.student_dir))
+    return made_from
+
+
+def _check_teacher(teacher: Path, config: CompressConfig) -> tuple[dict, list[str]]:
+    """The teacher's validation metrics, and the warning to report when it is weak and allowed. A teacher not
+    clearly better than always predicting the most frequent label (CLEARLY_BETTER) stops the pipeline: a student
+    distilled from it learns the label shares, and its "accuracy kept" would say nothing."""
+    from tinyship.compress import validate
+    from tinyship.compress.tasks import describe, weakness
+
+    validation = validate(teacher, config.data)
+    print(f"teacher on validation: {describe(validation)}")
+    weak = weakness(validation)
+    if weak is None:
+        return validation, []
+    if not config.allow_weak_teacher:
+        raise TinyshipError(
+            f"the teacher {teacher} is not clearly better than always predicting the most frequent label: {weak}. "
+            "Try more fine-tuning epochs (--finetune-epochs), a higher learning rate (recipe: finetune: "
+            "{learning_rate: ...}), balanced classes (or more examples of the rare ones), or more data; or pass "
+            "--allow-weak-teacher (recipe: allow_weak_teacher: true) to go on anyway"
+        )
+    warning = f"the teacher is not clearly better than always predicting the most frequent label: {weak}"
+    print(f"warning: {warning} (going on: --allow-weak-teacher)")
+    return validation, [warning]
 
 
 def prune_rounds(config: PruneConfig) -> list[dict]:
@@ -112,6 +164,13 @@ def _run_stage(name: str, verb, stage_config, **made_from) -> Path:
             raise TinyshipError(f"{out / STAGE_FILE} is damaged: delete {out} to redo the stage") from None
         if made.get("config") == settings(stage_config) and all(made.get(k) == v for k, v in made_from.items()):
             print(f"== {name}: reusing {out} (same settings)")
+            from tinyship.compress.training import checkpoints_of
+
+            shutil.rmtree(checkpoints_of(out), ignore_errors=True)  # left by a kill between the save and their removal
+            if "validation" in made:
+                from tinyship.compress.tasks import describe
+
+                print(f"{name} on validation: {describe(made['validation'])}")
             return out
         raise TinyshipError(f"{out} was made with other settings or another teacher: delete it, or choose another --out")
     print(f"== {name}")

@@ -1,7 +1,8 @@
 """The compression report: teacher and student, PyTorch and ONNX, side by side on the test split.
 
-For each model: test accuracy, size on disk, parameters, and the latency of one forward pass
-at batch 1 on a typical input (the test text of median token count), on one thread.
+For each model: test accuracy and macro-F1 (beside the majority-class baseline: always predicting the most
+frequent label), size on disk, parameters, and the latency of one forward pass at batch 1 on a typical input
+(the test text of median token count), on one thread.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tqdm import tqdm
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from tinyship.compress.pruning import load_model
+from tinyship.compress.tasks import class_metrics, majority_baseline
 from tinyship.export.bundling import versions
 from tinyship.export.evaluation import session
 from tinyship.export.exporting import model_labels
@@ -60,16 +62,17 @@ def torch_row(name: str, model_dir: Path, test: Examples, typical: dict, max_len
             torch.set_num_threads(threads)
     return {
         "model": name,
-        "accuracy": float(np.mean(np.array(predicted) == np.array(test.labels))),
+        **scores(np.array(predicted), test),
         "size_bytes": weights_bytes(model_dir),
         "parameters": sum(p.numel() for p in model.parameters()),
         **timing,
     }
 
 
-def accuracy(classify: TextClassifier, examples: Examples) -> float:
-    predicted = classify.logits(examples.inputs()).argmax(axis=-1)
-    return float((predicted == np.array(examples.labels)).mean())
+def scores(predicted: np.ndarray, examples: Examples) -> dict:
+    """Accuracy and macro-F1 of predicted label ids."""
+    metrics = class_metrics(predicted, np.array(examples.labels))
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
 
 
 def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typical: dict, max_length: int, parameters: int,
@@ -81,7 +84,7 @@ def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typic
                               disabled_optimizers=disabled_optimizers)
     return {
         "model": name,
-        "accuracy": accuracy(classify, test),
+        **scores(classify.logits(test.inputs()).argmax(axis=-1), test),
         "size_bytes": model_file.stat().st_size,
         "parameters": parameters,  # those of the PyTorch model it was exported from
         **timed(lambda: run.run(None, feed), WARMUP, REPEAT),
@@ -89,10 +92,12 @@ def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typic
 
 
 def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[str, Path], data: DataConfig, out_dir: Path,
-                       gate: dict | None = None) -> dict:
+                       gate: dict | None = None, warnings: list[str] | None = None) -> dict:
     """Measure teacher, student and the student's ONNX candidates; write report.json and report.md to out_dir.
-    gate: the bundle manifest's metrics, whose candidate table the report repeats."""
-    test = load_examples(data, "test", model_labels(teacher_dir))
+    gate: the bundle manifest's metrics, whose candidate table the report repeats (with the validation split's
+    majority-class baseline); warnings: lines the report states first (e.g. a weak teacher, let through)."""
+    labels = model_labels(teacher_dir)
+    test = load_examples(data, "test", labels)
     typical = typical_input(test, student_dir / "tokenizer.json", data.max_length)
     rows = [torch_row("teacher (PyTorch fp32)", teacher_dir, test, typical, data.max_length)]
     rows.append(torch_row("student (PyTorch fp32)", student_dir, test, typical, data.max_length))
@@ -106,18 +111,33 @@ def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[st
         row["size_reduction"] = teacher["size_bytes"] / row["size_bytes"]
         row["accuracy_kept"] = row["accuracy"] / teacher["accuracy"] if teacher["accuracy"] else None
     report = {
+        "warnings": warnings or [],
         "test_set": test.source,
         "test_examples": len(test),
+        "majority_baseline": _baseline(test),
         "latency": {"batch_size": 1, "threads": 1, "tokens": int(typical["input_ids"].shape[1]),
                     "warmup": WARMUP, "repeat": REPEAT},
         "machine": machine(),
         "versions": versions(),
         "rows": rows,
         "export_gate": gate,
+        "validation_majority_baseline": _baseline(load_examples(data, "validation", labels)) if gate else None,
     }
     write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out_dir / "report.md", markdown(report))
     return report
+
+
+def _baseline(examples: Examples) -> dict:
+    """What always predicting the most frequent label scores on these examples, and that label."""
+    baseline = majority_baseline(examples.labels)
+    return {"label": examples.label_names[baseline["majority_label"]], "accuracy": baseline["majority_baseline"],
+            "macro_f1": baseline["majority_macro_f1"]}
+
+
+def _describe_baseline(baseline: dict) -> str:
+    return (f"always predicting the most frequent label ({baseline['label']!r}) scores accuracy "
+            f"{baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}")
 
 
 def save_results(directory: str | Path, report: dict, markdown_text: str) -> Path:
@@ -131,19 +151,22 @@ def save_results(directory: str | Path, report: dict, markdown_text: str) -> Pat
 
 def markdown(report: dict) -> str:
     latency = report["latency"]
-    lines = [
-        f"Test set: {report['test_set']}, {report['test_examples']} examples. "
+    lines = [f"**Warning:** {warning}." for warning in report["warnings"]] + [""] * bool(report["warnings"])
+    lines += [
+        f"Test set: {report['test_set']}, {report['test_examples']} examples; the majority-class baseline: "
+        f"{_describe_baseline(report['majority_baseline'])}. "
         f"Latency: one forward pass, batch {latency['batch_size']}, {latency['tokens']} tokens, "
         f"{latency['threads']} thread, median and p99 of {latency['repeat']} runs. "
         f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores "
         f"({', '.join(report['machine']['flags']) or 'no AVX2/VNNI'}).",
         "",
-        "| model | accuracy | kept | size MB | smaller | params M | median ms | p99 ms | faster |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | accuracy | macro-F1 | kept | size MB | smaller | params M | median ms | p99 ms | faster |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         lines.append(
-            f"| {r['model']} | {r['accuracy']:.4f} | {'n/a' if r['accuracy_kept'] is None else format(r['accuracy_kept'], '.1%')} | {r['size_bytes'] / 1e6:.1f} | "
+            f"| {r['model']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
+            f"{'n/a' if r['accuracy_kept'] is None else format(r['accuracy_kept'], '.1%')} | {r['size_bytes'] / 1e6:.1f} | "
             f"{r['size_reduction']:.1f}x | {r['parameters'] / 1e6:.1f} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | "
             f"{r['speedup']:.1f}x |"
         )
@@ -152,7 +175,8 @@ def markdown(report: dict) -> str:
         latency = gate["gate"]["latency"]
         lines += [
             "",
-            f"Export candidates, on {gate['validation_examples']} validation examples; latency at batch "
+            f"Export candidates, on {gate['validation_examples']} validation examples (the majority-class baseline: "
+            f"{_describe_baseline(report['validation_majority_baseline'])}); latency at batch "
             f"{latency['batch_size']}, {latency['tokens']} tokens, {latency['threads']} thread:",
             "",
             f"| variant | precision | {gate['metric']} | median ms | p99 ms | size MB | within budget |",

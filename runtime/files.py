@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -30,7 +31,9 @@ def refuse_existing(out: Path, force: bool) -> None:
 def writing_directory(out: Path):
     """Yield an empty directory beside out to fill; on success it replaces out, on failure it is removed."""
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for kind in ("tmp", "old"):  # this name's leftovers, e.g. from a write that was killed
+        for stale in out.parent.glob(f"{glob.escape('.' + out.name)}.{kind}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp

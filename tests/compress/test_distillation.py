@@ -43,12 +43,12 @@ def test_student_with_every_layer_computes_the_teacher(tiny_model_dir):
 @pytest.mark.parametrize("layers", [[], [0, 2], [2, 2], [5]])
 def test_bad_layers_are_refused(tiny_model_dir, small_data, tmp_path, layers):
     with pytest.raises(TinyshipError, match="distinct teacher layer numbers from 1 to 4"):
-        distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data, layers=layers))
+        distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data, layers=layers))
 
 
 def test_a_bad_layer_map_is_refused(tiny_model_dir, small_data, tmp_path):
     with pytest.raises(TinyshipError, match=r"layer map \[1, 5\]: give one teacher layer \(1 to 4\)"):
-        distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data, layer_map=[1, 5]))
+        distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data, layer_map=[1, 5]))
 
 
 def soft_cross_entropy(student, teacher, tokenizer, texts):
@@ -71,7 +71,7 @@ def wide_teacher(tiny_model_factory, tmp_path_factory):
 
 def test_task_distillation_runs_intermediate_then_prediction_phases(wide_teacher, small_data, tmp_path):
     out = tmp_path / "student"
-    config = DistillConfig(teacher=str(wide_teacher), output_dir=str(out), data=small_data, batch_size=16,
+    config = DistillConfig(min_steps=0, teacher=str(wide_teacher), output_dir=str(out), data=small_data, batch_size=16,
                            learning_rate=1e-3, phases=[Phase(INTERMEDIATE, 3), Phase({"prediction": 1}, 3)])
     assert distill(config) == out
     student = AutoModelForSequenceClassification.from_pretrained(out)
@@ -95,7 +95,7 @@ def test_task_distillation_runs_intermediate_then_prediction_phases(wide_teacher
 
 
 def test_the_intermediate_phase_pulls_hidden_states_toward_the_teacher(wide_teacher, small_data, tmp_path):
-    config = DistillConfig(teacher=str(wide_teacher), output_dir=str(tmp_path / "s"), data=small_data, batch_size=16,
+    config = DistillConfig(min_steps=0, teacher=str(wide_teacher), output_dir=str(tmp_path / "s"), data=small_data, batch_size=16,
                            learning_rate=1e-3, phases=[Phase({"hidden": 1}, 3)], layers=[1, 3])
     student = AutoModelForSequenceClassification.from_pretrained(distill(config))
     teacher = AutoModelForSequenceClassification.from_pretrained(wide_teacher)
@@ -105,7 +105,7 @@ def test_the_intermediate_phase_pulls_hidden_states_toward_the_teacher(wide_teac
 
 
 def test_a_tinybert_shaped_student_learns_through_projections(tiny_model_dir, small_data, tmp_path):
-    out = distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
+    out = distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
                                 student="tinybert-4", batch_size=32,
                                 phases=[Phase({"embedding": 1, "hidden": 1}, 1), Phase({"prediction": 1}, 1)]))
     student = AutoModelForSequenceClassification.from_pretrained(out)
@@ -117,39 +117,53 @@ def test_a_tinybert_shaped_student_learns_through_projections(tiny_model_dir, sm
 
 def test_the_attention_loss_refuses_other_head_counts(tiny_model_dir, small_data, tmp_path):
     with pytest.raises(TinyshipError, match="12 attention heads and the teacher 4"):
-        distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
+        distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
                               student="tinybert-4"))
 
 
 def test_config_errors_are_clear(tiny_model_dir, small_data, tmp_path):
     with pytest.raises(TinyshipError, match="not both|give one of"):
-        DistillConfig(student_layers=2, layers=[1, 2])
+        DistillConfig(min_steps=0, student_layers=2, layers=[1, 2])
     with pytest.raises(TinyshipError, match="general distillation has no labels"):
-        DistillConfig(stage="general", phases=[Phase({"prediction": 1}, 1)])
+        DistillConfig(min_steps=0, stage="general", phases=[Phase({"prediction": 1}, 1)])
     with pytest.raises(TinyshipError, match="student 'tinybert-3' is neither a model directory nor a shape"):
-        distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
+        distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
                               student="tinybert-3"))
     with pytest.raises(TinyshipError, match="unknown loss 'hiden'"):
-        distill(DistillConfig(teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
+        distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
                               phases=[Phase({"hiden": 1}, 1)]))
 
 
 def test_distill_needs_a_fine_tuned_teacher_with_safetensors(tmp_path, small_data, minilm_dir):
     with pytest.raises(TinyshipError, match="no teacher"):
-        distill(DistillConfig(output_dir=str(tmp_path / "s")))
+        distill(DistillConfig(min_steps=0, output_dir=str(tmp_path / "s")))
     with pytest.raises(TinyshipError, match="a BertModel, not a fine-tuned model of a task tinyship distils.*--stage general"):
-        distill(DistillConfig(teacher=minilm_dir, output_dir=str(tmp_path / "s"), data=small_data))
+        distill(DistillConfig(min_steps=0, teacher=minilm_dir, output_dir=str(tmp_path / "s"), data=small_data))
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "config.json").write_text("{}")
     (tmp_path / "t" / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(TinyshipError, match="no model.safetensors.*pickles"):
-        distill(DistillConfig(teacher=str(tmp_path / "t"), output_dir=str(tmp_path / "s"), data=small_data))
+        distill(DistillConfig(min_steps=0, teacher=str(tmp_path / "t"), output_dir=str(tmp_path / "s"), data=small_data))
 
 
 def run(teacher, data, out, callbacks=(), **settings):
-    defaults = {"batch_size": 16, "save_steps": 3, "phases": [Phase(INTERMEDIATE, 1), Phase({"prediction": 1}, 2)]}
+    defaults = {"batch_size": 16, "save_steps": 3, "min_steps": 0, "phases": [Phase(INTERMEDIATE, 1), Phase({"prediction": 1}, 2)]}
     config = DistillConfig(teacher=str(teacher), output_dir=str(out), data=data, **{**defaults, **settings})
     return load_file(distill(config, callbacks=list(callbacks)) / "model.safetensors")
+
+
+def test_each_phase_takes_the_minimum_steps_and_one_that_predicts_keeps_its_best(tiny_model_dir, small_data, tmp_path,
+                                                                                  capsys):
+    run(tiny_model_dir, small_data, tmp_path / "s", min_steps=7, save_steps=100,
+        phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)])
+    stage = json.loads((tmp_path / "s" / "tinyship_stage.json").read_text())
+    assert capsys.readouterr().out.count("fewer than the minimum of 7 optimiser steps: training 2 epochs (8 steps") == 2
+    assert [(p["epochs"], p["steps"]) for p in stage["phases"]] == [(2, 8), (2, 8)]  # 64 examples / 16: 4 steps an epoch
+    assert stage["phases"][0]["best_checkpoint_step"] is None  # matching hidden states: no validation metric to pick by
+    assert stage["phases"][1]["best_checkpoint_step"] in (4, 8)
+    validation = stage["validation"]
+    assert validation["eval_examples"] == len(load_examples(small_data, "validation"))
+    assert {"eval_accuracy", "eval_macro_f1", "eval_majority_baseline", "eval_majority_macro_f1"} <= set(validation)
 
 
 def test_a_killed_distillation_resumes_to_the_same_weights(tiny_model_dir, small_data, tmp_path):
@@ -212,7 +226,7 @@ def test_a_teacher_with_another_tokenizer(kind, tiny_model_dir, minilm_dir, smal
     else:
         vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [c for c in "abcdefghijklmnopqrstuvwxyz"] + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
     teacher = teacher_with_tokenizer(tmp_path / "teacher", tokenizer_with_vocab(tmp_path / "vocab", vocab))
-    out = distill(DistillConfig(teacher=str(teacher), student=str(tiny_model_dir), output_dir=str(tmp_path / "s"),
+    out = distill(DistillConfig(min_steps=0, teacher=str(teacher), student=str(tiny_model_dir), output_dir=str(tmp_path / "s"),
                                 data=small_data, batch_size=32, layer_map=[1, 1, 2, 2],
                                 phases=[Phase(INTERMEDIATE, 1), Phase({"prediction": 1}, 1)]))
     stage = json.loads((out / "tinyship_stage.json").read_text())
@@ -241,7 +255,7 @@ def test_two_processes_under_torchrun(tiny_model_dir, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={port}",
                str(tinyship), "distill", "--teacher", str(tiny_model_dir), "--out", str(tmp_path / "s"),
                "--limit", "64", "--max-length", "64", "--batch-size", "8", "--phase", "hidden,attention:1",
-               "--phase", "prediction:1"]
+               "--phase", "prediction:1", "--min-steps", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

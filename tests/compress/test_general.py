@@ -40,7 +40,7 @@ def test_general_distillation_saves_an_encoder_closer_to_the_teacher(tiny_model_
     AutoModel.from_pretrained(teacher_dir).save_pretrained(tmp_path / "pretrained")  # a pre-trained encoder
     AutoTokenizer.from_pretrained(teacher_dir).save_pretrained(tmp_path / "pretrained")
     (tmp_path / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
-    config = DistillConfig(stage="general", teacher=str(tmp_path / "pretrained"), corpus=str(tmp_path / "corpus.txt"),
+    config = DistillConfig(min_steps=0, stage="general", teacher=str(tmp_path / "pretrained"), corpus=str(tmp_path / "corpus.txt"),
                            output_dir=str(tmp_path / "general"), student_layers=2, batch_size=8, learning_rate=3e-3,
                            phases=[Phase({"embedding": 1, "hidden": 1, "attention": 1}, 6)])
     out = distill(config)
@@ -60,7 +60,7 @@ def test_general_distillation_saves_an_encoder_closer_to_the_teacher(tiny_model_
     assert distance(student) < 0.9 * distance(student_from_teacher(teacher, [2, 4]))
 
     # the general student then starts a task distillation, with a fresh head
-    task = distill(DistillConfig(teacher=str(teacher_dir), student=str(out), output_dir=str(tmp_path / "task"),
+    task = distill(DistillConfig(min_steps=0, teacher=str(teacher_dir), student=str(out), output_dir=str(tmp_path / "task"),
                                  data=DataConfig(limit=32, max_length=64),
                                  batch_size=16, phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)]))
     model = AutoModelForSequenceClassification.from_pretrained(task)

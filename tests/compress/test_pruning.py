@@ -143,17 +143,19 @@ def test_bad_pruning_inputs(tiny_model_dir, tmp_path):
 
 
 def test_a_pruned_student_recovers_by_distillation_and_keeps_its_shape(tiny_model_dir, small_data, tmp_path):
-    from tinyship.compress import DistillConfig, Phase, distill
+    from tinyship.compress import DistillConfig, Phase, distill, weights_digest
 
     pruned = prune(PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "p"), data=small_data, heads=0.25,
                                ffn=0.5, importance="magnitude"))
     before = load_model(pruned)
-    out = distill(DistillConfig(teacher=str(tiny_model_dir), student=str(pruned), output_dir=str(tmp_path / "s"),
+    out = distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), student=str(pruned), output_dir=str(tmp_path / "s"),
                                 data=small_data, batch_size=16, phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)]))
     after = load_model(out)
     shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
     assert shapes(after) == shapes(before)  # recovery trains the slim layers, it does not regrow them
     assert any(not torch.equal(a, b) for a, b in zip(after.state_dict().values(), before.state_dict().values()))
+    stage = json.loads((out / "tinyship_stage.json").read_text())  # what it was made from: a rerun's check
+    assert stage["student_sha256"] == weights_digest(pruned) and stage["teacher_sha256"] == weights_digest(tiny_model_dir)
 
 
 def test_a_flops_target_removes_that_share_of_encoder_flops(tiny_model_dir, small_data, tmp_path):

@@ -37,7 +37,7 @@ def test_token_tags_go_on_each_words_first_piece(token_data, tiny_model_dir):
 
 def test_token_classification_distils(token_data, tiny_model_dir, tmp_path):
     teacher = tiny_tagger(tmp_path / "teacher", tiny_model_dir)
-    out = distill(DistillConfig(teacher=str(teacher), output_dir=str(tmp_path / "s"), data=token_data, batch_size=16,
+    out = distill(DistillConfig(min_steps=0, teacher=str(teacher), output_dir=str(tmp_path / "s"), data=token_data, batch_size=16,
                                 phases=PHASES))
     stage = json.loads((out / "tinyship_stage.json").read_text())
     assert stage["task"] == "token-classification" and 0 <= stage["validation"]["eval_accuracy"] <= 1
@@ -63,7 +63,7 @@ def test_answer_spans_point_at_the_answer_or_at_the_first_token(tmp_path, tiny_m
 def test_question_answering_distils(tmp_path, tiny_model_dir):
     data = squad_data(tmp_path, max_length=64)
     teacher = tiny(BertForQuestionAnswering, tmp_path / "teacher", tiny_model_dir)
-    out = distill(DistillConfig(teacher=str(teacher), output_dir=str(tmp_path / "s"), data=data, batch_size=8, phases=PHASES))
+    out = distill(DistillConfig(min_steps=0, teacher=str(teacher), output_dir=str(tmp_path / "s"), data=data, batch_size=8, phases=PHASES))
     stage = json.loads((out / "tinyship_stage.json").read_text())
     assert stage["task"] == "question-answering" and 0 <= stage["validation"]["eval_exact_match"] <= 1
     assert AutoModelForQuestionAnswering.from_pretrained(out).config.num_hidden_layers == 2
@@ -76,7 +76,7 @@ def test_regression_and_sentence_pairs_distil(tmp_path, tiny_model_dir):
     data = DataConfig(train_file=str(tmp_path / "sts.csv"), text_column="premise", text_pair_column="hypothesis",
                       label_column="score")
     teacher = tiny(BertForSequenceClassification, tmp_path / "teacher", tiny_model_dir, num_labels=1, problem_type="regression")
-    out = distill(DistillConfig(teacher=str(teacher), output_dir=str(tmp_path / "s"), data=data, batch_size=16, phases=PHASES))
+    out = distill(DistillConfig(min_steps=0, teacher=str(teacher), output_dir=str(tmp_path / "s"), data=data, batch_size=16, phases=PHASES))
     stage = json.loads((out / "tinyship_stage.json").read_text())
     assert stage["task"] == "regression" and stage["validation"]["eval_mse"] >= 0
     assert AutoModelForSequenceClassification.from_pretrained(out).config.num_labels == 1
@@ -112,3 +112,46 @@ def test_bad_task_data_is_named(tmp_path):
         load_span_examples(data, "train")
     with pytest.raises(TinyshipError, match="token classification needs your own JSONL data"):
         load_token_examples(DataConfig(), "train")
+
+
+def test_class_metrics_on_hand_made_predictions():
+    from tinyship.compress.tasks import class_metrics, macro_f1
+
+    labels = [0, 0, 0, 0, 0, 0, 1, 1, 2, 2]
+    predicted = [0, 0, 0, 0, 1, 2, 1, 0, 2, 2]
+    # F1 per class, 2TP / (predicted + true): 0: 8/11, 1: 2/4, 2: 4/5; always 0: 12/16, 0, 0
+    assert class_metrics(predicted, labels) == {
+        "accuracy": pytest.approx(0.7), "macro_f1": pytest.approx((8 / 11 + 0.5 + 0.8) / 3),
+        "majority_baseline": pytest.approx(0.6), "majority_macro_f1": pytest.approx(0.75 / 3), "majority_label": 0,
+        "examples": 10,
+    }
+    assert macro_f1([1, 1], [1, 1]) == 1.0 and macro_f1([0, 1], [1, 0]) == 0.0
+    assert macro_f1([0, 0, 3], [0, 0, 0]) == pytest.approx((2 * 2 / 5 + 0) / 2)  # a class only predicted counts too
+
+
+def test_token_metrics_count_tagged_tokens_only_and_qa_has_no_classes():
+    import numpy as np
+    from tinyship.compress.tasks import TASKS, summarize
+
+    logits = np.eye(3)[[[1, 1, 0, 2], [1, 0, 0, 0]]]  # predicted tags per token
+    labels = np.array([[1, -100, 0, 0], [1, 1, -100, -100]])  # -100: a word's later pieces, padding
+    metrics = summarize(TASKS["token-classification"], [(logits, labels)])
+    assert metrics["examples"] == 5 and metrics["accuracy"] == pytest.approx(3 / 5)
+    assert metrics["majority_baseline"] == pytest.approx(3 / 5) and metrics["majority_label"] == 1
+    spans = np.zeros((2, 4, 2))
+    spans[0, 1, 0] = spans[0, 2, 1] = spans[1, 0, :] = 1  # best start and end: (1, 2), then (0, 0)
+    assert summarize(TASKS["question-answering"], [(spans, np.array([[1, 2], [3, 3]]))]) == {"exact_match": 0.5}
+
+
+def test_a_teacher_must_beat_the_majority_class_clearly():
+    from tinyship.compress.tasks import weakness
+
+    big = {"majority_baseline": 0.6, "majority_macro_f1": 0.25, "examples": 10_000, "macro_f1": 0.5}
+    assert weakness({**big, "accuracy": 0.63}) is None  # above 0.6 + 0.02 (two standard errors: 0.0098)
+    assert "accuracy 0.610 against a majority-class baseline of 0.600 (clearly better is above 0.620" in weakness(
+        {**big, "accuracy": 0.61})
+    assert "macro-F1 0.250 against the majority predictor's 0.250" in weakness({**big, "accuracy": 0.9, "macro_f1": 0.25})
+    small = {f"eval_{k}": v for k, v in {**big, "examples": 100, "accuracy": 0.69}.items()}  # as the Trainer keys them
+    assert "clearly better is above 0.698" in weakness(small)  # two standard errors: 2 * sqrt(0.6 * 0.4 / 100)
+    assert weakness({**small, "eval_accuracy": 0.7}) is None
+    assert weakness({"eval_exact_match": 0.1}) is None  # no classes, no baseline

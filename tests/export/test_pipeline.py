@@ -1,4 +1,6 @@
+import argparse
 import json
+import random
 
 import pytest
 from transformers import AutoModelForSequenceClassification
@@ -6,8 +8,11 @@ from transformers import AutoModelForSequenceClassification
 from tinyship.compress import DistillConfig, FinetuneConfig, Phase
 from tinyship.export import CompressConfig, ExportConfig, compress, load_recipe
 from tinyship.export.cli import _configure_compress, compress_config_from_args
+from tinyship.export.pipeline import stages
 from tinyship.runtime import load
 from tinyship.runtime.bundle import read_manifest
+from tinyship.runtime.cli import main
+from tinyship.runtime.data import DataConfig, load_examples
 from tinyship.runtime.errors import TinyshipError
 
 
@@ -15,8 +20,9 @@ def test_pipeline_writes_bundle_and_report_and_reuses_finished_stages(tiny_model
     config = CompressConfig(
         output_dir=str(tmp_path / "run"),
         data=small_data,
-        finetune=FinetuneConfig(model=str(tiny_model_dir), epochs=1, batch_size=16),
-        distill=DistillConfig(phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)], batch_size=16),
+        allow_weak_teacher=True,  # a tiny random model learns little from 64 examples
+        finetune=FinetuneConfig(min_steps=0, model=str(tiny_model_dir), epochs=1, batch_size=16),
+        distill=DistillConfig(min_steps=0, phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)], batch_size=16),
     )
     bundle = compress(config)
     assert load(bundle)(["a fine film"])[0]["label"] in ("negative", "positive")
@@ -42,7 +48,7 @@ def test_pipeline_writes_bundle_and_report_and_reuses_finished_stages(tiny_model
     compress(config)  # finished stages are reused, not retrained
     out = capsys.readouterr().out
     assert "teacher: reusing" in out and "student: reusing" in out
-    changed = CompressConfig(**{**config.__dict__, "distill": DistillConfig(batch_size=8)})
+    changed = CompressConfig(**{**config.__dict__, "distill": DistillConfig(min_steps=0, batch_size=8)})
     with pytest.raises(TinyshipError, match="made with other settings"):
         compress(changed)
 
@@ -106,8 +112,8 @@ def test_pipeline_prunes_and_recovers_when_asked(tiny_model_dir, small_data, tmp
     from tinyship.compress.states import encoder_layers
 
     config = CompressConfig(
-        output_dir=str(tmp_path / "run"), teacher=str(tiny_model_dir), data=small_data,
-        distill=DistillConfig(phases=[Phase({"hidden": 1, "attention": 1}, 1), Phase({"prediction": 1}, 1)], batch_size=16),
+        output_dir=str(tmp_path / "run"), teacher=str(tiny_model_dir), data=small_data, allow_weak_teacher=True,
+        distill=DistillConfig(min_steps=0, phases=[Phase({"hidden": 1, "attention": 1}, 1), Phase({"prediction": 1}, 1)], batch_size=16),
         prune=PruneConfig(flops=0.5, importance="magnitude"), export=ExportConfig(quantize="dynamic", optimize=False),
     )
     bundle = compress(config)
@@ -147,3 +153,117 @@ def test_iterative_pruning_reaches_the_target_in_rounds():
         PruneConfig(steps=0)
     with pytest.raises(TinyshipError, match="a parameters or latency target is reached in one round"):
         PruneConfig(parameters=0.2, steps=2)
+
+
+def compress_args(*flags: str) -> CompressConfig:
+    parser = argparse.ArgumentParser()
+    _configure_compress(parser)
+    return compress_config_from_args(parser.parse_args(list(flags)))
+
+
+STUDENTS = {  # every way `tinyship compress` names a student, and what the first distillation gets
+    "directory": (["--student", "{dir}"], dict(student="{dir}")),
+    "shape": (["--student", "tinybert-4"], dict(student="tinybert-4")),
+    "layer count": (["--student-layers", "1"], dict(student_layers=1)),
+    "kept layers": (["--layers", "1,3"], dict(layers=[1, 3])),
+    "default": ([], {}),
+}
+PRUNING = {  # flag (or recipe) -> the number of prune-then-recover rounds
+    "none": ([], "", 0),
+    "flops": (["--prune-flops", "0.3"], "", 1),
+    "flops in rounds": (["--prune-flops", "0.3", "--prune-steps", "2"], "", 2),
+    "heads and ffn": ([], "prune: {heads: 0.25, ffn: 0.5}", 1),
+    "parameters": ([], "prune: {parameters: 0.2}", 1),
+    "latency": ([], "prune: {latency: 0.2}", 1),
+}
+
+
+@pytest.mark.parametrize("student", STUDENTS)
+@pytest.mark.parametrize("pruning", PRUNING)
+def test_every_student_and_pruning_choice_gives_valid_stage_configs(student, pruning, tiny_model_dir, tmp_path):
+    student_flags, first = (
+        [f.format(dir=tiny_model_dir) for f in STUDENTS[student][0]],
+        {k: v.format(dir=tiny_model_dir) if isinstance(v, str) else v for k, v in STUDENTS[student][1].items()},
+    )
+    prune_flags, recipe, rounds = PRUNING[pruning]
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    out = tmp_path / "run"
+    config = compress_args("--recipe", str(tmp_path / "recipe.yaml"), "--out", str(out), *student_flags, *prune_flags)
+    plan = stages(config)  # builds (and so validates) every stage's config
+
+    suffixes = [f"-{k}" for k in range(1, rounds + 1)] if rounds > 1 else [""] * rounds
+    assert [name for name, _ in plan] == ["teacher", "student",
+                                          *(f"{s}{k}" for k in suffixes for s in ("pruned", "recovered")), "bundle"]
+    stage = dict(plan)
+    assert {k: getattr(stage["student"], k) for k in first} == first
+    assert sum(getattr(stage["student"], k) is not None for k in ("student", "student_layers", "layers")) == len(first)
+    model = str(out / "student")
+    for k in suffixes:
+        pruned, recovered = stage[f"pruned{k}"], stage[f"recovered{k}"]
+        assert pruned.model == model and pruned.output_dir == str(out / f"pruned{k}")
+        assert (recovered.student, recovered.student_layers, recovered.layers) == (pruned.output_dir, None, None)
+        assert recovered.layer_map == first.get("layers")  # each student layer learns from the same teacher layer
+        assert recovered.teacher == str(out / "teacher") and recovered.student_dir == pruned.output_dir
+        assert all("attention" not in p.losses for p in recovered.phases)
+        model = recovered.output_dir
+    assert stage["bundle"].model == model == str(out / (f"recovered{suffixes[-1]}" if rounds else "student"))
+
+
+def test_student_and_prune_flags_replace_the_recipes_choice(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("distill: {student_layers: 2}\nprune: {heads: 0.5}\nallow_weak_teacher: true\n")
+    config = compress_args("--recipe", str(recipe), "--layers", "1,3", "--prune-flops", "0.3")
+    assert (config.distill.student_layers, config.distill.layers) == (None, [1, 3])
+    assert (config.prune.heads, config.prune.flops) == (0.0, 0.3) and config.allow_weak_teacher
+    assert compress_args("--recipe", str(recipe)).distill.student_layers == 2
+    assert compress_args("--allow-weak-teacher", "--min-steps", "7").distill.min_steps == 7
+    with pytest.raises(TinyshipError, match="give one of: a student"):
+        compress_args("--student-layers", "2", "--layers", "1,3")
+
+
+def noise_reviews(path, rows=300):
+    """Three labels, two thirds one of them, on texts drawn from one word list whatever the label: nothing to learn."""
+    rng = random.Random(0)
+    words = ["film", "plot", "actor", "scene", "story", "music", "long", "slow", "the", "a", "was", "and", "it", "very"]
+    labels = ["great"] * (rows * 2 // 3) + ["fine", "poor"] * (rows // 6)
+    rng.shuffle(labels)
+    lines = [" ".join(rng.choice(words) for _ in range(30)) + f",{label}" for label in labels]
+    path.write_text("text,label\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def test_a_weak_teacher_stops_the_run_unless_allowed_then_the_report_shows_the_baseline(tiny_model_dir, tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("finetune: {epochs: 1, batch_size: 16}\ndata: {max_length: 32}\nprune: {importance: magnitude}\n"
+                      "distill: {batch_size: 16, phases: [{losses: {hidden: 1}, epochs: 1}, {losses: {prediction: 1}, epochs: 1}]}\n"
+                      "export: {quantize: none, optimize: false}\n")
+    reviews = noise_reviews(tmp_path / "reviews.csv")
+    out = tmp_path / "run"
+    args = ["compress", "--recipe", str(recipe), "--out", str(out), "--base-model", str(tiny_model_dir), "--train-file",
+            str(reviews), "--student-layers", "1", "--prune-flops", "0.3", "--min-steps", "0"]
+    assert main(args) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "is not clearly better than always predicting the most frequent label: accuracy" in error
+    assert "macro-F1" in error and "more fine-tuning epochs" in error and "--allow-weak-teacher" in error
+    assert (out / "teacher").is_dir() and not (out / "student").exists()  # stopped right after fine-tuning
+
+    assert main([*args, "--allow-weak-teacher"]) == 0  # the teacher is reused, and the run goes on to a bundle
+    printed = capsys.readouterr().out
+    assert "teacher: reusing" in printed and "warning: the teacher is not clearly better" in printed
+    assert "student on validation: accuracy" in printed and "macro-F1" in printed
+    bundle = out / "bundle"
+    assert read_manifest(bundle)["source_model"].endswith("recovered") and load(bundle)(["a long film"])[0]["label"]
+    report = json.loads((out / "report.json").read_text())
+    test_labels = load_examples(DataConfig(train_file=str(reviews)), "test", ["fine", "great", "poor"]).labels
+    assert report["majority_baseline"]["label"] == "great"
+    assert report["majority_baseline"]["accuracy"] == pytest.approx(test_labels.count(1) / len(test_labels))
+    assert len(report["warnings"]) == 1 and "majority-class baseline" in report["warnings"][0]
+    assert all(0 <= row["macro_f1"] <= 1 for row in report["rows"])
+    markdown = (out / "report.md").read_text()
+    assert markdown.startswith("**Warning:** the teacher is not clearly better")
+    assert "| model | accuracy | macro-F1 | kept |" in markdown
+    assert "always predicting the most frequent label ('great') scores accuracy" in markdown
+
+    assert main([*args, "--allow-weak-teacher"]) == 0  # a rerun reuses every stage, pruned and recovered included
+    printed = capsys.readouterr().out
+    assert all(f"{name}: reusing" in printed for name in ("teacher", "student", "pruned", "recovered"))
