@@ -119,7 +119,8 @@ def onnxruntime_session(spec: dict, threads: int) -> System:
 
     classify = TextClassifier(spec["onnx"], Path(spec["model"]) / "tokenizer.json", spec["labels"],
                               max_length=spec["max_length"], threads=threads,
-                              disabled_optimizers=spec.get("disabled_optimizers", ()))
+                              disabled_optimizers=spec.get("disabled_optimizers", ()),
+                              batch_invariant=spec.get("batch_invariant", True))  # accuracy as the runtime serves it
 
     def forward(ids: np.ndarray):
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}

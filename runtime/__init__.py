@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyship.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME, check_fit, read_manifest
+from tinyship.runtime.bundle import batch_invariant, FORMAT_VERSION, MANIFEST_NAME, check_fit, read_manifest
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.predictor import Predictor, TextClassifier
 from tinyship.runtime.question_answering import QuestionAnswerer
@@ -37,8 +37,6 @@ def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32, p
         raise TinyshipError(f"{bundle} is a {task!r} bundle; this tinyship serves {', '.join(TASKS)}")
     bundle = Path(bundle)
     extra = {"multi_label": manifest.get("multi_label", False)} if task == "text-classification" else {}
-    # bundles older than batch_invariant say it by their variant: dynamic INT8 scales activations per batch
-    invariant = manifest.get("batch_invariant", not manifest.get("variant", "").startswith("int8-dynamic"))
     predictor = TASKS[task](
         bundle / manifest["model"],
         bundle / manifest["tokenizer"],
@@ -51,7 +49,7 @@ def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32, p
         optimization_level=optimization_level,
         pairs=manifest.get("pairs"),
         truncation=manifest.get("truncation"),
-        batch_invariant=invariant,
+        batch_invariant=batch_invariant(manifest),
         **extra,
     )
     check_fit(predictor, manifest, bundle / MANIFEST_NAME)

@@ -123,3 +123,11 @@ def _read_json(path: Path):
         raise TinyshipError(f"{path} is damaged ({e}): {FIX}") from None
     except OSError as e:
         raise TinyshipError(f"cannot read {path} ({e.strerror}): {FIX}") from None
+
+
+def batch_invariant(manifest: dict) -> bool:
+    """Whether the bundle's model gives an input the same outputs in any batch (else it is served one per run).
+    Bundles older than the field say it by their variant: dynamic INT8 scales activations over the padded batch,
+    and fp16's rounding moves with padding."""
+    variant = manifest.get("variant", "")
+    return manifest.get("batch_invariant", not (variant.startswith("int8-dynamic") or variant == "fp16"))

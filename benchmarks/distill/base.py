@@ -88,7 +88,7 @@ def main() -> None:
     base = mpnet(work)
 
     teacher = timed(results, "teacher", work / "teacher", lambda: finetune(FinetuneConfig(
-        model=str(base), output_dir=str(work / "teacher"), data=data, learning_rate=2e-5,
+        model=str(base), output_dir=str(work / "teacher"), data=data, learning_rate=2e-5, min_steps=0,
         epochs=0.1 if args.quick else args.teacher_epochs)))
     corpus = work / "corpus.txt"
     if not corpus.exists():
@@ -97,14 +97,14 @@ def main() -> None:
     general = work / "general"
     timed(results, "general", general, lambda: distill(DistillConfig(
         stage="general", teacher=str(base), student="tinybert-4", corpus=str(corpus), output_dir=str(general),
-        data=data, learning_rate=5e-4, phases=[Phase(INTERMEDIATE, args.general_epochs)])))
+        data=data, learning_rate=5e-4, min_steps=0, phases=[Phase(INTERMEDIATE, args.general_epochs)])))
     augmented = timed(results, "augment", work / "augmented.jsonl", lambda: augment(AugmentConfig(
         output=str(work / "augmented.jsonl"), data=data, model=str(teacher), copies=args.copies)))
     student = work / "student"
     epochs = 0.5 if args.quick else args.task_epochs
     timed(results, "task", student, lambda: distill(DistillConfig(
         teacher=str(teacher), student=str(general), augmented=str(augmented), cache_teacher=args.cache_teacher,
-        output_dir=str(student), data=data, learning_rate=5e-4,
+        output_dir=str(student), data=data, learning_rate=5e-4, min_steps=0,
         phases=[Phase(INTERMEDIATE, epochs), Phase({"prediction": 1.0}, epochs)])))
 
     test = load_examples(data, "test")

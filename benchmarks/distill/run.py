@@ -60,7 +60,7 @@ def main() -> None:
     results = json.loads(state_file.read_text()) if state_file.is_file() else {"file": str(state_file)}
 
     teacher = timed(results, "teacher", work / "teacher",
-                    lambda: finetune(FinetuneConfig(output_dir=str(work / "teacher"), data=data, epochs=epochs)))
+                    lambda: finetune(FinetuneConfig(output_dir=str(work / "teacher"), data=data, epochs=epochs, min_steps=0)))
     augmented = work / "augmented.jsonl"
     if not augmented.exists():
         start = time.perf_counter()
@@ -77,14 +77,14 @@ def main() -> None:
 
     variants = {}
     for layers in map(int, args.layers.split(",")):
-        base = DistillConfig(teacher=str(teacher), data=data, student_layers=layers)
+        base = DistillConfig(teacher=str(teacher), data=data, student_layers=layers, min_steps=0)
         runs = {
             "a: fine-tune, no teacher": replace(base, phases=[Phase({"labels": 1.0}, epochs)], learning_rate=5e-5),
             "b: prediction loss only": replace(base, phases=[Phase({"prediction": 1.0}, epochs)]),
         }
         general = work / f"general-{layers}"
         timed(results, f"general-{layers}", general, lambda: distill(DistillConfig(
-            stage="general", output_dir=str(general), corpus=str(corpus), student_layers=layers,
+            stage="general", output_dir=str(general), corpus=str(corpus), student_layers=layers, min_steps=0,
             data=replace(data, max_length=128), phases=[Phase(INTERMEDIATE, scale)])))
         runs["c: TinyBERT (general + task + augmentation)"] = replace(
             base, student_layers=None, student=str(general), augmented=str(augmented), cache_teacher=True,

@@ -25,7 +25,7 @@ from tinyship.export.bundling import versions
 from tinyship.export.evaluation import evaluate, latency
 from tinyship.export.exporting import model_labels
 from tinyship.export.measure import gemm_ceilings, latency_at, matmul_gop, op_profile
-from tinyship.export.quantization import precision_of
+from tinyship.export.quantization import batch_invariant_of, precision_of
 from tinyship.export.report import machine, save_results
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
@@ -102,7 +102,7 @@ def measure_model(model_dir: Path, work: Path, data: DataConfig, repeat: int) ->
         variants[name] = {
             "precision": precision_of(name),
             "target_with_all_load_time_fusions": fused_at_load if disabled else None,
-            "test_accuracy": evaluate(path, rows, task, tokenizer.pad_token_id or 0, disabled),
+            "test_accuracy": evaluate(path, rows, task, tokenizer.pad_token_id or 0, disabled, batch_invariant_of(name)),
             "disabled_optimizers": disabled,
             "validation_accuracy": candidate["accuracy"],
             "size_bytes": path.stat().st_size,

@@ -28,6 +28,7 @@ from tinyship.compress.tasks import TASKS
 from tinyship.export import ExportConfig, export
 from tinyship.export.bundling import versions
 from tinyship.export.evaluation import evaluate, latency
+from tinyship.export.quantization import batch_invariant_of
 from tinyship.export.report import machine, save_results
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
@@ -68,7 +69,8 @@ def main() -> None:
                                 candidates_dir=str(candidates), force=True))
         disabled = read_manifest(bundle)["metrics"]["candidates"]["int8-dynamic"]["disabled_optimizers"]
         int8 = candidates / "int8-dynamic" / "model.onnx"
-        return {"int8_test_accuracy": evaluate(int8, test_rows, task, tokenizer.pad_token_id, disabled),
+        return {"int8_test_accuracy": evaluate(int8, test_rows, task, tokenizer.pad_token_id, disabled,
+                                                       batch_invariant_of("int8-dynamic")),
                 "int8_latency": latency(int8, feed, 1, 10, 20 if args.quick else 200, disabled)}
 
     base = load_model(model_dir)
@@ -83,7 +85,7 @@ def main() -> None:
         recovered = work / f"{name}-recovered"
         if not recovered.exists():
             distill(DistillConfig(teacher=str(teacher), student=str(pruned), output_dir=str(recovered), data=data,
-                                  phases=recovery))
+                                  phases=recovery, min_steps=0))
         model = load_model(recovered)
         stage = json.loads((pruned / "tinyship_stage.json").read_text())
         point = {"flops_kept": encoder_flops(model) / full_flops, "parameters": sum(p.numel() for p in model.parameters()),

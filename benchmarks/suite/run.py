@@ -41,10 +41,11 @@ from tinyship.compress.tinyship_pruned import plain_config  # noqa: E402
 from tinyship.export import ExportConfig, export  # noqa: E402
 from tinyship.export.bundling import versions  # noqa: E402
 from tinyship.export.exporting import model_labels  # noqa: E402
+from tinyship.export.quantization import batch_invariant_of  # noqa: E402
 from tinyship.export.measure import ENGINES, ceilings_in_fresh_process, matmul_gop, run  # noqa: E402
 from tinyship.export.report import save_results  # noqa: E402
 from tinyship.runtime.bench import machine  # noqa: E402
-from tinyship.runtime.bundle import read_manifest  # noqa: E402
+from tinyship.runtime.bundle import batch_invariant, read_manifest  # noqa: E402
 from tinyship.runtime.data import DataConfig, load_examples  # noqa: E402
 from tinyship.runtime.errors import TinyshipError  # noqa: E402
 from tinyship.runtime.files import write_text_atomic  # noqa: E402
@@ -180,7 +181,8 @@ def pruned_student(teacher: Path, student: Path, work: Path, flops: float, data:
         if not (pruned / "config.json").is_file():
             prune(PruneConfig(model=str(student), output_dir=str(pruned), data=data, flops=flops, force=True))
         distill(DistillConfig(teacher=str(teacher), student=str(pruned), output_dir=str(recovered), data=data, force=True,
-                              phases=[Phase(p.losses, recovery_epochs(p, quick)) for p in RECOVERY]))
+                              phases=[Phase(p.losses, recovery_epochs(p, quick)) for p in RECOVERY],
+                              min_steps=0))  # the recovery as RECOVERY states it, however small the data
     return recovered
 
 
@@ -207,7 +209,8 @@ def systems_of(common: dict, exports: Path, data: DataConfig) -> list[dict]:
         export_dir = exported(model_dir, exports, data)
         candidates = read_manifest(export_dir / "bundle")["metrics"]["candidates"]
         onnx = {name: {"onnx": str(export_dir / "candidates" / name / "model.onnx"), "config": str(export_dir / "bundle" / "config.json"),
-                       "disabled_optimizers": candidates[name]["disabled_optimizers"]} for name in onnx}
+                       "disabled_optimizers": candidates[name]["disabled_optimizers"],
+                       "batch_invariant": batch_invariant_of(name)} for name in onnx}
     every = {
         "PyTorch fp32": {"engine": "pytorch", "precision": "fp32"},
         "PyTorch INT8 (torch.ao dynamic)": {"engine": "torch.ao-int8", "precision": "int8"},
@@ -232,7 +235,8 @@ def bundle_systems(chosen: Path, report: dict, common: dict) -> list[dict]:
               "labels": manifest["labels"], "max_length": manifest["max_length"], "vocab_size": config["vocab_size"],
               "parameters": report["models"]["bundle"]["parameters"], "precision": manifest["precision"]}
     return [{**common, "id": "bundle · ONNX", "engine": "onnxruntime", "onnx": str(chosen / manifest["model"]),
-             "disabled_optimizers": manifest.get("session", {}).get("disabled_optimizers", [])},
+             "disabled_optimizers": manifest.get("session", {}).get("disabled_optimizers", []),
+             "batch_invariant": batch_invariant(manifest)},
             {**common, "id": "bundle · tinyship runtime", "engine": "tinyship"}]
 
 
