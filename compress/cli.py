@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tinyship.runtime.cli import AMOUNT, POSITIVE, SHARE, number
+
 from tinyship.compress.config import (
     IMPORTANCE_NAMES,
     PRUNE_SCOPES,
@@ -25,19 +27,19 @@ from tinyship.runtime.cli import Command, add_data_arguments, data_config_from_a
 def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainingConfig) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--out", default=defaults.output_dir, help="output model directory (default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="default: %(default)s")
+    group.add_argument("--batch-size", type=POSITIVE, default=defaults.batch_size, help="default: %(default)s")
     group.add_argument(
-        "--grad-accum", type=int, default=defaults.gradient_accumulation_steps,
+        "--grad-accum", type=POSITIVE, default=defaults.gradient_accumulation_steps,
         help="batches per optimiser step (default: %(default)s)",
     )
-    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="default: %(default)s")
-    group.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
+    group.add_argument("--learning-rate", type=AMOUNT, default=defaults.learning_rate, help="default: %(default)s")
+    group.add_argument("--seed", type=number(0), default=defaults.seed, help="default: %(default)s")
     group.add_argument(
-        "--save-steps", type=int, default=defaults.save_steps,
+        "--save-steps", type=POSITIVE, default=defaults.save_steps,
         help="checkpoint every N steps; rerunning an interrupted command resumes from the last (default: %(default)s)",
     )
     group.add_argument(
-        "--min-steps", type=int, default=defaults.min_steps,
+        "--min-steps", type=number(0), default=defaults.min_steps,
         help="train at least this many optimiser steps: on a small data set the epochs go up to reach it; the best "
              "checkpoint by validation metric is kept (default: %(default)s)",
     )
@@ -60,7 +62,7 @@ def training_fields(args: argparse.Namespace) -> dict:
 
 def _configure_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="a Hugging Face save_pretrained directory (default: the built-in MiniLM-L6)")
-    parser.add_argument("--epochs", type=float, default=FinetuneConfig.epochs, help="default: %(default)s")
+    parser.add_argument("--epochs", type=AMOUNT, default=FinetuneConfig.epochs, help="default: %(default)s")
     add_training_arguments(parser, FinetuneConfig())
     add_data_arguments(parser)
 
@@ -106,7 +108,7 @@ def _configure_distill(parser: argparse.ArgumentParser) -> None:
     student = parser.add_argument_group("student (one of)")
     student.add_argument("--student", metavar="DIR|SHAPE", help=f"a smaller model directory (e.g. from --stage general), or a shape: "
                                            f"{', '.join(STUDENT_SHAPES)}")
-    student.add_argument("--student-layers", type=int, help="a layer count, cut from the teacher and mapped uniformly "
+    student.add_argument("--student-layers", type=POSITIVE, help="a layer count, cut from the teacher and mapped uniformly "
                                                             "(default: half the teacher's layers)")
     student.add_argument("--layers", type=parse_layers, metavar="N,N,...", help="the teacher layers to keep, 1-based, e.g. 2,4,6")
     method = parser.add_argument_group("method")
@@ -118,7 +120,7 @@ def _configure_distill(parser: argparse.ArgumentParser) -> None:
                         help="the teacher layer each student layer learns from (default: g(m) = m*N/M)")
     method.add_argument("--attention", choices=ATTENTION_TARGETS, default=DistillConfig.attention,
                         help="compare attention scores before softmax (TinyBERT) or probabilities (default: %(default)s)")
-    method.add_argument("--temperature", type=float, default=DistillConfig.temperature,
+    method.add_argument("--temperature", type=AMOUNT, default=DistillConfig.temperature,
                         help="of the prediction loss's soft cross-entropy (default: %(default)s)")
     method.add_argument("--corpus", help="general stage: a text file (one document per line), a folder of .txt "
                                          "files, or imdb / treebank (built in; default imdb)")
@@ -160,11 +162,11 @@ def _configure_augment(parser: argparse.ArgumentParser) -> None:
                                             "built-in MiniLM-L6; use your teacher)")
     candidates.add_argument("--vectors", help="a word-vectors text file (GloVe or word2vec format) instead")
     candidates.add_argument("--mlm", help="a masked-LM model directory: its predictions replace single-piece words")
-    parser.add_argument("--copies", type=int, default=d.copies, help="augmented copies per example (default: %(default)s)")
-    parser.add_argument("--probability", type=float, default=d.probability,
+    parser.add_argument("--copies", type=POSITIVE, default=d.copies, help="augmented copies per example (default: %(default)s)")
+    parser.add_argument("--probability", type=SHARE, default=d.probability,
                         help="chance that a word is replaced (default: %(default)s)")
-    parser.add_argument("--candidates", type=int, default=d.candidates, help="candidates per word (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    parser.add_argument("--candidates", type=POSITIVE, default=d.candidates, help="candidates per word (default: %(default)s)")
+    parser.add_argument("--seed", type=number(0), default=d.seed, help="default: %(default)s")
     parser.add_argument("--force", action="store_true", help="replace --out")
     add_data_arguments(parser)
 
@@ -199,12 +201,12 @@ def _configure_prune(parser: argparse.ArgumentParser) -> None:
     d = PruneConfig()
     parser.add_argument("model", help="a fine-tuned model directory (plain or already pruned)")
     parser.add_argument("--out", default=d.output_dir, help="default: %(default)s")
-    parser.add_argument("--heads", type=float, default=d.heads, help="fraction of attention heads to remove (default: %(default)s)")
-    parser.add_argument("--ffn", type=float, default=d.ffn, help="fraction of FFN neurons to remove (default: %(default)s)")
-    parser.add_argument("--flops", type=float, help="or: fraction of the encoder's FLOPs to remove (that fraction of "
+    parser.add_argument("--heads", type=SHARE, default=d.heads, help="fraction of attention heads to remove (default: %(default)s)")
+    parser.add_argument("--ffn", type=SHARE, default=d.ffn, help="fraction of FFN neurons to remove (default: %(default)s)")
+    parser.add_argument("--flops", type=SHARE, help="or: fraction of the encoder's FLOPs to remove (that fraction of "
                         "heads and of neurons)")
-    parser.add_argument("--parameters", type=float, help="or: fraction of all the model's parameters to remove")
-    parser.add_argument("--latency", type=float, help="or: fraction of the latency to remove, as measured here "
+    parser.add_argument("--parameters", type=SHARE, help="or: fraction of all the model's parameters to remove")
+    parser.add_argument("--latency", type=SHARE, help="or: fraction of the latency to remove, as measured here "
                         "(PyTorch, batch 1, 128 tokens, 1 thread) on trial cuts")
     parser.add_argument("--importance", choices=IMPORTANCE_NAMES, default=d.importance,
                         help="taylor: |gradient| of a gate on each head and neuron, on training examples; "
@@ -213,7 +215,7 @@ def _configure_prune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scope", choices=PRUNE_SCOPES, default=d.scope,
                         help="global: rank across layers (layers end up different); uniform: the same fraction per "
                              "layer (default: %(default)s)")
-    parser.add_argument("--examples", type=int, default=d.examples, help="examples that score (default: %(default)s)")
+    parser.add_argument("--examples", type=POSITIVE, default=d.examples, help="examples that score (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     add_data_arguments(parser)
 

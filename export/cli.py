@@ -11,7 +11,8 @@ from tinyship.compress.config import CLEARLY_BETTER, STUDENT_SHAPES
 from tinyship.export.config import EXPORTERS, TASK_NAMES, ExportConfig
 from tinyship.export.pipeline import CompressConfig, load_recipe
 from tinyship.export.quantization import CALIBRATIONS, PRESETS, QUANTIZE_MODES
-from tinyship.runtime.cli import Command, add_data_arguments, data_config_from_args, optional_flag
+from tinyship.runtime.cli import (AMOUNT, POSITIVE, SHARE, THREADS, Command, add_data_arguments,
+                                  data_config_from_args, number, optional_flag)
 
 QUANTIZE_HELP = ("auto: build INT8 dynamic and static variants and ship the fastest within the accuracy budget; "
                  "dynamic or static: only that kind; none: fp32 only")
@@ -31,18 +32,18 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
                         help="one INT8 scale per output channel (default: the preset's choice)")
     parser.add_argument("--calibration", default=",".join(d.calibration), type=lambda text: tuple(text.split(",")),
                         help=f"static INT8 calibration methods to try, from {', '.join(CALIBRATIONS)} (default: %(default)s)")
-    parser.add_argument("--calibration-examples", type=int, default=d.calibration_examples,
+    parser.add_argument("--calibration-examples", type=POSITIVE, default=d.calibration_examples,
                         help="training examples that set static INT8 scales (default: %(default)s)")
-    parser.add_argument("--accuracy-budget", type=float, default=d.accuracy_budget,
+    parser.add_argument("--accuracy-budget", type=number(0, kind=float), default=d.accuracy_budget,
                         help="largest metric loss a variant may have against fp32; 0.01 = 1 point (default: %(default)s)")
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
                         help="skip the fused-graph candidate (onnxruntime's transformer optimizer)")
     parser.add_argument("--fp16", action="store_true", help="add an FP16 candidate (for targets with fast half precision)")
-    parser.add_argument("--threads", type=int, default=d.latency_threads,
+    parser.add_argument("--threads", type=THREADS, default=d.latency_threads,
                         help="threads for the latency that picks the winner (default: %(default)s)")
     parser.add_argument("--exporter", default=d.exporter, choices=EXPORTERS,
                         help="optimum, torch.onnx, or auto: optimum, torch.onnx for what optimum lacks (default: %(default)s)")
-    parser.add_argument("--opset", type=int, default=d.opset, help="ONNX opset (default: %(default)s)")
+    parser.add_argument("--opset", type=POSITIVE, default=d.opset, help="ONNX opset (default: %(default)s)")
     parser.add_argument("--keep-candidates", metavar="DIR", help="keep every candidate model in DIR (default: discard them)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     add_data_arguments(parser)
@@ -67,25 +68,26 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
     add("--out", f"output directory for teacher, student, bundle and report (default: {defaults.output_dir})")
     add("--teacher", "a fine-tuned model directory; without it, --base-model is fine-tuned first")
     add("--base-model", "the model to fine-tune as teacher (default: the built-in MiniLM-L6)")
-    add("--finetune-epochs", f"default: {defaults.finetune.epochs}", type=float)
+    add("--finetune-epochs", f"default: {defaults.finetune.epochs}", type=AMOUNT)
     add("--allow-weak-teacher", "go on with a teacher that is not clearly better than always predicting the most "
         f"frequent label (clearly better: {CLEARLY_BETTER}); without it, such a teacher stops the run",
         action="store_true")
     add("--min-steps", "fine-tuning and each distillation phase take at least this many optimiser steps: on a small "
         f"data set the epochs go up to reach it (default: {defaults.finetune.min_steps}); each keeps its best "
-        "checkpoint by validation metric", type=int)
+        "checkpoint by validation metric", type=number(0))
     add("--student", f"the student: a smaller model directory, or a shape ({', '.join(STUDENT_SHAPES)})",
         metavar="DIR|SHAPE")
     add("--student-layers", "or a student layer count, cut from the teacher and mapped uniformly (default: half the "
-        "teacher's)", type=int)
+        "teacher's)", type=POSITIVE)
     add("--layers", "or the teacher layers the student keeps, 1-based (e.g. 2,4,6)", type=parse_layers)
     add("--distill-phase", "a distillation phase, LOSS[=WEIGHT],...:EPOCHS; repeat for several "
         f"(default: {describe_phases(defaults.distill.phases)})", type=parse_phase, action="append", dest="distill_phases")
     add("--prune-flops", "prune the student to remove this fraction of its encoder FLOPs, then recover it by "
-        "distillation (default: no pruning)", type=float)
-    add("--prune-steps", "reach --prune-flops in this many prune-then-recover rounds (default: 1)", type=int)
+        "distillation (default: no pruning)", type=SHARE)
+    add("--prune-steps", "reach --prune-flops in this many prune-then-recover rounds (default: 1)", type=POSITIVE)
     add("--quantize", f"{QUANTIZE_HELP} (default: {defaults.export.quantize})", choices=QUANTIZE_MODES)
-    add("--accuracy-budget", f"largest metric loss against fp32 (default: {defaults.export.accuracy_budget})", type=float)
+    add("--accuracy-budget", f"largest metric loss against fp32 (default: {defaults.export.accuracy_budget})",
+        type=number(0, kind=float))
     add_data_arguments(parser)
 
 

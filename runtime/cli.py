@@ -123,6 +123,8 @@ def comma_separated(item: Callable[[str], object]) -> Callable[[str], tuple]:
 
 
 POSITIVE = number(1)
+SHARE = number(0, 1, kind=float)  # a share: of heads to remove, of words to replace
+AMOUNT = number(1e-6, kind=float)  # a positive amount: epochs, a learning rate, a temperature
 THREADS = number(1, MAX_THREADS)
 THREADS_HELP = f"1 to {MAX_THREADS} (4 per core)"
 SECONDS = number(0.1, kind=float)

@@ -42,3 +42,23 @@ def test_augment_writes_a_training_file(tmp_path, capsys):
     assert len(rows) == 6 and {r["label"] for r in rows} == {"pos", "neg"}
     assert main(["augment", "--train-file", str(train), "--out", str(out)]) == 2
     assert "already exists: pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["prune", "m", "--flops", "2"], "argument --flops: 2 is out of range: give 0 to 1"),
+    (["prune", "m", "--heads", "-0.1"], "argument --heads: -0.1 is out of range: give 0 to 1"),
+    (["distill", "--temperature", "0"], "argument --temperature: 0 is out of range"),
+    (["distill", "--batch-size", "0"], "argument --batch-size: 0 is out of range: give 1 or more"),
+    (["finetune", "--epochs", "nan"], "argument --epochs: nan is out of range"),
+    (["augment", "--probability", "1.5"], "argument --probability: 1.5 is out of range: give 0 to 1"),
+    (["export", "m", "--threads", "100000"], "argument --threads: 100000 is out of range: give 1 to"),
+    (["export", "m", "--calibration-examples", "many"], "argument --calibration-examples: 'many' is not a whole number"),
+    (["compress", "--prune-flops", "abc"], "argument --prune-flops: 'abc' is not a number: give 0 to 1"),
+    (["compress", "--student-layers", "-3"], "argument --student-layers: -3 is out of range: give 1 or more"),
+    (["compress", "--min-steps", "-1"], "argument --min-steps: -1 is out of range: give 0 or more"),
+])
+def test_stage_numbers_are_checked_when_parsed(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err and "Traceback" not in err
