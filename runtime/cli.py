@@ -256,7 +256,7 @@ PREDICT = Command(
 )
 
 
-def _host_name(text: str) -> str:
+def _host_argument(text: str) -> str:
     """An argparse type: a name as clients put it in the Host header (no scheme, path or spaces)."""
     if not text or "/" in text or any(c.isspace() for c in text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a host name: give one as in the Host header, "
@@ -287,7 +287,7 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
                           "send (default: the TINYSHIP_API_KEY environment variable; neither: no key)")
     security.add_argument("--insecure", action="store_true", help="allow a --host other than this machine without "
                           "an API key")
-    security.add_argument("--allowed-host", dest="allowed_hosts", metavar="NAME", action="append", type=_host_name,
+    security.add_argument("--allowed-host", dest="allowed_hosts", metavar="NAME", action="append", type=_host_argument,
                           default=[], help="a Host header name to accept; repeat for more (default: any)")
     security.add_argument("--request-timeout", type=SECONDS, default=d.request_timeout_s, metavar="SECONDS",
                           help="the longest a request may take, 0.1 or more (default: %(default)s)")

@@ -25,7 +25,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Union
 
@@ -36,7 +36,8 @@ from tinyship.runtime.errors import TinyshipError
 logger = logging.getLogger("tinyship.server")
 LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
-ROUTES = ("/v1/predict", "/healthz", "/metrics", "/docs", "/openapi.json")  # metric labels, with DOCS_ASSETS and "other"
+ROUTES = ("/v1/predict", "/healthz", "/metrics", "/docs", "/openapi.json")  # POST the first, GET the others; metric
+# labels, with DOCS_ASSETS and "other"
 DOCS_ASSETS = "/docs-assets"  # Swagger UI's files, from the swagger_ui_bundle package
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # an incoming X-Request-ID is kept when it looks like this
 USAGE = 'send {"inputs": "a text" or ["texts", ...]}'
@@ -53,11 +54,11 @@ class ServeConfig:
     max_chars: int = 20_000  # characters per text
     max_body_bytes: int = 1_000_000
     threads: int | None = None  # onnxruntime threads per model (default: all cores)
-    api_key: str | None = None  # when set, every route but /healthz needs `Authorization: Bearer <api_key>`
+    api_key: str | None = field(default=None, repr=False)  # set: every route but /healthz needs `Authorization: Bearer <api_key>`
     insecure: bool = False  # allow listening beyond loopback without an API key (e.g. behind an authenticating proxy)
     allowed_hosts: tuple[str, ...] = ()  # Host header names answered; empty: any
     request_timeout_s: float = 30.0  # a request still unanswered this long after it arrived gets 504
-    body_timeout_s: float = 10.0  # a body not received whole this long after the request arrived gets 408
+    body_timeout_s: float = 10.0  # a body not received whole this long after its headers were accepted gets 408
 
 
 class Refusal(Exception):
@@ -105,7 +106,7 @@ class Batcher:
     async def _loop(self) -> None:
         while True:
             jobs = [await self.queue.get()]
-            if self.config.max_wait_ms > 0 and self.queue.qsize() + len(jobs[0].inputs) < self.config.max_batch:
+            if self.config.max_wait_ms > 0 and len(jobs[0].inputs) < self.config.max_batch:
                 await asyncio.sleep(self.config.max_wait_ms / 1e3)  # let concurrent requests join this run
             size = len(jobs[0].inputs)
             while size < self.config.max_batch and not self.queue.empty():
@@ -124,12 +125,16 @@ class Batcher:
     async def _run(self, group: list[Job], top_k: int) -> None:
         """One model run for the group's inputs. If it raises, each request runs again alone, so the input that
         caused it fails its own request only."""
+        group = [job for job in group if not job.future.done()]  # done: its request timed out or its client left
+        if not group:
+            return
         inputs = [x for job in group for x in job.inputs]
         self.metrics.batch_size.observe(len(inputs))
         try:
             results = await asyncio.get_running_loop().run_in_executor(self.pool, self._call, inputs, top_k)
         except Exception as e:
             if len(group) > 1:
+                logger.warning("a run of %d requests failed (%s): running each alone", len(group), e)
                 for job in group:
                     if not job.future.done():
                         await self._run([job], top_k)
@@ -159,7 +164,7 @@ class Metrics:
                                 registry=self.registry)
         self.latency = Histogram("tinyship_request_seconds", "Time to answer a request, by path.", ["path"],
                                  buckets=LATENCY_BUCKETS_S, registry=self.registry)
-        self.batch_size = Histogram("tinyship_batch_size", "Inputs per model run.", buckets=BATCH_BUCKETS,
+        self.batch_size = Histogram("tinyship_batch_size", "Inputs per batch handed to the model (a bundle that is not batch-invariant runs them one at a time).", buckets=BATCH_BUCKETS,
                                     registry=self.registry)
 
     def request(self, path: str, status: int, seconds: float) -> None:
@@ -181,7 +186,7 @@ class FrontDoor:
 
     def __init__(self, app, config: ServeConfig, metrics: Metrics):
         self.app, self.config, self.metrics = app, config, metrics
-        self.hosts = {host.lower() for host in config.allowed_hosts}
+        self.hosts = {_host_name(host) for host in config.allowed_hosts}  # as Host headers are compared
         self.key = config.api_key.encode() if config.api_key else None
 
     async def __call__(self, scope, receive, send):
@@ -202,11 +207,11 @@ class FrontDoor:
         try:
             self._check_headers(scope)
             body = await self._read_body(receive)
-            async with asyncio.timeout(self.config.request_timeout_s - (time.perf_counter() - start)):
-                await self.app(scope, _replay(body, receive), send_with_id)
+            await asyncio.wait_for(self.app(scope, _replay(body, receive), send_with_id),
+                                   self.config.request_timeout_s - (time.perf_counter() - start))
         except Refusal as refusal:
             await answer(refusal.status, str(refusal), refusal.headers)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on
             await answer(504, f"no answer within {self.config.request_timeout_s:g} s: try again, or send fewer inputs")
         except ClientGone:
             pass
@@ -238,23 +243,27 @@ class FrontDoor:
 
     async def _read_body(self, receive) -> bytes:
         """The whole body; refused as soon as it passes max_body_bytes (413) or takes over body_timeout_s (408)."""
-        chunks, size = [], 0
         try:
-            async with asyncio.timeout(self.config.body_timeout_s):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise ClientGone
-                    chunks.append(message.get("body", b""))
-                    size += len(chunks[-1])
-                    if size > self.config.max_body_bytes:
-                        raise Refusal(413, f"request body is over the limit of {self.config.max_body_bytes} bytes",
-                                      {"Connection": "close"})
-                    if not message.get("more_body"):
-                        return b"".join(chunks)
-        except TimeoutError:
-            raise Refusal(408, f"the request body did not arrive within {self.config.body_timeout_s:g} s: send it whole",
+            # the body's time counts against the request's too: a body still arriving then is late (408)
+            return await asyncio.wait_for(self._body(receive), min(self.config.body_timeout_s, self.config.request_timeout_s))
+        except asyncio.TimeoutError:
+            raise Refusal(408, f"the request body did not arrive within "
+                               f"{min(self.config.body_timeout_s, self.config.request_timeout_s):g} s: send it whole",
                           {"Connection": "close"}) from None
+
+    async def _body(self, receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.config.max_body_bytes:
+                raise Refusal(413, f"request body is over the limit of {self.config.max_body_bytes} bytes",
+                              {"Connection": "close"})
+            if not message.get("more_body"):
+                return b"".join(chunks)
 
 
 def _replay(body: bytes, receive):
@@ -328,7 +337,7 @@ def create_app(bundles: dict[str, str | Path], config: ServeConfig = ServeConfig
         """Starlette's own errors (unknown route, wrong method) in the one error shape."""
         message = error.detail
         if error.status_code == 404:
-            message = f"no route {request.url.path}: this server answers POST /v1/predict, GET /healthz, /metrics, /docs"
+            message = f"no route {request.url.path}: this server answers POST {ROUTES[0]} and GET {', '.join(ROUTES[1:])}"
         elif error.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}: use {(error.headers or {}).get('Allow')}"
         return _error(error.status_code, message, error.headers)
@@ -428,7 +437,7 @@ def _check_address(host: str, port: int, config: ServeConfig) -> None:
     """Refuse a port out of range, an address this machine cannot listen on, a port in use, and an address that
     other machines reach when no API key guards it."""
     if not 0 <= port <= 65535:
-        raise TinyshipError(f"port {port} is out of range: choose another --port, from 1 to 65535")
+        raise TinyshipError(f"port {port} is out of range: choose another --port, from 1 to 65535 (0: any free one)")
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as e:  # gaierror: not an address, nor a name this machine resolves
@@ -437,6 +446,7 @@ def _check_address(host: str, port: int, config: ServeConfig) -> None:
     family, _, _, _, address = addresses[0]
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
             probe.bind(address)
         except OSError as e:
             option = "--port" if e.errno in (errno.EADDRINUSE, errno.EACCES) else "--host"
