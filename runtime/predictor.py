@@ -1,5 +1,6 @@
-"""Predictors with onnxruntime and tokenizers alone. The base class owns the session, the tokenizer and the
-batching; TextClassifier turns logits into labels and probabilities."""
+"""Predictors with onnxruntime and tokenizers alone. The base class owns the session, the tokenizer, input checks
+and encoding; run_rows() batches (the export gate scores through it too); TextClassifier turns logits into labels
+and probabilities."""
 
 from __future__ import annotations
 
@@ -106,17 +107,22 @@ class Predictor:
     def encode(self, inputs: list) -> list[Encoding]:
         """The encodings of inputs that passed check(). A pair the truncation cannot fit (a first text, such as a
         question, that leaves no room for the rest) is a TinyshipError; tokenizers raises bare exceptions, or panics."""
-        if self.truncation["strategy"] == "only_second" and inputs and isinstance(inputs[0], tuple):
-            # tokenizers panics (a Rust backtrace on stderr) when the first text leaves no more room than the stride
+        strategy = self.truncation["strategy"]
+        if strategy in ("only_first", "only_second") and inputs and isinstance(inputs[0], tuple):
+            # tokenizers panics (a Rust backtrace on stderr) when the text it keeps whole leaves no more room than the
+            # stride for the one it cuts
+            kept, which = (0, "first text (the question)") if strategy == "only_second" else (1, "second text")
             room = self.max_length - self.tokenizer.num_special_tokens_to_add(True) - self.truncation["stride"]
-            firsts = self.counter.encode_batch([first for first, _ in inputs], add_special_tokens=False)
-            for i, first in enumerate(firsts):
-                if len(first.ids) >= room:
-                    raise TinyshipError(f"input {i}'s first text (the question) leaves no room for the second within "
-                                        f"{self.max_length} tokens: shorten it to under {room} tokens")
+            counts = self.counter.encode_batch([pair[kept] for pair in inputs], add_special_tokens=False)
+            for i, count in enumerate(counts):
+                if len(count.ids) >= room:
+                    raise TinyshipError(f"input {i}'s {which} leaves no room for the other within {self.max_length} "
+                                        f"tokens: shorten it to under {room} tokens")
         try:
             return self.tokenizer.encode_batch(inputs)
-        except Exception as e:  # tokenizers raises a bare Exception when truncation cannot fit a pair
+        except BaseException as e:  # a bare Exception, or pyo3's PanicException, which is a BaseException
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
             raise TinyshipError(f"an input cannot be cut to {self.max_length} tokens with truncation {self.truncation} "
                                 f"({e}): shorten its first text") from None
 

@@ -157,3 +157,18 @@ def test_a_predictor_that_is_not_batch_invariant_runs_each_input_alone(fp32_bund
     assert len(classify.session.feeds) == len(TEXTS)
     assert all(f["input_ids"].shape[0] == 1 and f["attention_mask"].all() for f in classify.session.feeds)  # unpadded
     np.testing.assert_allclose(logits, load(fp32_bundle).logits(TEXTS), atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy, kept_whole", [("only_first", 1), ("only_second", 0)])
+def test_a_pair_whose_whole_text_leaves_no_room_is_refused_without_a_panic(fp32_bundle, strategy, kept_whole, capfd):
+    """tokenizers panics (a Rust backtrace on stderr) when the text it keeps leaves no more room than the stride."""
+    classify = TextClassifier(fp32_bundle / "model.onnx", fp32_bundle / "tokenizer.json", ["negative", "positive"],
+                              max_length=16, pairs=True, truncation={"strategy": strategy, "stride": 4})
+    long, short = "word " * 9, "a fine film"  # 9 tokens: 16 - 3 special tokens - stride 4 leaves room for 8
+    pair = [short, short]
+    pair[kept_whole] = long
+    with pytest.raises(TinyshipError, match="leaves no room for the other within 16 tokens: shorten it to under 9"):
+        classify([tuple(pair)])
+    pair[kept_whole] = "word " * 8
+    assert classify(tuple(pair))["label"] in ("negative", "positive")  # 8 tokens leave room: the other is cut
+    assert "panicked" not in capfd.readouterr().err

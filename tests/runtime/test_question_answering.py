@@ -83,7 +83,7 @@ def test_top_k_answers_and_bad_inputs(reader):
     assert len(scores) == 3 and scores == sorted(scores, reverse=True) and result["score"] == scores[0]
     # 300 words leave no room at all (tokenizers raises); 46 leave less than the stride of 16 (tokenizers panics)
     for words in (300, 46):
-        with pytest.raises(TinyshipError, match="the question. leaves no room for the second within 64 tokens"):
+        with pytest.raises(TinyshipError, match="the question. leaves no room for the other within 64 tokens"):
             answer((" ".join(["why"] * words), CONTEXT))
     assert answer((" ".join(["why"] * 44), CONTEXT))["windows"] > 1  # one token more room than the stride
     for bad in ["just a string", [("q", "")], [], None, [("q",)]]:
