@@ -31,9 +31,11 @@ def refuse_existing(out: Path, force: bool) -> None:
 def writing_directory(out: Path):
     """Yield an empty directory beside out to fill; on success it replaces out, on failure it is removed."""
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    for kind in ("tmp", "old"):  # this name's leftovers, e.g. from a write that was killed
+    for kind in ("tmp", "old"):  # this name's leftovers from writes that were killed (their process is gone)
         for stale in out.parent.glob(f"{glob.escape('.' + out.name)}.{kind}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+            pid = stale.name.rpartition("-")[2]
+            if pid == str(os.getpid()) or not _alive(pid):
+                shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp
@@ -52,6 +54,17 @@ def writing_directory(out: Path):
         old.rename(out)  # put the previous version back
         raise
     shutil.rmtree(old)
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process with this id (as a leftover's name ends) is running; a malformed id counts as gone."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_text_atomic(path: Path, text: str) -> None:
