@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from tinyship.runtime.cli import AMOUNT, POSITIVE, SHARE, number
 
 from tinyship.compress.config import (
     IMPORTANCE_NAMES,
@@ -21,7 +20,7 @@ from tinyship.compress.config import (
     general_phases,
     task_phases,
 )
-from tinyship.runtime.cli import Command, add_data_arguments, data_config_from_args
+from tinyship.runtime.cli import AMOUNT, POSITIVE, SHARE, Command, add_data_arguments, data_config_from_args, number
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainingConfig) -> None:
@@ -40,8 +39,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainingCo
     )
     group.add_argument(
         "--min-steps", type=number(0), default=defaults.min_steps,
-        help="train at least this many optimiser steps: on a small data set the epochs go up to reach it; the best "
-             "checkpoint by validation metric is kept (default: %(default)s)",
+        help="train at least this many optimiser steps: on a small data set the epochs go up to reach it; with a "
+             "validation split, the best checkpoint by validation metric is kept (default: %(default)s)",
     )
     group.add_argument("--force", action="store_true", help="replace --out (and any interrupted run's checkpoints)")
 

@@ -64,7 +64,7 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> Path:
     validation = trainer.evaluate()
     print(f"teacher on validation ({validation_set.source}): {describe(validation)}")
     if weak := weakness(validation):
-        print(f"warning: the teacher is not clearly better than always predicting the most frequent label: {weak}")
+        print(f"warning: the teacher is {weak}")
     stage = {"config": settings(config), "epochs": epochs, "steps": trainer.state.global_step,
              "best_checkpoint_step": trainer.state.best_global_step, "validation": validation}
     save_model(trainer.model, tokenizer, out, stage)

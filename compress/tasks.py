@@ -218,7 +218,8 @@ def weakness(validation: dict) -> str | None:
     needed = share + max(MIN_MARGIN, 2 * math.sqrt(share * (1 - share) / m["examples"]))
     if m["accuracy"] > needed and m["macro_f1"] > m["majority_macro_f1"]:
         return None
-    return (f"accuracy {m['accuracy']:.3f} against a majority-class baseline of {share:.3f} (clearly better is above "
+    return (f"not clearly better than always predicting the most frequent label: "
+            f"accuracy {m['accuracy']:.3f} against a majority-class baseline of {share:.3f} (clearly better is above "
             f"{needed:.3f} on {m['examples']} examples), macro-F1 {m['macro_f1']:.3f} against the majority "
             f"predictor's {m['majority_macro_f1']:.3f}")
 

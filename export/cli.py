@@ -73,8 +73,8 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
         f"frequent label (clearly better: {CLEARLY_BETTER}); without it, such a teacher stops the run",
         action="store_true")
     add("--min-steps", "fine-tuning and each distillation phase take at least this many optimiser steps: on a small "
-        f"data set the epochs go up to reach it (default: {defaults.finetune.min_steps}); each keeps its best "
-        "checkpoint by validation metric", type=number(0))
+        f"data set the epochs go up to reach it (default: {defaults.finetune.min_steps}); with a validation split, "
+        "each keeps its best checkpoint by validation metric", type=number(0))
     add("--student", f"the student: a smaller model directory, or a shape ({', '.join(STUDENT_SHAPES)})",
         metavar="DIR|SHAPE")
     add("--student-layers", "or a student layer count, cut from the teacher and mapped uniformly (default: half the "

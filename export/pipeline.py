@@ -120,19 +120,22 @@ def _check_teacher(teacher: Path, config: CompressConfig) -> tuple[dict, list[st
     from tinyship.compress import validate
     from tinyship.compress.tasks import describe, weakness
 
-    validation = validate(teacher, config.data)
-    print(f"teacher on validation: {describe(validation)}")
+    if config.teacher:  # the user's model: scored here, on this data
+        validation = validate(teacher, config.data)
+        print(f"teacher on validation: {describe(validation)}")
+    else:  # fine-tuned here on this data: scored (and said) when it was made
+        validation = json.loads((teacher / STAGE_FILE).read_text(encoding="utf-8"))["validation"]
     weak = weakness(validation)
     if weak is None:
         return validation, []
     if not config.allow_weak_teacher:
         raise TinyshipError(
-            f"the teacher {teacher} is not clearly better than always predicting the most frequent label: {weak}. "
+            f"the teacher {teacher} is {weak}. "
             "Try more fine-tuning epochs (--finetune-epochs), a higher learning rate (recipe: finetune: "
             "{learning_rate: ...}), balanced classes (or more examples of the rare ones), or more data; or pass "
             "--allow-weak-teacher (recipe: allow_weak_teacher: true) to go on anyway"
         )
-    warning = f"the teacher is not clearly better than always predicting the most frequent label: {weak}"
+    warning = f"the teacher is {weak}"
     print(f"warning: {warning} (going on: --allow-weak-teacher)")
     return validation, [warning]
 

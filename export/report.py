@@ -22,6 +22,7 @@ from tinyship.export.bundling import versions
 from tinyship.export.evaluation import session
 from tinyship.export.exporting import model_labels
 from tinyship.export.measure import weights_bytes
+from tinyship.export.quantization import batch_invariant_of
 from tinyship.runtime.bench import machine, timed
 from tinyship.runtime.data import DataConfig, Examples, load_examples
 from tinyship.runtime.files import write_text_atomic
@@ -76,12 +77,12 @@ def scores(predicted: np.ndarray, examples: Examples) -> dict:
 
 
 def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typical: dict, max_length: int, parameters: int,
-             disabled_optimizers: list[str]) -> dict:
-    """An ONNX model, loaded with the session settings its export chose."""
+             disabled_optimizers: list[str], batch_invariant: bool) -> dict:
+    """An ONNX model, loaded with the session settings its export chose and scored as the runtime serves it."""
     run = session(model_file, threads=1, disabled_optimizers=disabled_optimizers)
     feed = {i.name: typical[i.name] for i in run.get_inputs()}
     classify = TextClassifier(model_file, model_dir / "tokenizer.json", model_labels(model_dir), max_length=max_length,
-                              disabled_optimizers=disabled_optimizers)
+                              disabled_optimizers=disabled_optimizers, batch_invariant=batch_invariant)
     return {
         "model": name,
         **scores(classify.logits(test.inputs()).argmax(axis=-1), test),
@@ -104,7 +105,7 @@ def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[st
     for name, path in candidates.items():
         disabled = gate["candidates"][name]["disabled_optimizers"] if gate else []
         rows.append(onnx_row(f"student (ONNX {name})", path, student_dir, test, typical, data.max_length, rows[1]["parameters"],
-                             disabled))
+                             disabled, batch_invariant_of(name)))
     teacher = rows[0]
     for row in rows:
         row["speedup"] = teacher["median_ms"] / row["median_ms"]
