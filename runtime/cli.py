@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # so a reader that left shows here, not as an error at exit
         return code
     except BrokenPipeError:
+        if not _stdout_reader_left():
+            raise  # another pipe broke: not the quiet `| head` case
         return _reader_left()
     except TinyshipError as e:
         print(f"tinyship {args.command}: error: {e}", file=sys.stderr)
@@ -91,6 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a file, a permission, a socket: the machine's state, not a bug, so one line
         print(f"tinyship {args.command}: error: {e}", file=sys.stderr)
         return 1
+
+
+def _stdout_reader_left() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll says POLLERR); True where poll is missing."""
+    import select
+
+    if not hasattr(select, "poll"):
+        return True
+    poll = select.poll()
+    poll.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
 def _reader_left() -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tinyship.runtime import cli
 from tinyship.runtime.cli import main, number
 from tinyship.runtime.server import ServeConfig
 
@@ -134,3 +135,12 @@ def test_serve_flags_reach_the_server_config(fp32_bundle, tmp_path, monkeypatch)
     host, port, config = serve_config([str(fp32_bundle), "--insecure"], monkeypatch)
     assert (host, port, config.api_key, config.insecure, config.allowed_hosts) == ("127.0.0.1", 8000, None, True, ())
     assert config == dataclasses.replace(ServeConfig(), insecure=True)  # the flags' defaults are the server's
+
+
+def test_a_broken_pipe_other_than_stdout_is_not_taken_for_a_reader_that_left(monkeypatch):
+    def broken(args):
+        raise BrokenPipeError("a socket the command wrote to")
+
+    monkeypatch.setattr(cli, "PREDICT", dataclasses.replace(cli.PREDICT, run=broken))
+    with pytest.raises(BrokenPipeError):
+        main(["predict", "bundle", "text"])
