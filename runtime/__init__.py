@@ -28,7 +28,8 @@ def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32, p
          optimization_level: str = "all") -> Predictor:
     """The bundle's predictor, after checking its manifest, every file's sha256 and that the manifest fits the model.
 
-    threads: onnxruntime intra-op threads (default: all cores); batch_size: inputs per model run;
+    threads: onnxruntime intra-op threads (default: all cores); batch_size: inputs per model run (1 when the bundle
+    is not batch-invariant);
     providers: onnxruntime execution providers (default: CPU); optimization_level: disable, basic, extended or all.
     """
     manifest = read_manifest(bundle)

@@ -47,7 +47,7 @@ USAGE = 'send {"inputs": "a text" or ["texts", ...]}'
 class ServeConfig:
     """Limits, batching and access rules of the HTTP server."""
 
-    max_batch: int = 32  # inputs per model run
+    max_batch: int = 32  # inputs per batch handed to the model (which runs them one at a time if not batch-invariant)
     max_wait_ms: float = 0.0  # how long a request waits for others to share its run; 0: a run takes what queued
     # while the previous one ran (measured best on CPU: benchmarks/results/runtime)
     max_inputs: int = 64  # inputs per request
