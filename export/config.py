@@ -10,12 +10,13 @@ from tinyship.runtime.errors import TinyshipError
 
 EXPORTERS = ("auto", "optimum", "torch")
 TASK_NAMES = ("auto", "classification", "regression", "token-classification", "question-answering")
+OBJECTIVES = ("latency", "size", "balanced")  # what the accuracy gate optimises (evaluation.choose)
 
 
 @dataclass
 class ExportConfig:
     """Convert a model directory to ONNX, check it against PyTorch, build candidate variants (fused, INT8, FP16),
-    and ship the fastest one whose task metric stays within the accuracy budget."""
+    and ship, among those whose task metric stays within the accuracy budget, the one the objective prefers."""
 
     model: str = ""  # a save_pretrained directory with a task head (from finetune, distill or your own training)
     output: str = "runs/bundle"
@@ -28,6 +29,7 @@ class ExportConfig:
     optimize: bool = True  # try onnxruntime's fused transformer graph as a candidate
     fp16: bool = False  # add an FP16 candidate (for targets with fast half precision)
     accuracy_budget: float = 0.01  # largest allowed metric loss against fp32 (0.01 = 1 point of accuracy)
+    objective: str = "latency"  # latency: the smallest of the as-fast (within noise); size: the smallest; balanced: ms x MB
     latency_threads: int = 1  # threads for the gate's latency measurement (batch 1)
     data: DataConfig = field(default_factory=DataConfig)  # validation: the gate; train: calibration
     exporter: str = "auto"  # optimum, falling back to torch.onnx for architectures optimum lacks
@@ -43,6 +45,7 @@ class ExportConfig:
             ("quantize", self.quantize, QUANTIZE_MODES),
             ("preset", self.preset, ("auto", *PRESETS)),
             ("exporter", self.exporter, EXPORTERS),
+            ("objective", self.objective, OBJECTIVES),
             *(("calibration", method, CALIBRATIONS) for method in self.calibration),
         ]
         for name, value, allowed in checks:

@@ -1,5 +1,5 @@
 """Measuring candidates with onnxruntime (task metric on held-out rows, latency on this machine) and the accuracy
-gate that chooses the fastest candidate within the accuracy budget."""
+gate that chooses, among the candidates within the accuracy budget, the one its objective prefers."""
 
 from __future__ import annotations
 
@@ -59,35 +59,65 @@ def fastest_session(path: Path, feed: dict[str, np.ndarray], threads: int) -> tu
     return disabled, best
 
 
+NOISE_FLOOR = 0.05  # latencies this close (5%) are as fast, even when the runs themselves spread less
+
+
 @dataclass
 class Choice:
     winner: str
     reason: str
     passed: dict[str, bool]
+    noise_band: float  # the relative latency difference read as measurement noise
 
 
-def choose(measured: dict[str, dict], metric: str, budget: float, baseline: str = "fp32") -> Choice:
-    """The fastest candidate (median latency) whose metric is at most `budget` worse than the baseline's.
+def noise_band(timing: dict) -> float:
+    """How much slower than this measurement another can be and still count as as fast: the larger of NOISE_FLOOR
+    and the run-to-run spread of its own repeated runs, (p90 - median) / median."""
+    return max(NOISE_FLOOR, (timing["p90_ms"] - timing["median_ms"]) / timing["median_ms"])
 
-    measured maps a candidate to {metric: value, "median_ms": ...}, or to {"error": why} when it could not be
-    built or run. The baseline always passes, so something always ships."""
+
+def choose(measured: dict[str, dict], metric: str, budget: float, objective: str = "latency",
+           baseline: str = "fp32") -> Choice:
+    """The candidate the objective prefers among those whose metric is at most `budget` worse than the baseline's.
+
+    latency: the smallest file among the candidates as fast as the fastest (median latency within its noise band);
+    size: the smallest file; balanced: the lowest median latency x file size. Ties go to the faster.
+    measured maps a candidate to {metric: value, "median_ms", "p90_ms", "size_bytes"}, or to {"error": why} when it
+    could not be built or run. The baseline always passes, so something always ships."""
     sign = -1 if metric in LOWER_IS_BETTER else 1
     points = partial(_points, metric)
     base = measured[baseline][metric]
     passed = {name: "error" not in m and (name == baseline or sign * (base - m[metric]) <= budget + 1e-12)
               for name, m in measured.items()}
-    winner = min((n for n in measured if passed[n]), key=lambda n: measured[n]["median_ms"])
+    within = [n for n in measured if passed[n]]
+    ms, size = (lambda n: measured[n]["median_ms"]), (lambda n: measured[n]["size_bytes"])
+    fastest = min(within, key=ms)
+    band = noise_band(measured[fastest])
+    as_fast = [n for n in within if ms(n) <= (1 + band) * ms(fastest)]
+    pool, key, rule = {
+        "latency": (as_fast, lambda n: (size(n), ms(n)),
+                    f"the smallest file among the candidates as fast as the fastest ({fastest}, {ms(fastest):.2f} ms; "
+                    f"as fast: a median latency within {band:.1%} of it, the larger of {NOISE_FLOOR:.0%} and its own "
+                    "run-to-run spread (p90 - median) / median)"),
+        "size": (within, lambda n: (size(n), ms(n)), "the smallest file"),
+        "balanced": (within, lambda n: (ms(n) * size(n), ms(n)), "the lowest median latency x file size"),
+    }[objective]
+    winner = min(pool, key=key)
     rejected = [f"{n} ({measured[n]['error']})" if "error" in measured[n] else
                 f"{n} ({metric} {measured[n][metric]:.4f}, {points(sign * (base - measured[n][metric]))} worse)"
                 for n in measured if not passed[n]]
-    others = [n for n in measured if passed[n] and n != winner]
-    reason = (f"{winner}: the fastest within the budget of {points(budget)} ({measured[winner]['median_ms']:.2f} ms, "
-              f"{metric} {measured[winner][metric]:.4f} against {base:.4f} for {baseline})")
+    reason = (f"{winner}: objective {objective}, {rule}, within the accuracy budget of {points(budget)} "
+              f"({_described(measured[winner])}, {metric} {measured[winner][metric]:.4f} against {base:.4f} for {baseline})")
+    others = [n for n in within if n != winner]
     if others:
-        reason += "; slower: " + ", ".join(f"{n} ({measured[n]['median_ms']:.2f} ms)" for n in others)
+        reason += "; also within the budget: " + ", ".join(f"{n} ({_described(measured[n])})" for n in others)
     if rejected:
         reason += "; over the budget or failed: " + ", ".join(rejected)
-    return Choice(winner, reason, passed)
+    return Choice(winner, reason, passed, band)
+
+
+def _described(candidate: dict) -> str:
+    return f"{candidate['median_ms']:.2f} ms, {candidate['size_bytes'] / 1e6:.1f} MB"
 
 
 def _points(metric: str, value: float) -> str:

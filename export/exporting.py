@@ -1,7 +1,8 @@
 """`export`: a model directory in, a verified bundle out.
 
 ONNX export, parity with PyTorch at many shapes, then candidate variants (fused, INT8 dynamic and static, FP16)
-measured on held-out task data and on this machine; the fastest within the accuracy budget ships.
+measured on held-out task data and on this machine; within the accuracy budget, the one the objective prefers
+ships (by default the smallest of those as fast as the fastest).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from tinyship.export.bundling import check_bundle_output, write_bundle
 from tinyship.export.config import ExportConfig
 from tinyship.export.evaluation import choose, evaluate, fastest_session, session
 from tinyship.export.onnx_export import BUNDLE_TASKS, check_parity, load_model, max_positions, to_onnx
-from tinyship.export.quantization import (PRESETS, STATIC_OPS, VARIANTS, Recipe, batch_invariant_of, detect_preset,
-                                          precision_of, selected)
+from tinyship.export.quantization import (PRESETS, STATIC_EMBEDDINGS, STATIC_OPS, VARIANTS, Recipe, batch_invariant_of,
+                                          detect_preset, precision_of, selected)
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
 from tinyship.runtime.predictor import pad
@@ -146,7 +147,7 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
                 continue
             paths[name] = target
         measured[name] = _measure(job, name, paths[name], typical)
-    choice = choose(measured, task.metric, config.accuracy_budget)
+    choice = choose(measured, task.metric, config.accuracy_budget, config.objective)
     for name, passed in choice.passed.items():
         measured[name]["passed"] = passed
     winner = choice.winner
@@ -177,6 +178,7 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
                 "preset_reason": preset.why,
                 "per_channel": recipe.per_channel,
                 "static_ops": STATIC_OPS,
+                "static_embeddings": STATIC_EMBEDDINGS,
                 "calibration_examples": config.calibration_examples,
             },
             "metrics": {
@@ -186,7 +188,8 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
                 "validation_examples": len(job.rows),
                 "parity_max_abs_diff": parity,
                 "candidates": measured,
-                "gate": {"budget": config.accuracy_budget, "winner": winner, "reason": choice.reason,
+                "gate": {"budget": config.accuracy_budget, "objective": config.objective, "noise_band": choice.noise_band,
+                         "winner": winner, "reason": choice.reason,
                          "latency": {"batch_size": 1, "tokens": int(typical["input_ids"].shape[1]),
                                      "threads": config.latency_threads}},
             },

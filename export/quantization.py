@@ -2,8 +2,9 @@
 
 Each variant is a small function (source .onnx, output .onnx, Recipe) -> None that builds one candidate from
 another (fp32 -> fused, fp32 -> int8, ...). Export builds the ones its config selects and the accuracy gate
-picks among them. Static INT8 quantizes the inputs of MatMuls only: LayerNorm, GELU, the residual and bias Adds, the
-embedding lookups and the logits stay fp32, where their outliers are kept exact. QDQ has no fused Attention kernel, so static
+picks among them. Static INT8 quantizes the inputs of MatMuls and stores the embedding tables as int8 (one scale
+per row; like dynamic INT8's, dequantized after the lookup); LayerNorm, GELU, the residual and bias Adds and the
+logits stay fp32, where their outliers are kept exact. QDQ has no fused Attention kernel, so static
 variants start from the unfused graph; dynamic INT8 turns a fused Attention into QAttention, so it is built
 from both graphs and measured.
 """
@@ -21,6 +22,7 @@ from typing import Callable, Iterable
 QUANTIZE_MODES = ("auto", "dynamic", "static", "none")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
 STATIC_OPS = ["MatMul"]
+STATIC_EMBEDDINGS = "int8, one scale per row, dequantized after the lookup"  # what static INT8 does to them
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ def static(source: Path, out: Path, recipe: Recipe, method: str) -> None:
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     with _prepared(source, out) as prepared, redirect_stdout(io.StringIO()):  # onnxruntime prints calibration chatter
+        _int8_embeddings(prepared)  # first, so that calibration sees the activations the int8 tables give
         graph = onnx.load(str(prepared), load_external_data=False).graph
         outputs = {o.name for o in graph.output}
         heads = [node.name for node in graph.node if outputs & set(node.output)]  # logits stay fp32, not 8-bit
@@ -191,6 +194,49 @@ def static(source: Path, out: Path, recipe: Recipe, method: str) -> None:
                            "OpTypesToExcludeOutputQuantization": STATIC_OPS},
         )
     _unquantize_other_consumers(out)
+
+
+def _int8_embeddings(path: Path) -> None:
+    """Store each embedding table as int8 with one symmetric scale per row: the lookup gathers int8 rows and their
+    scales, then multiplies. The word embeddings are most of a small model's file, and dequantizing after the lookup
+    costs only the rows looked up (a DequantizeLinear before the Gather would expand the whole table on every run)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    for lookup, table in _embedding_lookups(graph):
+        weights = numpy_helper.to_array(table)
+        scales = np.maximum(np.abs(weights).max(axis=1, keepdims=True), 1e-12) / 127
+        rows = np.round(weights / scales).astype(np.int8)
+        name, ids, out = table.name, lookup.input[1], lookup.output[0]
+        graph.initializer.remove(table)
+        graph.initializer.extend([numpy_helper.from_array(rows, f"{name}_int8"),
+                                  numpy_helper.from_array(scales.astype(np.float32), f"{name}_scale")])
+        lookup.input[:] = [f"{name}_int8", ids]
+        lookup.output[:] = [f"{out}_int8"]
+        at = list(graph.node).index(lookup) + 1
+        for offset, node in enumerate([
+            helper.make_node("Gather", [f"{name}_scale", ids], [f"{out}_scale"], name=f"{lookup.name}_scale"),
+            helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], to=TensorProto.FLOAT, name=f"{lookup.name}_cast"),
+            helper.make_node("Mul", [f"{out}_float", f"{out}_scale"], [out], name=f"{lookup.name}_dequantize"),
+        ]):
+            graph.node.insert(at + offset, node)
+    onnx.save(model, str(path))
+
+
+def _embedding_lookups(graph) -> list:
+    """(Gather node, table) for each 2-D fp32 initializer that a Gather reads rows of and nothing else reads."""
+    from collections import Counter
+
+    from onnx import TensorProto
+
+    tables = {t.name: t for t in graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) == 2}
+    reads = Counter(name for node in graph.node for name in node.input)
+    return [(node, tables[node.input[0]]) for node in graph.node
+            if node.op_type == "Gather" and node.input[0] in tables and reads[node.input[0]] == 1
+            and all(a.i == 0 for a in node.attribute if a.name == "axis")]
 
 
 def _unquantize_other_consumers(path: Path) -> None:
