@@ -82,15 +82,17 @@ class DistillConfig(TrainingConfig):
 
     stage "task": a fine-tuned teacher and labelled data (optionally augmented); "general": a pre-trained
     teacher and an unlabelled corpus, intermediate losses only. The student is a subset of the teacher's
-    layers (default: half of them), a shape from STUDENT_SHAPES, or a smaller model directory.
+    layers (default: half of them), a shape from STUDENT_SHAPES, or a smaller model directory, whole or cut to
+    some of its own layers (student_layers or layers).
     """
 
     output_dir: str = "runs/student"
     stage: str = "task"
     teacher: str = ""  # a save_pretrained directory; general stage default: the built-in MiniLM-L6
     student: str | None = None  # a smaller model directory or a STUDENT_SHAPES name; None: teacher layers
-    student_layers: int | None = None  # with student None: a layer count, mapped uniformly
-    layers: list[int] | None = None  # or the teacher layers to keep, 1-based (1 = first Transformer layer)
+    student_layers: int | None = None  # a layer count cut uniformly from the teacher, or from the student directory
+    layers: list[int] | None = None  # or the layers to keep, 1-based (1 = first Transformer layer): the teacher's,
+    # or with a student directory the student's own
     layer_map: list[int] | None = None  # the teacher layer each student layer learns from; None: g(m) = m*N/M
     phases: list[Phase] | None = None  # None: task_phases() or general_phases()
     attention: str = "scores"  # match attention scores before softmax (TinyBERT) or probabilities
@@ -104,8 +106,7 @@ class DistillConfig(TrainingConfig):
         super().__post_init__()
         if self.stage not in STAGES:
             raise TinyshipError(f"stage {self.stage!r}: use task or general")
-        if sum(x is not None for x in (self.student, self.student_layers, self.layers)) > 1:
-            raise TinyshipError("give one of: a student (directory or shape), its layer count, or the teacher layers it keeps")
+        self._check_student()
         if self.attention not in ATTENTION_TARGETS:
             raise TinyshipError(f"attention {self.attention!r}: use scores or probabilities")
         if self.phases is None:
@@ -121,6 +122,18 @@ class DistillConfig(TrainingConfig):
                     f"general distillation has no labels or task head: use only {', '.join(INTERMEDIATE_LOSSES)}"
                 )
 
+    def _check_student(self) -> None:
+        """The student choices that mean something: a cut (a layer count or the layers kept) of the teacher or of a
+        student directory, or a shape as it is."""
+        if self.student_layers is not None and self.layers is not None:
+            raise TinyshipError("give one of: a student layer count (student_layers, --student-layers) or the layers "
+                                "it keeps (layers, --layers), not both")
+        cut = self.student_layers is not None or self.layers is not None
+        if self.student in STUDENT_SHAPES and cut:
+            layers = STUDENT_SHAPES[self.student]["num_hidden_layers"]
+            raise TinyshipError(f"the shape {self.student} has {layers} layers of its own: leave out the layer count "
+                                "and the layers to keep, or give a model directory to cut")
+
     @property
     def student_dir(self) -> str | None:
         """The student's model directory, when the student is one (not a shape or a cut of the teacher)."""
@@ -128,10 +141,13 @@ class DistillConfig(TrainingConfig):
 
 
 def with_student(config: DistillConfig, student: str) -> DistillConfig:
-    """config with the model directory `student` (e.g. a pruned student) as its student in place of the one it
-    names: the layer count and kept layers are cleared, and each student layer keeps learning from the teacher
-    layer it learnt from before (the layers it was cut from, unless a layer map was given)."""
-    return replace(config, student=student, student_layers=None, layers=None, layer_map=config.layer_map or config.layers)
+    """config with the model directory `student` (e.g. a pruned student, already cut) as its student in place of the
+    one it names: the layer count and kept layers are cleared, and each student layer keeps learning from the teacher
+    layer it learnt from before (the given layer map; else the teacher layers it was cut from; else None: g(m) =
+    m*N/M over its M layers, as before the pruning)."""
+    kept_teacher_layers = config.layers if config.student is None else None
+    return replace(config, student=student, student_layers=None, layers=None,
+                   layer_map=config.layer_map or kept_teacher_layers)
 
 
 @dataclass
@@ -207,3 +223,15 @@ class PruneConfig:
         """The fractions of heads and of FFN neurons to remove. A FLOPs target removes that fraction of both: the
         encoder's FLOPs are linear in its kept heads and in its kept neurons."""
         return (self.flops, self.flops) if self.flops is not None else (self.heads, self.ffn)
+
+
+@dataclass
+class VocabularyConfig:
+    """Keep only the word pieces a task's text uses (and every special token and single character): fewer
+    embedding rows (WordPiece tokenizers)."""
+
+    model: str = ""  # a model directory with a WordPiece tokenizer.json
+    output_dir: str = "runs/pruned"
+    data: DataConfig = field(default_factory=DataConfig)  # its training texts choose the pieces; validation measures
+    corpus: str | None = None  # or: a text file, one document per line, whose pieces are kept
+    force: bool = False

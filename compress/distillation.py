@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model as save_weights
 
 from tinyship.compress.config import INTERMEDIATE_LOSSES, DistillConfig, Phase, settings
-from tinyship.compress.corpus import TextCorpus
+from tinyship.compress.corpus import TextCorpus, corpus_lines
 from tinyship.compress.losses import LOSSES
 from tinyship.compress.states import States, forward_states, logits_of
 from tinyship.compress.students import build_student, load_teacher
@@ -45,6 +46,7 @@ from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir, sha256_file
 
 TERMS = (*INTERMEDIATE_LOSSES, "prediction", "labels")  # what a phase may name
+ALIGNMENT_SAMPLE = 1000  # training texts on which the teacher's and the student's tokenizers are compared
 
 
 class Student(torch.nn.Module):
@@ -120,7 +122,7 @@ class DistillationTrainer(SeededTrainer):
         )
 
     def attention_loss(self, s: States, t: States, mask, labels, projections):
-        return sum(LOSSES["attention"](s.attention[m], t.attention[n], mask) for m, n in enumerate(self.layer_map, 1))
+        return sum(attention_distance(s.attention[m], t.attention[n], mask) for m, n in enumerate(self.layer_map, 1))
 
     def prediction_loss(self, s: States, t: States, mask, labels, projections):
         return self.task.prediction(s.logits, t.logits, mask, self.temperature)
@@ -135,6 +137,14 @@ class DistillationTrainer(SeededTrainer):
         super().log(logs, *args, **kwargs)
 
 
+def attention_distance(student: torch.Tensor, teacher: torch.Tensor, mask) -> torch.Tensor:
+    """L_attn of one layer's [batch, heads, query, key] maps; when the head counts differ, of the maps averaged over
+    each model's heads (there is no head-to-head correspondence to compare)."""
+    if student.shape[1] != teacher.shape[1]:
+        student, teacher = student.mean(dim=1, keepdim=True), teacher.mean(dim=1, keepdim=True)
+    return LOSSES["attention"](student, teacher, mask)
+
+
 def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     """Distil config.teacher into a student by config.phases; returns the saved student directory. Each phase takes
     at least config.min_steps optimiser steps; one that predicts ends with its best checkpoint by validation metric.
@@ -144,15 +154,15 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     teacher, task = load_teacher(teacher_dir, config.stage)
     student, student_dir, layer_map = build_student(config, teacher, teacher_dir, task)
     teacher_tokenizer, tokenizer = hf_tokenizer(teacher_dir), hf_tokenizer(student_dir)
-    separate = tokenizer.get_vocab() != teacher_tokenizer.get_vocab()
+    separate = _tokenization(tokenizer) != _tokenization(teacher_tokenizer)  # then each model reads its own ids
     pad_ids = {"input_ids": tokenizer.pad_token_id, "teacher_input_ids": teacher_tokenizer.pad_token_id, "labels": -100}
 
     names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)] if task else []
-    train_data, eval_data, aligned, source = _data(config, task, names, tokenizer, teacher_tokenizer if separate else None)
+    train_data, eval_data, misaligned, source = _data(config, task, names, tokenizer, teacher_tokenizer if separate else None)
     if config.cache_teacher and task and not task.per_sequence:
         print(f"--cache-teacher: {task.name} logits vary in length per input and are not cached; the teacher runs live")
-    phases = _usable_phases(config.phases, aligned, config.stage)
-    _check_heads(teacher, student, phases)
+    phases = _usable_phases(config.phases, misaligned, config.stage)
+    _describe_heads(teacher, student, phases)
 
     print(f"distilling {teacher_dir} ({len(teacher.base_model.encoder.layer)} layers, {_size(teacher)}) into a "
           f"{len(layer_map)}-layer student ({_size(student)}) on {source}; student layer m learns from teacher layer "
@@ -211,7 +221,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         **({"student_sha256": weights_digest(student_dir)} if config.student_dir else {}),
         "layer_map": layer_map,
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
-        "tokenizers": "same" if not separate else "aligned by position" if aligned else "different: prediction loss only",
+        "tokenizers": "same" if not separate else "different: prediction loss only" if misaligned else "aligned by position",
         "phases": record,
     }
     if task:
@@ -232,22 +242,26 @@ def _teacher_dir(config: DistillConfig) -> Path:
 
 
 def _data(config: DistillConfig, task: Task | None, names: list[str], tokenizer, teacher_tokenizer) -> tuple:
-    """(training set, validation set, whether the tokenizers align, a description): the task's labelled data,
-    or for general distillation the streamed corpus. teacher_tokenizer: the teacher's own, when it differs."""
+    """(training set, validation set, why the tokenizers do not align by position or None, a description): the
+    task's labelled data, or for general distillation the streamed corpus. teacher_tokenizer: the teacher's own,
+    when it differs from the student's (each model then reads its own ids)."""
     if task is None:
         corpus = TextCorpus(config.corpus or "imdb", tokenizer, config.data.max_length, config.seed, teacher_tokenizer)
-        sample = [w for _, w in zip(range(1000), corpus.windows())]
-        return corpus, None, not teacher_tokenizer or _aligned(sample, tokenizer, teacher_tokenizer), f"corpus {corpus.corpus}"
+        windows = [w for _, w in zip(range(ALIGNMENT_SAMPLE), corpus.windows())]
+        texts = list(islice(corpus_lines(corpus.corpus), ALIGNMENT_SAMPLE))
+        misaligned = teacher_tokenizer and _misalignment(texts, windows, tokenizer, teacher_tokenizer, config.data.max_length)
+        return corpus, None, misaligned, f"corpus {corpus.corpus}"
     train_set = task.load(_training_data(config), "train", names)
     train_rows = _rows(task, train_set, tokenizer, teacher_tokenizer, config.data.max_length)
-    aligned = not teacher_tokenizer or _aligned(train_rows, tokenizer, teacher_tokenizer)
-    if not aligned and not task.per_sequence:
-        raise TinyshipError(f"{task.name} compares logits token by token: the teacher's and the student's "
-                            "tokenizers must cut text into the same pieces; give the student the teacher's tokenizer")
+    misaligned = teacher_tokenizer and _misalignment(_texts(train_set), train_rows, tokenizer, teacher_tokenizer,
+                                                     config.data.max_length)
+    if misaligned and not task.per_sequence:
+        raise TinyshipError(f"{task.name} compares logits token by token: the teacher's and the student's tokenizers "
+                            f"must cut text into the same pieces ({misaligned}); give the student the teacher's tokenizer")
     validation_set = task.load(config.data, "validation", names)
     eval_data = _rows(task, validation_set, tokenizer, teacher_tokenizer, config.data.max_length)
     train_data = [{**row, "index": i} for i, row in enumerate(train_rows)]  # the key of cached teacher logits
-    return train_data, eval_data, aligned, f"{task.name} data {train_set.source}: {len(train_set)} examples"
+    return train_data, eval_data, misaligned, f"{task.name} data {train_set.source}: {len(train_set)} examples"
 
 
 def _training_data(config: DistillConfig):
@@ -269,44 +283,71 @@ def _rows(task: Task, examples, tokenizer, teacher_tokenizer, max_length: int) -
     return [{**s, **{f"teacher_{k}": v for k, v in t.items() if k != "labels"}} for s, t in zip(rows, teacher_rows)]
 
 
-def _aligned(rows: list[dict], tokenizer, teacher_tokenizer) -> bool:
-    """Whether two tokenizers cut every example into the same pieces at the same positions (e.g. MPNet and
-    uncased BERT: same pieces, other ids), so that intermediate states compare position by position."""
+def _tokenization(tokenizer) -> str:
+    """What turns a tokenizer's text into ids: its tokenizer.json pipeline without the truncation and padding
+    settings (or, without one, its class and vocabulary). Equal: the two models can share one tokenization."""
+    if not tokenizer.is_fast:
+        return json.dumps([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items())])
+    return json.dumps({**json.loads(tokenizer.backend_tokenizer.to_str()), "truncation": None, "padding": None}, sort_keys=True)
+
+
+def _texts(examples) -> list:
+    """The texts of a task's examples as a tokenizer reads them: strings, or (text, pair) tuples."""
+    if hasattr(examples, "questions"):
+        return list(zip(examples.questions, examples.contexts))
+    if hasattr(examples, "words"):
+        return [" ".join(words) for words in examples.words]
+    return list(zip(examples.texts, examples.text_pairs)) if examples.text_pairs else list(examples.texts)
+
+
+def _misalignment(texts: list, rows: list[dict], tokenizer, teacher_tokenizer, max_length: int) -> str | None:
+    """Why the two tokenizers do not cut text alike (None when they do), so that intermediate states cannot be
+    compared position by position: on a sample of texts each piece must span the same characters, and every
+    encoded row must hold as many of the teacher's ids as of the student's. Ids may differ (MPNet's and uncased BERT's
+    do: same pieces, other numbers)."""
+    if not (tokenizer.is_fast and teacher_tokenizer.is_fast):
+        return "a tokenizer without a tokenizer.json gives no piece offsets to compare"
+    sample = texts[:ALIGNMENT_SAMPLE]
+    student, teacher = (t(sample, truncation=True, max_length=max_length, return_offsets_mapping=True)["offset_mapping"]
+                        for t in (tokenizer, teacher_tokenizer))
+    for text, s, t in zip(sample, student, teacher):
+        if s != t:
+            where = next(k for k, (a, b) in enumerate(zip(s + [None], t + [None])) if a != b)
+            return (f"{str(text)[:60]!r}: {len(s)} pieces by the student's tokenizer and {len(t)} by the teacher's, the "
+                    f"first to differ at position {where}")
     for row in rows:
-        s_ids, t_ids = row["input_ids"], row["teacher_input_ids"]
-        if len(s_ids) != len(t_ids):
-            return False
-        s_pieces = tokenizer.convert_ids_to_tokens(s_ids, skip_special_tokens=True)
-        if s_pieces != teacher_tokenizer.convert_ids_to_tokens(t_ids, skip_special_tokens=True):
-            return False
-    return True
+        if len(row["input_ids"]) != len(row["teacher_input_ids"]):
+            return (f"an input of {len(row['input_ids'])} pieces by the student's tokenizer and "
+                    f"{len(row['teacher_input_ids'])} by the teacher's")
+    return None
 
 
-def _usable_phases(phases: list[Phase], aligned: bool, stage: str) -> list[Phase]:
-    """The phases that can run: intermediate losses need tokens aligned between teacher and student."""
+def _usable_phases(phases: list[Phase], misaligned: str | None, stage: str) -> list[Phase]:
+    """The phases that can run: the intermediate losses need tokens aligned between teacher and student; without,
+    they are dropped (and the tool says which and why)."""
     for phase in phases:
         unknown = set(phase.losses) - set(TERMS)
         if unknown:
             raise TinyshipError(f"unknown loss {sorted(unknown)[0]!r}: use {', '.join(TERMS)}")
-    if aligned:
+    dropped = [name for name in INTERMEDIATE_LOSSES if any(name in p.losses for p in phases)]
+    if not misaligned or not dropped:
         return phases
+    why = f"the teacher's and the student's tokenizers cut text into different pieces ({misaligned})"
     if stage == "general":
-        raise TinyshipError("teacher and student tokenizers split text differently: general distillation needs "
-                           "aligned tokens; give the student the teacher's tokenizer")
+        raise TinyshipError(f"{why}: general distillation compares states position by position; give the student the "
+                            "teacher's tokenizer")
+    print(f"{why}: the {', '.join(dropped)} loss{'es' if len(dropped) > 1 else ''} compare states position by position "
+          "and are dropped; the prediction and labels losses run, each model reading its own tokenization")
     kept = [Phase({k: w for k, w in p.losses.items() if k not in INTERMEDIATE_LOSSES}, p.epochs) for p in phases]
-    print("teacher and student tokenizers split text differently: the intermediate losses are skipped; "
-          "only the prediction (and label) losses run")
     return [p for p in kept if p.losses]
 
 
-def _check_heads(teacher, student, phases: list[Phase]) -> None:
-    if any("attention" in p.losses for p in phases):
-        t, s = teacher.config.num_attention_heads, student.config.num_attention_heads
-        if t != s:
-            raise TinyshipError(
-                f"the student has {s} attention heads and the teacher {t}: the attention loss compares them head by "
-                "head; give the student the teacher's head count, or leave attention out of the phases"
-            )
+def _describe_heads(teacher, student, phases: list[Phase]) -> None:
+    """Say how the attention loss compares a student whose head count differs from the teacher's."""
+    t, s = teacher.config.num_attention_heads, student.config.num_attention_heads
+    if t != s and any("attention" in p.losses for p in phases):
+        print(f"the student has {s} attention heads and the teacher {t}: the attention loss compares each model's "
+              "maps averaged over its heads")
 
 
 def _cached_logits(teacher, rows: list[dict], collator, config: DistillConfig, path: Path) -> np.ndarray:

@@ -20,19 +20,21 @@ from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
 
 
-def uniform_layers(teacher_layers: int, student_layers: int) -> list[int]:
-    """TinyBERT's mapping g(m) = m * N / M: the 1-based teacher layer each student layer starts from."""
+def uniform_layers(teacher_layers: int, student_layers: int, source: str = "teacher") -> list[int]:
+    """TinyBERT's mapping g(m) = m * N / M: the 1-based teacher layer each student layer starts from (and so the
+    layers a uniform cut keeps, of the teacher or of a `source` student directory)."""
     if not 1 <= student_layers <= teacher_layers:
-        raise TinyshipError(f"a student of {student_layers} layers from a {teacher_layers}-layer teacher: use 1 to {teacher_layers}")
+        raise TinyshipError(f"a student of {student_layers} layers from a {teacher_layers}-layer {source}: use 1 to {teacher_layers}")
     return [m * teacher_layers // student_layers for m in range(1, student_layers + 1)]
 
 
-def student_from_teacher(teacher, layers: list[int]):
-    """A copy of the teacher that keeps only the given 1-based layers (embeddings and head included)."""
-    count = len(encoder_layers(teacher))
+def student_from_teacher(model, layers: list[int], source: str = "teacher"):
+    """A copy of the teacher (or of a larger student model, named by `source`) that keeps only the given 1-based
+    layers (embeddings and head included)."""
+    count = len(encoder_layers(model))
     if not layers or len(set(layers)) != len(layers) or not all(1 <= n <= count for n in layers):
-        raise TinyshipError(f"layers {layers}: give distinct teacher layer numbers from 1 to {count}")
-    student = copy.deepcopy(teacher)
+        raise TinyshipError(f"layers {layers}: give distinct {source} layer numbers from 1 to {count}")
+    student = copy.deepcopy(model)
     student.base_model.encoder.layer = torch.nn.ModuleList(encoder_layers(student)[n - 1] for n in layers)
     student.config.num_hidden_layers = len(layers)
     return student
@@ -48,7 +50,8 @@ def load_teacher(model_dir: Path, stage: str) -> tuple[torch.nn.Module, Task | N
 
 def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task | None) -> tuple[torch.nn.Module, Path, list[int]]:
     """The student, the directory of its tokenizer, and its layer map (config.layer_map, or the teacher layers it
-    was cut from, or uniform)."""
+    was cut from, or uniform g(m) = m*N/M). A student directory with a layer count or kept layers is cut to those
+    of its own layers, uniformly by the same rule as a cut of the teacher."""
     set_seed(config.seed)  # fresh weights (a shape, a new head) are the same on every run
     teacher_count = len(encoder_layers(teacher))
     tokenizer_dir = teacher_dir
@@ -61,8 +64,13 @@ def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task 
             raise TinyshipError(f"student {config.student!r} is neither a model directory nor a shape "
                                 f"({', '.join(STUDENT_SHAPES)}): check the path or the name")
         tokenizer_dir = check_model_dir(config.student)
+        pruned = hasattr(read_config(tokenizer_dir), PRUNING_KEY)
+        cut = config.student_layers is not None or config.layers is not None
+        if pruned and cut:
+            raise TinyshipError(f"student {config.student} is pruned (its layers differ in shape) and is not cut: "
+                                "leave out the layer count and the layers to keep")
         with quiet_transformers():  # a general student has no task head yet: a fresh one is expected
-            if task is not None and hasattr(read_config(tokenizer_dir), PRUNING_KEY):
+            if task is not None and pruned:
                 student = load_model(tokenizer_dir)  # pruned: its slim layers and its own head, exactly
             elif task is None:
                 student = AutoModel.from_pretrained(tokenizer_dir)
@@ -75,6 +83,10 @@ def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task 
                     problem_type=teacher.config.problem_type,
                     ignore_mismatched_sizes=True,
                 )
+        if cut:
+            source = f"student ({config.student})"
+            kept = config.layers or uniform_layers(len(encoder_layers(student)), config.student_layers, source)
+            student = student_from_teacher(student, kept, source)
         cut_from = None
     else:
         count = max(1, teacher_count // 2) if config.student_layers is None else config.student_layers

@@ -6,10 +6,12 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 from tinyship.compress import LOSSES, DistillConfig, Phase, distill, student_from_teacher, uniform_layers, weights_digest
+from tinyship.compress.distillation import DistillationTrainer, attention_distance
 from tinyship.compress.states import forward_states
 from tinyship.runtime.data import DataConfig, load_examples
 from tinyship.runtime.errors import TinyshipError
 from tests.compress.test_finetuning import Interrupt
+from tests.compress.test_students import make_other_student
 
 INTERMEDIATE = {"embedding": 1.0, "hidden": 1.0, "attention": 1.0}
 
@@ -115,10 +117,90 @@ def test_a_tinybert_shaped_student_learns_through_projections(tiny_model_dir, sm
     assert json.loads((out / "tinyship_stage.json").read_text())["layer_map"] == [1, 2, 3, 4]
 
 
-def test_the_attention_loss_refuses_other_head_counts(tiny_model_dir, small_data, tmp_path):
-    with pytest.raises(TinyshipError, match="12 attention heads and the teacher 4"):
-        distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
-                              student="tinybert-4"))
+def test_the_attention_loss_compares_head_averaged_maps_when_head_counts_differ():
+    torch.manual_seed(0)
+    student, teacher, mask = torch.randn(2, 2, 5, 5), torch.randn(2, 4, 5, 5), torch.tensor([[1, 1, 1, 0, 0], [1] * 5])
+    averaged = LOSSES["attention"](student.mean(1, keepdim=True), teacher.mean(1, keepdim=True), mask)
+    torch.testing.assert_close(attention_distance(student, teacher, mask), averaged)
+    same = teacher + 1
+    torch.testing.assert_close(attention_distance(same, teacher, mask), LOSSES["attention"](same, teacher, mask))
+    assert attention_distance(same, teacher, mask).item() == pytest.approx(1.0)  # per head, not averaged first (0)
+
+
+def test_a_smaller_pretrained_student_cut_to_k_layers_learns_by_every_loss(tiny_model_dir, minilm_dir, small_data, tmp_path,
+                                                                          monkeypatch, capsys):
+    """A student from another directory (24 wide, 2 heads, 3 layers), cut to 2 of its layers: embeddings and hidden
+    states through projections to the teacher's width 32, attention maps averaged over heads, predictions."""
+    seen = {}
+
+    def recording(name):
+        loss = LOSSES[name]
+
+        def record(student, teacher, *args):  # heads of attention maps, else widths; and the projection's input width
+            projection = args[1] if len(args) > 1 else None
+            axis = 1 if student.dim() == 4 else -1
+            seen.setdefault(name, set()).add((student.shape[axis], teacher.shape[axis], getattr(projection, "in_features", None)))
+            value = loss(student, teacher, *args)
+            assert torch.isfinite(value)
+            return value
+
+        return record
+
+    for name in ("embedding", "hidden", "attention", "prediction"):
+        monkeypatch.setitem(LOSSES, name, recording(name))
+    student_dir = make_other_student(tmp_path / "pretrained", minilm_dir)
+    out = distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), student=str(student_dir), student_layers=2,
+                                output_dir=str(tmp_path / "s"), data=small_data, batch_size=32,
+                                phases=[Phase({**INTERMEDIATE, "prediction": 1}, 1)]))
+    printed = capsys.readouterr().out
+    assert "the student has 2 attention heads and the teacher 4: the attention loss compares each model's maps averaged" in printed
+    assert seen["embedding"] == seen["hidden"] == {(24, 32, 24)}  # a projection from 24 to the teacher's 32
+    assert seen["attention"] == {(1, 1, None)} and seen["prediction"] == {(2, 2, None)}  # 2 and 4 heads, averaged
+    student = AutoModelForSequenceClassification.from_pretrained(out)
+    assert (student.config.num_hidden_layers, student.config.hidden_size, student.config.num_attention_heads) == (2, 24, 2)
+    stage = json.loads((out / "tinyship_stage.json").read_text())
+    assert stage["layer_map"] == [2, 4] and stage["tokenizers"] == "same"  # g(m) = m*4/2
+    assert stage["config"]["student_layers"] == 2 and stage["student_sha256"] == weights_digest(student_dir)
+
+
+def char_tokenizer_student(path, tiny_model_factory):
+    """A student whose tokenizer (MiniLM's vocabulary, so the same ids for single characters) reads one piece per
+    character: its pieces do not line up with the teacher's."""
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+
+    tiny_model_factory(path, layers=2)
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.BertPreTokenizer(),
+                                                       pre_tokenizers.Split(Regex("."), "isolated")])
+    tokenizer.save(str(path / "tokenizer.json"))
+    return path
+
+
+def test_misaligned_tokenizers_fall_back_to_the_prediction_loss_each_model_reading_its_own_ids(
+        tiny_model_dir, tiny_model_factory, small_data, tmp_path, monkeypatch, capsys):
+    student_dir = char_tokenizer_student(tmp_path / "chars", tiny_model_factory)
+    assert AutoTokenizer.from_pretrained(student_dir)("a film")["input_ids"] == [101, 1037, 1042, 1045, 1048, 1049, 102]
+    teacher_inputs = []
+    teacher_states = DistillationTrainer.teacher_states
+
+    def recording(self, inputs, index):
+        teacher_inputs.extend(ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]))
+        return teacher_states(self, inputs, index)
+
+    monkeypatch.setattr(DistillationTrainer, "teacher_states", recording)
+    out = distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), student=str(student_dir), output_dir=str(tmp_path / "s"),
+                                data=small_data, batch_size=32, phases=[Phase(INTERMEDIATE, 1), Phase({"prediction": 1}, 1)]))
+    printed = capsys.readouterr().out
+    assert ("the teacher's and the student's tokenizers cut text into different pieces (" in printed
+            and "pieces by the student's tokenizer and" in printed)
+    assert ("the embedding, hidden, attention losses compare states position by position and are dropped; the prediction "
+            "and labels losses run, each model reading its own tokenization") in printed
+    stage = json.loads((out / "tinyship_stage.json").read_text())
+    assert stage["tokenizers"] == "different: prediction loss only" and len(stage["phases"]) == 1
+    teacher_tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = [t for split in ("train", "validation") for t in load_examples(small_data, split).texts]  # trained, evaluated
+    teacher_ids = {tuple(ids) for ids in teacher_tokenizer(texts, truncation=True, max_length=64)["input_ids"]}
+    assert {tuple(ids) for ids in teacher_inputs} == teacher_ids
 
 
 def test_config_errors_are_clear(tiny_model_dir, small_data, tmp_path):
@@ -236,7 +318,7 @@ def test_a_teacher_with_another_tokenizer(kind, tiny_model_dir, minilm_dir, smal
         assert AutoTokenizer.from_pretrained(teacher)("a film")["input_ids"] == [i + 4 for i in AutoTokenizer.from_pretrained(tiny_model_dir)("a film")["input_ids"]]
     else:
         assert stage["tokenizers"] == "different: prediction loss only" and len(stage["phases"]) == 1
-        assert "split text differently: the intermediate losses are skipped" in printed
+        assert "the embedding, hidden, attention losses compare states position by position and are dropped" in printed
     assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(tiny_model_dir).get_vocab()
 
 
