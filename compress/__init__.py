@@ -1,7 +1,8 @@
 """tinyship.compress: fine-tune a teacher, augment its data and distil smaller students (torch, transformers).
 
 One verb and one config per stage: finetune(FinetuneConfig), distill(DistillConfig), augment(AugmentConfig),
-prune(PruneConfig); load_model reads plain and pruned model directories; validate scores one on a split.
+prune(PruneConfig), prune_vocabulary(VocabularyConfig); load_model reads plain and pruned model directories;
+validate scores one on a split.
 The verbs import torch when first used, so the configs stay importable without it.
 """
 
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 
-from tinyship.compress.config import AugmentConfig, DistillConfig, FinetuneConfig, Phase, PruneConfig, TrainingConfig
+from tinyship.compress.config import (AugmentConfig, DistillConfig, FinetuneConfig, Phase, PruneConfig, TrainingConfig,
+                                      VocabularyConfig)
 
 _LAZY = {
     "finetune": "finetuning",
@@ -22,10 +24,12 @@ _LAZY = {
     "prune": "pruning",
     "load_model": "pruning",
     "IMPORTANCES": "pruning",
+    "prune_vocabulary": "vocabulary",
     "validate": "evaluation",
 }
 
-__all__ = ["AugmentConfig", "DistillConfig", "FinetuneConfig", "Phase", "PruneConfig", "TrainingConfig", *_LAZY]
+__all__ = ["AugmentConfig", "DistillConfig", "FinetuneConfig", "Phase", "PruneConfig", "TrainingConfig", "VocabularyConfig",
+           *_LAZY]
 
 
 def __getattr__(name: str):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-
+import json
 
 from tinyship.compress.config import (
     IMPORTANCE_NAMES,
     PRUNE_SCOPES,
+    STAGE_FILE,
     PruneConfig,
+    VocabularyConfig,
     ATTENTION_TARGETS,
     STAGES,
     STUDENT_SHAPES,
@@ -21,6 +23,7 @@ from tinyship.compress.config import (
     task_phases,
 )
 from tinyship.runtime.cli import AMOUNT, POSITIVE, SHARE, Command, add_data_arguments, data_config_from_args, number
+from tinyship.runtime.errors import TinyshipError
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainingConfig) -> None:
@@ -104,12 +107,13 @@ def _configure_distill(parser: argparse.ArgumentParser) -> None:
                              "unlabelled text (default: %(default)s)")
     parser.add_argument("--teacher", metavar="DIR", help="the teacher's model directory (task: fine-tuned, e.g. by `tinyship finetune`; "
                                           "general: pre-trained, default the built-in MiniLM-L6)")
-    student = parser.add_argument_group("student (one of)")
-    student.add_argument("--student", metavar="DIR|SHAPE", help=f"a smaller model directory (e.g. from --stage general), or a shape: "
-                                           f"{', '.join(STUDENT_SHAPES)}")
-    student.add_argument("--student-layers", type=POSITIVE, help="a layer count, cut from the teacher and mapped uniformly "
-                                                            "(default: half the teacher's layers)")
-    student.add_argument("--layers", type=parse_layers, metavar="N,N,...", help="the teacher layers to keep, 1-based, e.g. 2,4,6")
+    student = parser.add_argument_group("student (default: half the teacher's layers)")
+    student.add_argument("--student", metavar="DIR|SHAPE", help=f"a smaller pre-trained model directory (e.g. from --stage "
+                                           f"general), or a shape: {', '.join(STUDENT_SHAPES)}")
+    student.add_argument("--student-layers", type=POSITIVE, help="a layer count K, cut uniformly (layers m*L/K of L, m = 1..K) "
+                                                            "from the teacher, or with --student DIR from that student")
+    student.add_argument("--layers", type=parse_layers, metavar="N,N,...", help="or the layers to keep, 1-based, e.g. 2,4,6: "
+                                                                         "the teacher's, or with --student DIR the student's")
     method = parser.add_argument_group("method")
     method.add_argument("--phase", dest="phases", action="append", type=parse_phase, metavar="LOSS[=W],...:EPOCHS",
                         help="a training phase, LOSS[=WEIGHT],...:EPOCHS, repeat for several; losses: embedding, "
@@ -215,19 +219,49 @@ def _configure_prune(parser: argparse.ArgumentParser) -> None:
                         help="global: rank across layers (layers end up different); uniform: the same fraction per "
                              "layer (default: %(default)s)")
     parser.add_argument("--examples", type=POSITIVE, default=d.examples, help="examples that score (default: %(default)s)")
+    vocabulary = parser.add_argument_group("vocabulary pruning (instead of heads and neurons; WordPiece tokenizers)")
+    vocabulary.add_argument("--vocabulary", action="store_true",
+                            help="keep only the word pieces the training split uses (and every special token and "
+                                 "single character): fewer embedding rows, the same logits on text of kept pieces")
+    vocabulary.add_argument("--corpus", metavar="FILE", help="with --vocabulary: keep the pieces of this text file "
+                                                             "(one document per line) instead of the training split")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     add_data_arguments(parser)
 
 
 def _run_prune(args: argparse.Namespace) -> None:
+    if args.vocabulary or args.corpus:
+        return _run_prune_vocabulary(args)
     from tinyship.compress.pruning import prune
 
     prune(PruneConfig(model=args.model, output_dir=args.out, data=data_config_from_args(args), heads=args.heads,
                       ffn=args.ffn, flops=args.flops, parameters=args.parameters, latency=args.latency, importance=args.importance, scope=args.scope, examples=args.examples, force=args.force))
 
 
+def _run_prune_vocabulary(args: argparse.Namespace) -> None:
+    from tinyship.compress.tasks import describe
+    from tinyship.compress.vocabulary import prune_vocabulary
+
+    if not args.vocabulary:
+        raise TinyshipError("--corpus chooses the pieces --vocabulary keeps: add --vocabulary")
+    if args.heads or args.ffn or any(x is not None for x in (args.flops, args.parameters, args.latency)):
+        raise TinyshipError("--vocabulary prunes the vocabulary alone: prune heads and neurons in a separate "
+                            "`tinyship prune` run (on either model)")
+    out = prune_vocabulary(VocabularyConfig(model=args.model, output_dir=args.out, data=data_config_from_args(args),
+                                            corpus=args.corpus, force=args.force))
+    stage = json.loads((out / STAGE_FILE).read_text(encoding="utf-8"))
+    kept, parameters = stage["vocabulary"], stage["parameters"]
+    print(f"kept {kept['kept']} of {kept['before']} word pieces ({kept['share']:.1%}) used by {stage['texts']}; "
+          f"parameters {parameters['before'] / 1e6:.2f}M -> {parameters['after'] / 1e6:.2f}M; "
+          f"{stage['pieces']['changed_rate']:.2%} of the validation pieces change")
+    if "validation" in stage:
+        print(f"on validation, before: {describe(stage['validation_before'])}\nafter: {describe(stage['validation'])}")
+    print(f"vocabulary-pruned model written to {out}")
+
+
 PRUNE = Command(
-    help="remove the least important attention heads and FFN neurons; recover with `tinyship distill --student`",
+    help="remove the least important attention heads and FFN neurons (recover with `tinyship distill --student`), "
+         "or with --vocabulary the word pieces the task's text never uses",
     configure=_configure_prune,
     run=_run_prune,
 )
