@@ -8,14 +8,17 @@ from functools import partial
 
 from tinyship.compress.cli import describe_phases, parse_layers, parse_phase
 from tinyship.compress.config import CLEARLY_BETTER, STUDENT_SHAPES
-from tinyship.export.config import EXPORTERS, TASK_NAMES, ExportConfig
+from tinyship.export.config import EXPORTERS, OBJECTIVES, TASK_NAMES, ExportConfig
 from tinyship.export.pipeline import CompressConfig, load_recipe
 from tinyship.export.quantization import CALIBRATIONS, PRESETS, QUANTIZE_MODES
 from tinyship.runtime.cli import (AMOUNT, POSITIVE, SHARE, THREADS, Command, add_data_arguments,
                                   data_config_from_args, number, optional_flag)
 
-QUANTIZE_HELP = ("auto: build INT8 dynamic and static variants and ship the fastest within the accuracy budget; "
+QUANTIZE_HELP = ("auto: build INT8 dynamic and static variants and ship the best within the accuracy budget; "
                  "dynamic or static: only that kind; none: fp32 only")
+OBJECTIVE_HELP = ("which candidate within the accuracy budget ships: latency, the smallest of those as fast as the fastest "
+                  "(median latency within max(5%%, its run-to-run spread)); size, the smallest; balanced, the lowest "
+                  "latency x size")
 
 
 def _configure_export(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +39,7 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
                         help="training examples that set static INT8 scales (default: %(default)s)")
     parser.add_argument("--accuracy-budget", type=number(0, kind=float), default=d.accuracy_budget,
                         help="largest metric loss a variant may have against fp32; 0.01 = 1 point (default: %(default)s)")
+    parser.add_argument("--objective", default=d.objective, choices=OBJECTIVES, help=f"{OBJECTIVE_HELP} (default: %(default)s)")
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
                         help="skip the fused-graph candidate (onnxruntime's transformer optimizer)")
     parser.add_argument("--fp16", action="store_true", help="add an FP16 candidate (for targets with fast half precision)")
@@ -55,7 +59,8 @@ def _run_export(args: argparse.Namespace) -> None:
     export(ExportConfig(
         model=args.model, output=args.out, task=args.task, quantize=args.quantize, preset=args.preset,
         per_channel=args.per_channel, calibration=args.calibration, calibration_examples=args.calibration_examples,
-        optimize=args.optimize, fp16=args.fp16, accuracy_budget=args.accuracy_budget, latency_threads=args.threads,
+        optimize=args.optimize, fp16=args.fp16, accuracy_budget=args.accuracy_budget, objective=args.objective,
+        latency_threads=args.threads,
         data=data_config_from_args(args), exporter=args.exporter, opset=args.opset, candidates_dir=args.keep_candidates,
         force=args.force,
     ))
@@ -77,9 +82,10 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
         "each keeps its best checkpoint by validation metric", type=number(0))
     add("--student", f"the student: a smaller model directory, or a shape ({', '.join(STUDENT_SHAPES)})",
         metavar="DIR|SHAPE")
-    add("--student-layers", "or a student layer count, cut from the teacher and mapped uniformly (default: half the "
-        "teacher's)", type=POSITIVE)
-    add("--layers", "or the teacher layers the student keeps, 1-based (e.g. 2,4,6)", type=parse_layers)
+    add("--student-layers", "a student layer count, cut uniformly from the teacher (default: half its layers) or with "
+        "--student DIR from that student", type=POSITIVE)
+    add("--layers", "or the layers the student keeps, 1-based (e.g. 2,4,6): the teacher's, or with --student DIR the "
+        "student's", type=parse_layers)
     add("--distill-phase", "a distillation phase, LOSS[=WEIGHT],...:EPOCHS; repeat for several "
         f"(default: {describe_phases(defaults.distill.phases)})", type=parse_phase, action="append", dest="distill_phases")
     add("--prune-flops", "prune the student to remove this fraction of its encoder FLOPs, then recover it by "
@@ -88,10 +94,11 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
     add("--quantize", f"{QUANTIZE_HELP} (default: {defaults.export.quantize})", choices=QUANTIZE_MODES)
     add("--accuracy-budget", f"largest metric loss against fp32 (default: {defaults.export.accuracy_budget})",
         type=number(0, kind=float))
+    add("--objective", f"{OBJECTIVE_HELP} (default: {defaults.export.objective})", choices=OBJECTIVES)
     add_data_arguments(parser)
 
 
-STUDENT_FLAGS = ("student", "student_layers", "layers")  # one way to name the student: a flag replaces the recipe's
+STUDENT_FLAGS = ("student", "student_layers", "layers")  # the student's flags replace the recipe's choice as a whole
 NO_PRUNE_TARGET = {"heads": 0.0, "ffn": 0.0, "flops": None, "parameters": None, "latency": None}  # --prune-flops: ditto
 
 
@@ -113,7 +120,8 @@ def compress_config_from_args(args: argparse.Namespace) -> CompressConfig:
                         phases=given.get("distill_phases", config.distill.phases)),
         prune=replace(config.prune, **prune_target, steps=given.get("prune_steps", config.prune.steps)),
         export=replace(config.export, quantize=given.get("quantize", config.export.quantize),
-                       accuracy_budget=given.get("accuracy_budget", config.export.accuracy_budget)),
+                       accuracy_budget=given.get("accuracy_budget", config.export.accuracy_budget),
+                       objective=given.get("objective", config.export.objective)),
     )
     return config
 

@@ -42,7 +42,7 @@ def test_pipeline_writes_bundle_and_report_and_reuses_finished_stages(tiny_model
     assert report["export_gate"]["gate"]["winner"] == shipped
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert markdown.count("| student") == len(names) - 1 and "| int8-static-entropy | int8 |" in markdown
-    assert f"Shipped: {shipped}: the fastest within the budget" in markdown
+    assert f"Shipped: {shipped}: objective latency, the smallest file among the candidates as fast as" in markdown
 
     capsys.readouterr()
     compress(config)  # finished stages are reused, not retrained
@@ -163,6 +163,8 @@ def compress_args(*flags: str) -> CompressConfig:
 
 STUDENTS = {  # every way `tinyship compress` names a student, and what the first distillation gets
     "directory": (["--student", "{dir}"], dict(student="{dir}")),
+    "directory cut to a count": (["--student", "{dir}", "--student-layers", "2"], dict(student="{dir}", student_layers=2)),
+    "directory cut to its layers": (["--student", "{dir}", "--layers", "1,3"], dict(student="{dir}", layers=[1, 3])),
     "shape": (["--student", "tinybert-4"], dict(student="tinybert-4")),
     "layer count": (["--student-layers", "1"], dict(student_layers=1)),
     "kept layers": (["--layers", "1,3"], dict(layers=[1, 3])),
@@ -202,7 +204,8 @@ def test_every_student_and_pruning_choice_gives_valid_stage_configs(student, pru
         pruned, recovered = stage[f"pruned{k}"], stage[f"recovered{k}"]
         assert pruned.model == model and pruned.output_dir == str(out / f"pruned{k}")
         assert (recovered.student, recovered.student_layers, recovered.layers) == (pruned.output_dir, None, None)
-        assert recovered.layer_map == first.get("layers")  # each student layer learns from the same teacher layer
+        # each student layer learns from the same teacher layer: the ones it was cut from, else g(m) (None)
+        assert recovered.layer_map == (None if "student" in first else first.get("layers"))
         assert recovered.teacher == str(out / "teacher") and recovered.student_dir == pruned.output_dir
         assert all("attention" not in p.losses for p in recovered.phases)
         model = recovered.output_dir
