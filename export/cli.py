@@ -91,6 +91,8 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
     add("--prune-flops", "prune the student to remove this fraction of its encoder FLOPs, then recover it by "
         "distillation (default: no pruning)", type=SHARE)
     add("--prune-steps", "reach --prune-flops in this many prune-then-recover rounds (default: 1)", type=POSITIVE)
+    add("--prune-vocabulary", "keep only the word pieces the training data uses (and every special token and single "
+        "character) in the final student's embeddings and tokenizer, before export", action="store_true")
     add("--quantize", f"{QUANTIZE_HELP} (default: {defaults.export.quantize})", choices=QUANTIZE_MODES)
     add("--accuracy-budget", f"largest metric loss against fp32 (default: {defaults.export.accuracy_budget})",
         type=number(0, kind=float))
@@ -113,6 +115,7 @@ def compress_config_from_args(args: argparse.Namespace) -> CompressConfig:
         output_dir=given.get("out", config.output_dir),
         teacher=given.get("teacher", config.teacher),
         allow_weak_teacher=given.get("allow_weak_teacher", config.allow_weak_teacher),
+        prune_vocabulary=given.get("prune_vocabulary", config.prune_vocabulary),
         data=data_config_from_args(args, config.data),
         finetune=replace(config.finetune, model=given.get("base_model", config.finetune.model),
                          epochs=given.get("finetune_epochs", config.finetune.epochs), **min_steps),

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinyship.compress.config import STAGE_FILE
 from tinyship.compress.tasks import Task
 from tinyship.export.bundling import check_bundle_output, write_bundle
 from tinyship.export.config import ExportConfig
@@ -194,6 +195,7 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
                                      "threads": config.latency_threads}},
             },
             "source_model": str(model_dir),
+            **vocabulary_record(model_dir),
         },
     )
     print(f"bundle written to {bundle}")
@@ -217,3 +219,11 @@ def _measure(job: _Job, name: str, path: Path, typical: dict) -> dict:
 
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def vocabulary_record(model_dir: Path) -> dict:
+    """For a model whose vocabulary was pruned, what its stage record says of it (pieces kept, the share of validation
+    pieces that changed), for the bundle's manifest; else nothing."""
+    stage = model_dir / STAGE_FILE
+    made = json.loads(stage.read_text(encoding="utf-8")) if stage.is_file() else {}
+    return {"vocabulary": {**made["vocabulary"], "pieces": made["pieces"]}} if "vocabulary" in made else {}

@@ -16,7 +16,8 @@ import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tinyship.compress.config import STAGE_FILE, DistillConfig, FinetuneConfig, Phase, PruneConfig, settings, with_student
+from tinyship.compress.config import (STAGE_FILE, DistillConfig, FinetuneConfig, Phase, PruneConfig, VocabularyConfig,
+                                      settings, with_student)
 from tinyship.export.config import ExportConfig
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
@@ -38,13 +39,14 @@ class CompressConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)  # nothing to remove (the default): no pruning step
     export: ExportConfig = field(default_factory=ExportConfig)
     allow_weak_teacher: bool = False  # go on with a teacher not clearly better than the majority-class baseline
+    prune_vocabulary: bool = False  # cut the student's vocabulary to the pieces its training data uses, before export
 
 
 def compress(config: CompressConfig) -> Path:
     """Run every stage into config.output_dir; returns the bundle's path (report.md and .json beside it).
     Stops after the teacher is fine-tuned (or, when given, first evaluated) if it is not clearly better than always
     predicting the most frequent label, unless config.allow_weak_teacher."""
-    from tinyship.compress import distill, finetune, prune
+    from tinyship.compress import distill, finetune, prune, prune_vocabulary
     from tinyship.export.exporting import export
     from tinyship.export.report import compression_report
 
@@ -57,7 +59,7 @@ def compress(config: CompressConfig) -> Path:
         name, finetune_config = plan.pop(0)
         teacher = _run_stage(name, finetune, finetune_config)
     teacher_validation, warnings = _check_teacher(teacher, config)
-    verbs = {DistillConfig: distill, PruneConfig: prune}
+    verbs = {DistillConfig: distill, PruneConfig: prune, VocabularyConfig: prune_vocabulary}
     for name, stage_config in plan[:-1]:
         _run_stage(name, verbs[type(stage_config)], stage_config, **_made_from(stage_config))
     print("== bundle")
@@ -81,8 +83,9 @@ def compress(config: CompressConfig) -> Path:
 
 def stages(config: CompressConfig) -> list[tuple[str, object]]:
     """Each stage's name and config, in the order compress() runs them: fine-tune the teacher (unless given),
-    distil the student, prune-then-recover rounds (when asked), export. Each stage reads the directory the one
-    before it writes; building the configs checks every one of them."""
+    distil the student, prune-then-recover rounds and vocabulary pruning (when asked), export. Each stage reads the
+    directory the one before it writes; building the configs checks every one of them. The vocabulary is cut last:
+    a distillation after it could match the teacher by prediction only, its pieces no longer lining up."""
     out = Path(config.output_dir)
     teacher = config.teacher or str(out / "teacher")
     plan = [] if config.teacher else [("teacher", replace(config.finetune, output_dir=teacher, data=config.data))]
@@ -96,6 +99,9 @@ def stages(config: CompressConfig) -> list[tuple[str, object]]:
         student = str(out / f"recovered{suffix}")
         recovery = replace(with_student(config.distill, pruned), phases=recovery_phases(config.distill.phases))
         plan.append((f"recovered{suffix}", replace(recovery, teacher=teacher, output_dir=student, data=config.data)))
+    if config.prune_vocabulary:
+        plan.append(("vocabulary", VocabularyConfig(model=student, output_dir=str(out / "vocabulary"), data=config.data)))
+        student = str(out / "vocabulary")
     plan.append(("bundle", replace(config.export, model=student, output=str(out / "bundle"), data=config.data,
                                    candidates_dir=str(out / "candidates"), force=True)))
     return plan

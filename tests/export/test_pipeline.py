@@ -3,6 +3,7 @@ import json
 import random
 
 import pytest
+from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification
 
 from tinyship.compress import DistillConfig, FinetuneConfig, Phase
@@ -180,9 +181,11 @@ PRUNING = {  # flag (or recipe) -> the number of prune-then-recover rounds
 }
 
 
+@pytest.mark.parametrize("vocabulary", [False, True], ids=["", "vocabulary"])
 @pytest.mark.parametrize("student", STUDENTS)
 @pytest.mark.parametrize("pruning", PRUNING)
-def test_every_student_and_pruning_choice_gives_valid_stage_configs(student, pruning, tiny_model_dir, tmp_path):
+def test_every_student_and_pruning_choice_gives_valid_stage_configs(student, pruning, vocabulary, tiny_model_dir,
+                                                                    tmp_path):
     student_flags, first = (
         [f.format(dir=tiny_model_dir) for f in STUDENTS[student][0]],
         {k: v.format(dir=tiny_model_dir) if isinstance(v, str) else v for k, v in STUDENTS[student][1].items()},
@@ -190,12 +193,14 @@ def test_every_student_and_pruning_choice_gives_valid_stage_configs(student, pru
     prune_flags, recipe, rounds = PRUNING[pruning]
     (tmp_path / "recipe.yaml").write_text(recipe)
     out = tmp_path / "run"
-    config = compress_args("--recipe", str(tmp_path / "recipe.yaml"), "--out", str(out), *student_flags, *prune_flags)
+    config = compress_args("--recipe", str(tmp_path / "recipe.yaml"), "--out", str(out), *student_flags, *prune_flags,
+                           *(["--prune-vocabulary"] if vocabulary else []))
     plan = stages(config)  # builds (and so validates) every stage's config
 
     suffixes = [f"-{k}" for k in range(1, rounds + 1)] if rounds > 1 else [""] * rounds
     assert [name for name, _ in plan] == ["teacher", "student",
-                                          *(f"{s}{k}" for k in suffixes for s in ("pruned", "recovered")), "bundle"]
+                                          *(f"{s}{k}" for k in suffixes for s in ("pruned", "recovered")),
+                                          *(["vocabulary"] if vocabulary else []), "bundle"]
     stage = dict(plan)
     assert {k: getattr(stage["student"], k) for k in first} == first
     assert sum(getattr(stage["student"], k) is not None for k in ("student", "student_layers", "layers")) == len(first)
@@ -209,7 +214,11 @@ def test_every_student_and_pruning_choice_gives_valid_stage_configs(student, pru
         assert recovered.teacher == str(out / "teacher") and recovered.student_dir == pruned.output_dir
         assert all("attention" not in p.losses for p in recovered.phases)
         model = recovered.output_dir
-    assert stage["bundle"].model == model == str(out / (f"recovered{suffixes[-1]}" if rounds else "student"))
+    assert model == str(out / (f"recovered{suffixes[-1]}" if rounds else "student"))
+    if vocabulary:  # cut last, from the final student, and exported
+        assert stage["vocabulary"].model == model and stage["vocabulary"].data == config.data
+        model = stage["vocabulary"].output_dir
+    assert stage["bundle"].model == model
 
 
 def test_student_and_prune_flags_replace_the_recipes_choice(tmp_path):
@@ -270,3 +279,10 @@ def test_a_weak_teacher_stops_the_run_unless_allowed_then_the_report_shows_the_b
     assert main([*args, "--allow-weak-teacher"]) == 0  # a rerun reuses every stage, pruned and recovered included
     printed = capsys.readouterr().out
     assert all(f"{name}: reusing" in printed for name in ("teacher", "student", "pruned", "recovered"))
+
+    assert main([*args, "--allow-weak-teacher", "--prune-vocabulary"]) == 0  # the final student's vocabulary cut last
+    manifest = read_manifest(bundle)
+    assert manifest["source_model"].endswith("vocabulary") and load(bundle)(["a long film"])[0]["label"]
+    kept = manifest["vocabulary"]["kept"]
+    assert kept < manifest["vocabulary"]["before"] and 0 <= manifest["vocabulary"]["pieces"]["changed_rate"] < 1
+    assert Tokenizer.from_file(str(bundle / "tokenizer.json")).get_vocab_size() == kept
