@@ -6,6 +6,7 @@ import argparse
 import json
 
 from tinyship.compress.config import (
+    CACHE_TEACHER_RATIO,
     IMPORTANCE_NAMES,
     PRUNE_SCOPES,
     STAGE_FILE,
@@ -129,9 +130,9 @@ def _configure_distill(parser: argparse.ArgumentParser) -> None:
                                          "files, or imdb / treebank (built in; default imdb)")
     method.add_argument("--augmented", help="task stage: a file from `tinyship augment`, trained on in place of the "
                                             "train split")
-    method.add_argument("--cache-teacher", action="store_true",
-                        help="compute the teacher's logits once and keep them on disk (for a teacher much larger "
-                             "than the student)")
+    method.add_argument("--cache-teacher", action=argparse.BooleanOptionalAction,
+                        help="compute the teacher's logits once and keep them on disk (default: when the teacher has "
+                             f"{CACHE_TEACHER_RATIO} times the student's parameters or more)")
     add_training_arguments(parser, DistillConfig())
     add_data_arguments(parser)
 

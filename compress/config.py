@@ -20,6 +20,7 @@ CLEARLY_BETTER = (f"accuracy above the majority-class baseline (the most frequen
                   f"max({MIN_MARGIN:g}, two standard errors of that share on the validation split), and macro-F1 above "
                   "that of always predicting the most frequent label")
 ATTENTION_TARGETS = ("scores", "probabilities")
+CACHE_TEACHER_RATIO = 4  # a teacher this many times the student's size caches its logits unless told otherwise
 
 
 def settings(config) -> dict:
@@ -100,7 +101,8 @@ class DistillConfig(TrainingConfig):
     learning_rate: float = 1e-4
     corpus: str | None = None  # general stage: a text file, a folder of .txt files, or imdb / treebank (built in)
     augmented: str | None = None  # task stage: a file from `tinyship augment`, the training set in place of train
-    cache_teacher: bool = False  # compute the teacher's logits once, on disk, instead of every epoch
+    cache_teacher: bool | None = None  # compute the teacher's logits once, on disk, instead of every epoch; None:
+    # when the teacher has CACHE_TEACHER_RATIO times the student's parameters or more, where its passes dominate
 
     def __post_init__(self):
         super().__post_init__()

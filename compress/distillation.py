@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model as save_weights
 
-from tinyship.compress.config import INTERMEDIATE_LOSSES, DistillConfig, Phase, settings
+from tinyship.compress.config import CACHE_TEACHER_RATIO, INTERMEDIATE_LOSSES, DistillConfig, Phase, settings
 from tinyship.compress.corpus import TextCorpus, corpus_lines
 from tinyship.compress.losses import LOSSES
 from tinyship.compress.states import States, forward_states, logits_of
@@ -159,7 +159,8 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
 
     names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)] if task else []
     train_data, eval_data, misaligned, source = _data(config, task, names, tokenizer, teacher_tokenizer if separate else None)
-    if config.cache_teacher and task and not task.per_sequence:
+    cache = _cache_teacher(config, teacher, student)
+    if cache and task and not task.per_sequence:
         print(f"--cache-teacher: {task.name} logits vary in length per input and are not cached; the teacher runs live")
     phases = _usable_phases(config.phases, misaligned, config.stage)
     _describe_heads(teacher, student, phases)
@@ -182,7 +183,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
             continue
         epochs = training_epochs(phase.epochs, per_epoch, config)
         cached = None
-        if config.cache_teacher and "prediction" in phase.losses and task and task.per_sequence:
+        if cache and "prediction" in phase.losses and task and task.per_sequence:
             cached = _cached_logits(teacher, train_data, PadCollator(pad_ids), config, checkpoints / "teacher_logits.npy")
         wrapper = Student(student, teacher.config.hidden_size, len(layer_map), phase, config.attention)
         predicts = bool({"prediction", "labels"} & set(phase.losses))
@@ -210,7 +211,8 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         )
         record.append({"phase": number, "epochs": epochs, "steps": trainer.state.global_step,
                        "best_checkpoint_step": trainer.state.best_global_step,
-                       "train_loss": trainer.state.log_history[-1].get("train_loss")})
+                       "train_loss": trainer.state.log_history[-1].get("train_loss"),
+                       "examples_per_second": trainer.state.log_history[-1].get("train_samples_per_second")})
         if is_main_process():
             save_weights(student, str(done) + ".tmp", metadata={"record": json.dumps(record[-1])})
             os.replace(str(done) + ".tmp", done)
@@ -359,8 +361,8 @@ def _cached_logits(teacher, rows: list[dict], collator, config: DistillConfig, p
         keys = [k for k in rows[0] if k not in ("labels", "index")]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
         size = config.batch_size * 2
-        logits = None
-        with torch.no_grad():
+        logits, start_time = None, time.perf_counter()
+        with torch.inference_mode():
             for start in tqdm(range(0, len(rows), size), desc="caching teacher logits"):
                 chosen = order[start : start + size]
                 batch = collator([{k: rows[i][k] for k in keys} for i in chosen])
@@ -369,6 +371,8 @@ def _cached_logits(teacher, rows: list[dict], collator, config: DistillConfig, p
                 if logits is None:
                     logits = np.empty((len(rows), *values.shape[1:]), dtype=np.float32)
                 logits[chosen] = values
+        seconds = time.perf_counter() - start_time
+        print(f"teacher: {len(rows)} examples in {seconds:.1f} s ({len(rows) / seconds:.0f} examples/s)")
         with open(f"{path}.tmp", "wb") as f:
             np.save(f, logits)
         os.replace(f"{path}.tmp", path)
@@ -378,7 +382,23 @@ def _cached_logits(teacher, rows: list[dict], collator, config: DistillConfig, p
 
 
 def _size(model) -> str:
-    return f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
+    return f"{_parameters(model) / 1e6:.1f}M parameters"
+
+
+def _parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _cache_teacher(config: DistillConfig, teacher, student) -> bool:
+    """Whether the teacher's logits are computed once: as configured, or by default when the teacher is
+    CACHE_TEACHER_RATIO times the student's size or more (its passes would dominate each prediction step)."""
+    if config.cache_teacher is not None:
+        return config.cache_teacher
+    ratio = _parameters(teacher) / _parameters(student)
+    if ratio >= CACHE_TEACHER_RATIO:
+        print(f"the teacher has {ratio:.1f}x the student's parameters: its logits are computed once and cached "
+              "(--no-cache-teacher runs it live)")
+    return ratio >= CACHE_TEACHER_RATIO
 
 
 def weights_digest(model_dir: Path) -> str:

@@ -346,3 +346,26 @@ def test_two_processes_under_torchrun(tiny_model_dir, tmp_path):
     assert [p["steps"] for p in stage["phases"]] == [4, 4]  # 64 examples / (8 per process * 2 processes)
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "s").config.num_hidden_layers == 2
     assert not (tmp_path / "s.checkpoints").exists()
+
+
+def test_a_teacher_much_larger_than_its_student_caches_its_logits_by_default(capsys):
+    from transformers import BertConfig, BertModel
+
+    from tinyship.compress.distillation import _cache_teacher
+
+    def model(hidden):
+        return BertModel(BertConfig(vocab_size=100, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                                    intermediate_size=4 * hidden))
+
+    big, small = model(64), model(16)  # 8.6 times the parameters
+    assert _cache_teacher(DistillConfig(), big, small) is True
+    assert "the teacher has 8.6x the student's parameters: its logits are computed once" in capsys.readouterr().out
+    assert _cache_teacher(DistillConfig(), small, big) is False and _cache_teacher(DistillConfig(), big, big) is False
+    assert _cache_teacher(DistillConfig(cache_teacher=False), big, small) is False  # as told, either way
+    assert _cache_teacher(DistillConfig(cache_teacher=True), small, big) is True
+
+
+def test_each_phase_records_its_examples_per_second(tiny_model_dir, small_data, tmp_path):
+    run(tiny_model_dir, small_data, tmp_path / "s", phases=[Phase({"prediction": 1}, 1)])
+    stage = json.loads((tmp_path / "s" / "tinyship_stage.json").read_text())
+    assert stage["phases"][0]["examples_per_second"] > 0
