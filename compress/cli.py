@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from tinyship.compress.config import (
     CACHE_TEACHER_RATIO,
     IMPORTANCE_NAMES,
     PRUNE_SCOPES,
-    STAGE_FILE,
     PruneConfig,
     VocabularyConfig,
     ATTENTION_TARGETS,
@@ -240,7 +238,6 @@ def _run_prune(args: argparse.Namespace) -> None:
 
 
 def _run_prune_vocabulary(args: argparse.Namespace) -> None:
-    from tinyship.compress.tasks import describe
     from tinyship.compress.vocabulary import prune_vocabulary
 
     if not args.vocabulary:
@@ -248,16 +245,8 @@ def _run_prune_vocabulary(args: argparse.Namespace) -> None:
     if args.heads or args.ffn or any(x is not None for x in (args.flops, args.parameters, args.latency)):
         raise TinyshipError("--vocabulary prunes the vocabulary alone: prune heads and neurons in a separate "
                             "`tinyship prune` run (on either model)")
-    out = prune_vocabulary(VocabularyConfig(model=args.model, output_dir=args.out, data=data_config_from_args(args),
-                                            corpus=args.corpus, force=args.force))
-    stage = json.loads((out / STAGE_FILE).read_text(encoding="utf-8"))
-    kept, parameters = stage["vocabulary"], stage["parameters"]
-    print(f"kept {kept['kept']} of {kept['before']} word pieces ({kept['share']:.1%}) used by {stage['texts']}; "
-          f"parameters {parameters['before'] / 1e6:.2f}M -> {parameters['after'] / 1e6:.2f}M; "
-          f"{stage['pieces']['changed_rate']:.2%} of the validation pieces change")
-    if "validation" in stage:
-        print(f"on validation, before: {describe(stage['validation_before'])}\nafter: {describe(stage['validation'])}")
-    print(f"vocabulary-pruned model written to {out}")
+    prune_vocabulary(VocabularyConfig(model=args.model, output_dir=args.out, data=data_config_from_args(args),
+                                      corpus=args.corpus, force=args.force))
 
 
 PRUNE = Command(

@@ -130,11 +130,15 @@ class DistillConfig(TrainingConfig):
         if self.student_layers is not None and self.layers is not None:
             raise TinyshipError("give one of: a student layer count (student_layers, --student-layers) or the layers "
                                 "it keeps (layers, --layers), not both")
-        cut = self.student_layers is not None or self.layers is not None
-        if self.student in STUDENT_SHAPES and cut:
+        if self.student in STUDENT_SHAPES and self.cut:
             layers = STUDENT_SHAPES[self.student]["num_hidden_layers"]
             raise TinyshipError(f"the shape {self.student} has {layers} layers of its own: leave out the layer count "
                                 "and the layers to keep, or give a model directory to cut")
+
+    @property
+    def cut(self) -> bool:
+        """Whether the student is cut to some layers (a count, or the layers kept)."""
+        return self.student_layers is not None or self.layers is not None
 
     @property
     def student_dir(self) -> str | None:

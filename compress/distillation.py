@@ -35,6 +35,7 @@ from tinyship.compress.training import (
     default_base_model,
     hf_tokenizer,
     is_main_process,
+    parameter_count,
     prepare_checkpoints,
     remove_checkpoints,
     run_trainer,
@@ -249,9 +250,11 @@ def _data(config: DistillConfig, task: Task | None, names: list[str], tokenizer,
     when it differs from the student's (each model then reads its own ids)."""
     if task is None:
         corpus = TextCorpus(config.corpus or "imdb", tokenizer, config.data.max_length, config.seed, teacher_tokenizer)
-        windows = [w for _, w in zip(range(ALIGNMENT_SAMPLE), corpus.windows())]
-        texts = list(islice(corpus_lines(corpus.corpus), ALIGNMENT_SAMPLE))
-        misaligned = teacher_tokenizer and _misalignment(texts, windows, tokenizer, teacher_tokenizer, config.data.max_length)
+        misaligned = None
+        if teacher_tokenizer:  # a sample of the corpus, read only when the two tokenizations differ
+            windows = list(islice(corpus.windows(), ALIGNMENT_SAMPLE))
+            texts = list(islice(corpus_lines(corpus.corpus), ALIGNMENT_SAMPLE))
+            misaligned = _misalignment(texts, windows, tokenizer, teacher_tokenizer, config.data.max_length)
         return corpus, None, misaligned, f"corpus {corpus.corpus}"
     train_set = task.load(_training_data(config), "train", names)
     train_rows = _rows(task, train_set, tokenizer, teacher_tokenizer, config.data.max_length)
@@ -299,7 +302,7 @@ def _texts(examples) -> list:
         return list(zip(examples.questions, examples.contexts))
     if hasattr(examples, "words"):
         return [" ".join(words) for words in examples.words]
-    return list(zip(examples.texts, examples.text_pairs)) if examples.text_pairs else list(examples.texts)
+    return list(examples.inputs())
 
 
 def _misalignment(texts: list, rows: list[dict], tokenizer, teacher_tokenizer, max_length: int) -> str | None:
@@ -382,11 +385,7 @@ def _cached_logits(teacher, rows: list[dict], collator, config: DistillConfig, p
 
 
 def _size(model) -> str:
-    return f"{_parameters(model) / 1e6:.1f}M parameters"
-
-
-def _parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+    return f"{parameter_count(model) / 1e6:.1f}M parameters"
 
 
 def _cache_teacher(config: DistillConfig, teacher, student) -> bool:
@@ -394,7 +393,7 @@ def _cache_teacher(config: DistillConfig, teacher, student) -> bool:
     CACHE_TEACHER_RATIO times the student's size or more (its passes would dominate each prediction step)."""
     if config.cache_teacher is not None:
         return config.cache_teacher
-    ratio = _parameters(teacher) / _parameters(student)
+    ratio = parameter_count(teacher) / parameter_count(student)
     if ratio >= CACHE_TEACHER_RATIO:
         print(f"the teacher has {ratio:.1f}x the student's parameters: its logits are computed once and cached "
               "(--no-cache-teacher runs it live)")

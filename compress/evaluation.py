@@ -39,5 +39,10 @@ def validate(model_dir: str | Path, data: DataConfig, split: str = "validation")
     task = task_of(config)
     names = [config.id2label[i] for i in range(config.num_labels)] if task.classes else []
     tokenizer = hf_tokenizer(model_dir)
-    rows = task.encode(task.load(data, split, names), tokenizer, data.max_length)
-    return evaluate_rows(load_model(model_dir), task, rows, {"input_ids": tokenizer.pad_token_id, "labels": -100})
+    return score(load_model(model_dir), tokenizer, task, task.load(data, split, names), data.max_length)
+
+
+def score(model, tokenizer, task: Task, examples, max_length: int) -> dict:
+    """A model's metrics (keyed eval_*) on examples its task loaded, encoded with tokenizer."""
+    rows = task.encode(examples, tokenizer, max_length)
+    return evaluate_rows(model, task, rows, {"input_ids": tokenizer.pad_token_id, "labels": -100})

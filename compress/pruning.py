@@ -21,7 +21,7 @@ from tinyship.compress.config import PruneConfig, settings
 from tinyship.compress.states import encoder_layers, logits_of
 from tinyship.compress.tasks import task_of
 from tinyship.compress.tinyship_pruned import KEY as PRUNING_KEY, ffn_widths, read_config, set_ffn_widths
-from tinyship.compress.training import PadCollator, check_output, save_model
+from tinyship.compress.training import PadCollator, check_output, parameter_count, save_model
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
 
@@ -212,7 +212,7 @@ def prune(config: PruneConfig) -> Path:
     _check_architecture(model)
     task = task_of(model.config)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    before, flops_before = _count(model), encoder_flops(model)
+    before, flops_before = parameter_count(model), encoder_flops(model)
     batches = []
     if config.importance == "taylor":
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]  # as distill reads them
@@ -242,7 +242,7 @@ def prune(config: PruneConfig) -> Path:
         print(f"{held} layer(s) would have lost every head: each keeps its most important one")
     neurons, _ = choose(neuron_scores, ffn_fraction, config.scope)
     cut(model, heads, neurons)
-    after, flops_after = _count(model), encoder_flops(model)
+    after, flops_after = parameter_count(model), encoder_flops(model)
     record = {"config": settings(config), "source": str(model_dir), "parameters": {"before": before, "after": after},
               **({"latency_128_tokens": measured} if measured else {}),
               "encoder_flops_128_tokens": {"before": flops_before, "after": flops_after},
@@ -254,10 +254,6 @@ def prune(config: PruneConfig) -> Path:
     print(f"pruned model written to {out} (load it with tinyship.compress.load_model, or with transformers' "
           "from_pretrained(..., trust_remote_code=True))")
     return out
-
-
-def _count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def measured_fraction(model, head_scores, neuron_scores, config: PruneConfig, tokens: int = 128) -> float:

@@ -65,8 +65,7 @@ def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task 
                                 f"({', '.join(STUDENT_SHAPES)}): check the path or the name")
         tokenizer_dir = check_model_dir(config.student)
         pruned = hasattr(read_config(tokenizer_dir), PRUNING_KEY)
-        cut = config.student_layers is not None or config.layers is not None
-        if pruned and cut:
+        if pruned and config.cut:
             raise TinyshipError(f"student {config.student} is pruned (its layers differ in shape) and is not cut: "
                                 "leave out the layer count and the layers to keep")
         with quiet_transformers():  # a general student has no task head yet: a fresh one is expected
@@ -83,7 +82,7 @@ def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task 
                     problem_type=teacher.config.problem_type,
                     ignore_mismatched_sizes=True,
                 )
-        if cut:
+        if config.cut:
             source = f"student ({config.student})"
             kept = config.layers or uniform_layers(len(encoder_layers(student)), config.student_layers, source)
             student = student_from_teacher(student, kept, source)

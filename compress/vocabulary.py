@@ -11,25 +11,21 @@ vectors and the same logits, and any other word splits into kept pieces (more of
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import torch
 import transformers
 from tokenizers import Tokenizer
-from transformers import AutoTokenizer
 
 from tinyship.compress.config import VocabularyConfig, settings
-from tinyship.compress.evaluation import evaluate_rows
+from tinyship.compress.evaluation import score
 from tinyship.compress.pruning import load_model
-from tinyship.compress.tasks import HEADS, task_of
+from tinyship.compress.tasks import HEADS, describe, task_of
 from tinyship.compress.tinyship_pruned import ffn_widths, read_config
-from tinyship.compress.training import check_output, save_model
+from tinyship.compress.training import check_output, hf_tokenizer, parameter_count, save_model
 from tinyship.runtime.data import load_examples
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
-
-log = logging.getLogger(__name__)
 
 CONTINUATION = "##"  # WordPiece's continuing-subword prefix, as BERT tokenizers write it
 
@@ -41,26 +37,37 @@ def prune_vocabulary(config: VocabularyConfig) -> Path:
     model_dir = check_model_dir(config.model)
     definition = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
     _check_wordpiece(definition, model_dir)  # before transformers reads it: a BERT wrapper fails on other models
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = hf_tokenizer(model_dir)
     model = _load(model_dir)
     task = task_of(model.config) if _has_task(model.config) else None
     texts, source = _corpus(config.corpus) if config.corpus else _texts(_examples(config, task, model, "train"))
     validation = _examples(config, task, model, "validation")
     keep = kept_ids(definition, texts, required=_config_ids(model.config).values())
-    parameters, metrics = _count(model), _metrics(model, tokenizer, task, validation, config)
+    parameters, metrics = parameter_count(model), _metrics(model, tokenizer, task, validation, config)
     new_tokenizer = slice_vocabulary(model, tokenizer, keep)
     vocabulary = len(definition["model"]["vocab"])
     record = {"config": settings(config), "source": str(model_dir), "texts": source,
               "vocabulary": {"before": vocabulary, "kept": len(keep), "share": len(keep) / vocabulary},
-              "parameters": {"before": parameters, "after": _count(model)},
+              "parameters": {"before": parameters, "after": parameter_count(model)},
               "pieces": changed_pieces(tokenizer.backend_tokenizer, new_tokenizer.backend_tokenizer,
                                        _texts(validation)[0])}
     if task:  # "validation" as every stage records it (the pruned model's), beside the source model's
         record["validation_before"] = metrics
         record["validation"] = _metrics(model, new_tokenizer, task, validation, config)
-    log.info("kept %d of %d pieces; parameters %s", len(keep), vocabulary, record["parameters"])
+    _summarize(record)
     save_model(model, new_tokenizer, out, record)
+    print(f"vocabulary-pruned model written to {out}")
     return out
+
+
+def _summarize(record: dict) -> None:
+    """Say what was kept, the parameters before and after, the pieces that change, and the metrics before and after."""
+    kept, parameters = record["vocabulary"], record["parameters"]
+    print(f"kept {kept['kept']} of {kept['before']} word pieces ({kept['share']:.1%}) used by {record['texts']}; "
+          f"parameters {parameters['before'] / 1e6:.2f}M -> {parameters['after'] / 1e6:.2f}M; "
+          f"{record['pieces']['changed_rate']:.2%} of the validation pieces change")
+    if "validation" in record:
+        print(f"on validation, before: {describe(record['validation_before'])}\nafter: {describe(record['validation'])}")
 
 
 def _check_wordpiece(definition: dict, model_dir: Path) -> None:
@@ -86,10 +93,6 @@ def _load(model_dir: Path):
         raise TinyshipError(f"{model_dir}/config.json names no transformers architecture: re-save the model with "
                             "save_pretrained")
     return getattr(transformers, architectures[0]).from_pretrained(model_dir).eval()
-
-
-def _count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _corpus(path: str) -> tuple[list[str], str]:
@@ -125,10 +128,7 @@ def _texts(examples) -> tuple[list[str], str]:
 
 def _metrics(model, tokenizer, task, examples, config: VocabularyConfig) -> dict | None:
     """The model's metrics on the validation examples, keyed eval_* (None without a task head)."""
-    if task is None:
-        return None
-    rows = task.encode(examples, tokenizer, config.data.max_length)
-    return evaluate_rows(model, task, rows, {"input_ids": tokenizer.pad_token_id, "labels": -100})
+    return None if task is None else score(model, tokenizer, task, examples, config.data.max_length)
 
 
 def kept_ids(definition: dict, texts: list[str], required=()) -> list[int]:
@@ -163,7 +163,8 @@ def slice_vocabulary(model, tokenizer, keep: list[int]):
     special = {token["content"]: token["id"] for token in definition["added_tokens"]}
     special[definition["model"]["unk_token"]] = vocab[definition["model"]["unk_token"]]
     dropped = sorted(name for name, i in special.items() if i not in new_id)
-    dropped += [f"config.{name}" for name, i in _config_ids(model.config).items() if i not in new_id]
+    config_ids = _config_ids(model.config)
+    dropped += [f"config.{name}" for name, i in config_ids.items() if i not in new_id]
     if dropped:
         raise TinyshipError(f"the kept pieces leave out the special token(s) {', '.join(dropped)}: keep every "
                             "special token")
@@ -172,7 +173,7 @@ def slice_vocabulary(model, tokenizer, keep: list[int]):
                             f"{model.get_input_embeddings().num_embeddings} embedding rows: the tokenizer does not "
                             "belong to this model")
     _slice_rows(model, keep)
-    for name, old in _config_ids(model.config).items():
+    for name, old in config_ids.items():
         setattr(model.config, name, new_id[old])
     model.config.vocab_size = len(keep)
     backend = Tokenizer.from_str(json.dumps(_remap_definition(definition, new_id)))

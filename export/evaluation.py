@@ -94,12 +94,13 @@ def choose(measured: dict[str, dict], metric: str, budget: float, objective: str
     fastest = min(within, key=ms)
     band = noise_band(measured[fastest])
     as_fast = [n for n in within if ms(n) <= (1 + band) * ms(fastest)]
+    by_size = lambda n: (size(n), ms(n))  # noqa: E731
     pool, key, rule = {
-        "latency": (as_fast, lambda n: (size(n), ms(n)),
+        "latency": (as_fast, by_size,
                     f"the smallest file among the candidates as fast as the fastest ({fastest}, {ms(fastest):.2f} ms; "
                     f"as fast: a median latency within {band:.1%} of it, the larger of {NOISE_FLOOR:.0%} and its own "
                     "run-to-run spread (p90 - median) / median)"),
-        "size": (within, lambda n: (size(n), ms(n)), "the smallest file"),
+        "size": (within, by_size, "the smallest file"),
         "balanced": (within, lambda n: (ms(n) * size(n), ms(n)), "the lowest median latency x file size"),
     }[objective]
     winner = min(pool, key=key)
@@ -107,16 +108,17 @@ def choose(measured: dict[str, dict], metric: str, budget: float, objective: str
                 f"{n} ({metric} {measured[n][metric]:.4f}, {points(sign * (base - measured[n][metric]))} worse)"
                 for n in measured if not passed[n]]
     reason = (f"{winner}: objective {objective}, {rule}, within the accuracy budget of {points(budget)} "
-              f"({_described(measured[winner])}, {metric} {measured[winner][metric]:.4f} against {base:.4f} for {baseline})")
+              f"({described(measured[winner])}, {metric} {measured[winner][metric]:.4f} against {base:.4f} for {baseline})")
     others = [n for n in within if n != winner]
     if others:
-        reason += "; also within the budget: " + ", ".join(f"{n} ({_described(measured[n])})" for n in others)
+        reason += "; also within the budget: " + ", ".join(f"{n} ({described(measured[n])})" for n in others)
     if rejected:
         reason += "; over the budget or failed: " + ", ".join(rejected)
     return Choice(winner, reason, passed, band)
 
 
-def _described(candidate: dict) -> str:
+def described(candidate: dict) -> str:
+    """A candidate's median latency and file size, as the gate prints them."""
     return f"{candidate['median_ms']:.2f} ms, {candidate['size_bytes'] / 1e6:.1f} MB"
 
 

@@ -17,7 +17,7 @@ from tinyship.compress.config import STAGE_FILE
 from tinyship.compress.tasks import Task
 from tinyship.export.bundling import check_bundle_output, write_bundle
 from tinyship.export.config import ExportConfig
-from tinyship.export.evaluation import choose, evaluate, fastest_session, session
+from tinyship.export.evaluation import choose, described, evaluate, fastest_session, session
 from tinyship.export.onnx_export import BUNDLE_TASKS, check_parity, load_model, max_positions, to_onnx
 from tinyship.export.quantization import (PRESETS, STATIC_EMBEDDINGS, STATIC_OPS, VARIANTS, Recipe, batch_invariant_of,
                                           detect_preset, precision_of, selected)
@@ -212,7 +212,7 @@ def _measure(job: _Job, name: str, path: Path, typical: dict) -> dict:
         return {"error": f"cannot run here: {_first_line(e)}"}
     result = {job.task.metric: metric, **timing, "size_bytes": path.stat().st_size, "precision": precision_of(name),
               "batch_invariant": batch_invariant_of(name), "disabled_optimizers": disabled}
-    print(f"{name}: {job.task.metric} {metric:.4f}, {timing['median_ms']:.2f} ms, {result['size_bytes'] / 1e6:.1f} MB"
+    print(f"{name}: {job.task.metric} {metric:.4f}, {described(result)}"
           + (f" (onnxruntime's {', '.join(disabled)} off)" if disabled else ""))
     return result
 

@@ -169,7 +169,6 @@ class TextClassifier(Predictor):
         return np.stack([rows[0] for rows in self._run(self.encode(self.check(inputs)))])
 
 
-
 def open_session(model_path: str | Path, threads: int | None = None, providers: list[str] | None = None,
                  optimization_level: str = "all", disabled_optimizers: list[str] | tuple = ()) -> ort.InferenceSession:
     """An onnxruntime session on the model (CPU unless providers say otherwise), or a TinyshipError saying why not."""

@@ -136,8 +136,7 @@ class Batcher:
             if len(group) > 1:
                 logger.warning("a run of %d requests failed (%s): running each alone", len(group), e)
                 for job in group:
-                    if not job.future.done():
-                        await self._run([job], top_k)
+                    await self._run([job], top_k)  # skips a job whose request ended meanwhile
             elif not group[0].future.done():
                 group[0].future.set_exception(e)
             return
