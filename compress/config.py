@@ -103,6 +103,11 @@ class DistillConfig(TrainingConfig):
     augmented: str | None = None  # task stage: a file from `tinyship augment`, the training set in place of train
     cache_teacher: bool | None = None  # compute the teacher's logits once, on disk, instead of every epoch; None:
     # when the teacher has CACHE_TEACHER_RATIO times the student's parameters or more, where its passes dominate
+    teacher_bundle: str | None = None  # the teacher's own export (`tinyship export`, e.g. INT8): its ONNX model computes
+    # the cached logits when its validation metric is within teacher_bundle_tolerance of the PyTorch teacher's
+    teacher_bundle_tolerance: float = 0.005
+    teacher_logits_dir: str | None = None  # keep cached logits here, keyed by teacher and data, for other distillations
+    # from the same teacher on the same data (a student and its recovery after pruning); None: with the checkpoints
 
     def __post_init__(self):
         super().__post_init__()
@@ -111,6 +116,11 @@ class DistillConfig(TrainingConfig):
         self._check_student()
         if self.attention not in ATTENTION_TARGETS:
             raise TinyshipError(f"attention {self.attention!r}: use scores or probabilities")
+        if self.teacher_bundle and self.cache_teacher is False:
+            raise TinyshipError("a teacher bundle computes cached logits: leave out --no-cache-teacher, or the bundle")
+        if not 0 <= self.teacher_bundle_tolerance <= 1:
+            raise TinyshipError(f"teacher_bundle_tolerance {self.teacher_bundle_tolerance}: give the largest metric loss "
+                                "the bundle may have against the PyTorch teacher, e.g. 0.005 (half a point)")
         if self.phases is None:
             self.phases = task_phases() if self.stage == "task" else general_phases()
         self.phases = [Phase(**p) if isinstance(p, dict) else p for p in self.phases]

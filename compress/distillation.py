@@ -9,6 +9,7 @@ checkpoints; a rerun of an interrupted command resumes in the phase and step whe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -27,7 +28,7 @@ from tinyship.compress.losses import LOSSES
 from tinyship.compress.states import States, forward_states, logits_of
 from tinyship.compress.students import build_student, load_teacher
 from tinyship.compress.evaluation import evaluate_rows
-from tinyship.compress.tasks import Task, describe, metrics
+from tinyship.compress.tasks import Task, describe, metrics, summarize
 from tinyship.compress.training import (
     PadCollator,
     SeededTrainer,
@@ -163,6 +164,9 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     cache = _cache_teacher(config, teacher, student)
     if cache and task and not task.per_sequence:
         print(f"--cache-teacher: {task.name} logits vary in length per input and are not cached; the teacher runs live")
+    teacher_pad_ids = {**pad_ids, "input_ids": teacher_tokenizer.pad_token_id}
+    engine, engine_record = (_teacher_engine(config, teacher, task, names, eval_data, teacher_pad_ids, teacher_tokenizer)
+                             if cache and task and task.per_sequence else (None, None))
     phases = _usable_phases(config.phases, misaligned, config.stage)
     _describe_heads(teacher, student, phases)
 
@@ -185,7 +189,8 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         epochs = training_epochs(phase.epochs, per_epoch, config)
         cached = None
         if cache and "prediction" in phase.losses and task and task.per_sequence:
-            cached = _cached_logits(teacher, train_data, PadCollator(pad_ids), config, checkpoints / "teacher_logits.npy")
+            cached = _cached_logits(engine or _torch_logits(teacher, teacher_pad_ids), train_data, config,
+                                    _logits_path(config, checkpoints, teacher_dir, engine_record, train_data))
         wrapper = Student(student, teacher.config.hidden_size, len(layer_map), phase, config.attention)
         predicts = bool({"prediction", "labels"} & set(phase.losses))
         trainer = run_trainer(
@@ -225,6 +230,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         "layer_map": layer_map,
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
         "tokenizers": "same" if not separate else "different: prediction loss only" if misaligned else "aligned by position",
+        **({"teacher_logits": engine_record} if engine_record else {}),
         "phases": record,
     }
     if task:
@@ -293,7 +299,11 @@ def _tokenization(tokenizer) -> str:
     settings (or, without one, its class and vocabulary). Equal: the two models can share one tokenization."""
     if not tokenizer.is_fast:
         return json.dumps([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items())])
-    return json.dumps({**json.loads(tokenizer.backend_tokenizer.to_str()), "truncation": None, "padding": None}, sort_keys=True)
+    return _pipeline(tokenizer.backend_tokenizer.to_str())
+
+
+def _pipeline(tokenizer_json: str) -> str:
+    return json.dumps({**json.loads(tokenizer_json), "truncation": None, "padding": None}, sort_keys=True)
 
 
 def _texts(examples) -> list:
@@ -355,22 +365,103 @@ def _describe_heads(teacher, student, phases: list[Phase]) -> None:
               "maps averaged over its heads")
 
 
-def _cached_logits(teacher, rows: list[dict], collator, config: DistillConfig, path: Path) -> np.ndarray:
+def _teacher_view(row: dict) -> dict:
+    """A row as the teacher reads it: its own ids (keys teacher_...) when it has them, and the labels."""
+    own = {k.removeprefix("teacher_"): v for k, v in row.items() if k.startswith("teacher_")}
+    return {**(own or {k: v for k, v in row.items() if k != "index"}), **({"labels": row["labels"]} if "labels" in row else {})}
+
+
+def _teacher_engine(config: DistillConfig, teacher, task: Task, names: list[str], eval_data: list[dict],
+                    pad_ids: dict, teacher_tokenizer):
+    """What computes the cached logits: the teacher's bundle, served as the runtime serves it (one input per run when
+    it is not batch-invariant), when config names one and its validation metric is within the tolerance of the
+    PyTorch teacher's, both measured here; else None (the PyTorch teacher). Returns (the bundle's rows -> logits
+    function or None, a record of both measurements and the choice)."""
+    if not config.teacher_bundle:
+        return None, None
+    from tinyship.runtime.bundle import batch_invariant, read_manifest
+    from tinyship.runtime.predictor import open_session, run_rows
+
+    manifest = read_manifest(config.teacher_bundle)
+    if manifest["labels"] != names:
+        raise TinyshipError(f"{config.teacher_bundle} predicts labels {manifest['labels']}, the teacher {names}: give the "
+                            "bundle exported from this teacher (`tinyship export TEACHER`)")
+    bundle_tokenizer = Path(config.teacher_bundle) / manifest["tokenizer"]
+    from tokenizers import Tokenizer
+
+    if _pipeline(Tokenizer.from_file(str(bundle_tokenizer)).to_str()) != _tokenization(teacher_tokenizer):
+        raise TinyshipError(f"{bundle_tokenizer} cuts text differently from the teacher's tokenizer (a pruned vocabulary?): "
+                            "give the bundle exported from this teacher as it is")
+    session = open_session(Path(config.teacher_bundle) / manifest["model"],
+                           disabled_optimizers=manifest.get("session", {}).get("disabled_optimizers", []))
+    size = config.batch_size * 2 if batch_invariant(manifest) else 1
+
+    def bundle_logits(rows: list[dict]) -> np.ndarray:
+        return np.stack([o[0] for o in run_rows(session, rows, pad_ids["input_ids"], size, per_token=False)])
+
+    rows = [_teacher_view(row) for row in eval_data]
+    sides = {}
+    for name in ("pytorch", "bundle"):
+        start = time.perf_counter()
+        if name == "bundle":
+            labels = np.array([row["labels"] for row in rows])
+            metric = summarize(task, [(bundle_logits([{k: v for k, v in r.items() if k != "labels"} for r in rows]),
+                                       labels)])[task.metric]
+        else:
+            metric = evaluate_rows(teacher, task, rows, pad_ids, config.batch_size * 2)[f"eval_{task.metric}"]
+        sides[name] = {f"validation_{task.metric}": metric,
+                       "examples_per_second": round(len(rows) / (time.perf_counter() - start), 1)}
+    loss = sides["pytorch"][f"validation_{task.metric}"] - sides["bundle"][f"validation_{task.metric}"]
+    loss = -loss if task.lower_is_better else loss
+    used = loss <= config.teacher_bundle_tolerance
+    print(f"teacher bundle {config.teacher_bundle} ({manifest.get('variant', 'onnx')}): validation {task.metric} "
+          f"{sides['bundle'][f'validation_{task.metric}']:.4f} against {sides['pytorch'][f'validation_{task.metric}']:.4f} "
+          f"in PyTorch ({loss:+.4f} lost, tolerance {config.teacher_bundle_tolerance:g}); "
+          f"{sides['bundle']['examples_per_second']:g} against {sides['pytorch']['examples_per_second']:g} examples/s: "
+          + ("the bundle computes the teacher's logits" if used else "over the tolerance: the PyTorch teacher computes them"))
+    record = {"engine": "bundle" if used else "pytorch", "bundle": str(config.teacher_bundle),
+              "variant": manifest.get("variant"), "model_sha256": manifest["files"][manifest["model"]],
+              "tolerance": config.teacher_bundle_tolerance, **sides}
+    return (bundle_logits if used else None), record
+
+
+def _logits_path(config: DistillConfig, checkpoints: Path, teacher_dir: Path, engine_record: dict | None,
+                 rows: list[dict]) -> Path:
+    """Where the cached logits live: with the checkpoints, or in config.teacher_logits_dir under a key of what they
+    depend on (the teacher's weights, the bundle that computes them if one does, and the teacher's inputs)."""
+    if not config.teacher_logits_dir:
+        return checkpoints / "teacher_logits.npy"
+    key = hashlib.sha256(weights_digest(teacher_dir).encode())
+    if engine_record and engine_record["engine"] == "bundle":
+        key.update(engine_record["model_sha256"].encode())
+    for row in rows:
+        key.update(json.dumps({k: v for k, v in _teacher_view(row).items() if k != "labels"}, sort_keys=True).encode())
+    directory = Path(config.teacher_logits_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{key.hexdigest()[:24]}.npy"
+
+
+def _torch_logits(teacher, pad_ids: dict):
+    """The PyTorch teacher as a function of a batch of its rows: their logits."""
+    collator = PadCollator(pad_ids)
+    return lambda rows: logits_of(teacher(**collator(rows))).float().numpy()
+
+
+def _cached_logits(engine, rows: list[dict], config: DistillConfig, path: Path) -> np.ndarray:
     """The teacher's logits for every training example, computed once (in batches of similar length) and kept on
-    disk, memory-mapped."""
-    if not path.is_file() and is_main_process():
+    disk, memory-mapped. engine: a function of a batch of the teacher's rows to their logits."""
+    if path.is_file():
+        print(f"teacher logits: reusing {path}")
+    elif is_main_process():
         from tqdm.auto import tqdm
 
-        keys = [k for k in rows[0] if k not in ("labels", "index")]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
         size = config.batch_size * 2
         logits, start_time = None, time.perf_counter()
         with torch.inference_mode():
             for start in tqdm(range(0, len(rows), size), desc="caching teacher logits"):
                 chosen = order[start : start + size]
-                batch = collator([{k: rows[i][k] for k in keys} for i in chosen])
-                inputs = {k.removeprefix("teacher_"): v for k, v in batch.items() if k.startswith("teacher_")} or batch
-                values = logits_of(teacher(**inputs)).float().numpy()
+                values = engine([{k: v for k, v in _teacher_view(rows[i]).items() if k != "labels"} for i in chosen])
                 if logits is None:
                     logits = np.empty((len(rows), *values.shape[1:]), dtype=np.float32)
                 logits[chosen] = values
@@ -389,10 +480,11 @@ def _size(model) -> str:
 
 
 def _cache_teacher(config: DistillConfig, teacher, student) -> bool:
-    """Whether the teacher's logits are computed once: as configured, or by default when the teacher is
-    CACHE_TEACHER_RATIO times the student's size or more (its passes would dominate each prediction step)."""
-    if config.cache_teacher is not None:
-        return config.cache_teacher
+    """Whether the teacher's logits are computed once: as configured (a teacher bundle is there to compute them), or
+    by default when the teacher is CACHE_TEACHER_RATIO times the student's size or more (its passes would dominate
+    each prediction step)."""
+    if config.cache_teacher is not None or config.teacher_bundle:
+        return bool(config.cache_teacher or config.teacher_bundle)
     ratio = parameter_count(teacher) / parameter_count(student)
     if ratio >= CACHE_TEACHER_RATIO:
         print(f"the teacher has {ratio:.1f}x the student's parameters: its logits are computed once and cached "

@@ -262,11 +262,80 @@ def test_a_killed_distillation_resumes_to_the_same_weights(tiny_model_dir, small
         torch.testing.assert_close(resumed[name], reference[name], rtol=0, atol=1e-6, msg=name)
 
 
-def test_cached_teacher_logits_train_the_same_student(tiny_model_dir, small_data, tmp_path):
+def test_cached_teacher_logits_train_the_same_student(tiny_model_dir, small_data, tmp_path, capsys):
     live = run(tiny_model_dir, small_data, tmp_path / "live")
-    cached = run(tiny_model_dir, small_data, tmp_path / "cached", cache_teacher=True)
+    shared = tmp_path / "logits"
+    cached = run(tiny_model_dir, small_data, tmp_path / "cached", cache_teacher=True, teacher_logits_dir=str(shared))
     for name in live:
         torch.testing.assert_close(cached[name], live[name], rtol=0, atol=1e-4, msg=name)
+    (kept,) = shared.iterdir()
+    assert "teacher logits: reusing" not in capsys.readouterr().out
+    again = run(tiny_model_dir, small_data, tmp_path / "again", cache_teacher=True, teacher_logits_dir=str(shared))
+    assert f"teacher logits: reusing {kept}" in capsys.readouterr().out and list(shared.iterdir()) == [kept]
+    for name in live:
+        torch.testing.assert_close(again[name], cached[name], rtol=0, atol=0, msg=name)
+    run(tiny_model_dir, DataConfig(limit=32, max_length=64), tmp_path / "other", cache_teacher=True,
+        teacher_logits_dir=str(shared))
+    assert len(list(shared.iterdir())) == 2  # other data: other logits
+
+
+def test_a_teacher_bundle_within_tolerance_computes_the_cached_logits(tiny_model_dir, fp32_bundle, small_data, tmp_path,
+                                                                       capsys):
+    cached = run(tiny_model_dir, small_data, tmp_path / "cached", cache_teacher=True)
+    bundled = run(tiny_model_dir, small_data, tmp_path / "bundled", teacher_bundle=str(fp32_bundle))
+    record = json.loads((tmp_path / "bundled" / "tinyship_stage.json").read_text())["teacher_logits"]
+    assert record["engine"] == "bundle" and record["tolerance"] == 0.005
+    assert record["bundle"]["validation_accuracy"] == record["pytorch"]["validation_accuracy"]  # fp32: the same answers
+    assert record["bundle"]["examples_per_second"] > 0 and record["pytorch"]["examples_per_second"] > 0
+    assert "the bundle computes the teacher's logits" in capsys.readouterr().out
+    for name in cached:
+        torch.testing.assert_close(bundled[name], cached[name], rtol=0, atol=1e-4, msg=name)
+
+
+def test_a_teacher_bundle_over_the_tolerance_leaves_the_logits_to_pytorch(tiny_model_dir, small_data, tmp_path, capsys):
+    from tinyship.export import ExportConfig, export
+
+    flipped = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        flipped.classifier.weight.neg_(), flipped.classifier.bias.neg_()  # every prediction the other class
+    flipped.save_pretrained(tmp_path / "flipped")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "flipped")
+    bundle = export(ExportConfig(model=str(tmp_path / "flipped"), output=str(tmp_path / "bundle"), quantize="none",
+                                 data=small_data))
+    run(tiny_model_dir, small_data, tmp_path / "s", teacher_bundle=str(bundle), phases=[Phase({"prediction": 1}, 1)])
+    record = json.loads((tmp_path / "s" / "tinyship_stage.json").read_text())["teacher_logits"]
+    torch_accuracy, bundle_accuracy = record["pytorch"]["validation_accuracy"], record["bundle"]["validation_accuracy"]
+    assert torch_accuracy > 0.5 and bundle_accuracy == pytest.approx(1 - torch_accuracy)  # the bundle worse
+    assert record["engine"] == "pytorch"
+    assert "over the tolerance: the PyTorch teacher computes them" in capsys.readouterr().out
+
+
+def test_a_teacher_bundle_gives_the_logits_the_runtime_serves(tiny_model_dir, small_data, tmp_path):
+    """Dynamic INT8 is not batch-invariant: the cached logits are the ones its runtime computes, one input per run."""
+    import numpy as np
+
+    from tinyship import runtime
+    from tinyship.export import ExportConfig, export
+
+    bundle = export(ExportConfig(model=str(tiny_model_dir), output=str(tmp_path / "bundle"), quantize="dynamic",
+                                 optimize=False, data=small_data))
+    run(tiny_model_dir, small_data, tmp_path / "s", teacher_bundle=str(bundle), teacher_bundle_tolerance=1.0,
+        teacher_logits_dir=str(tmp_path / "logits"), phases=[Phase({"prediction": 1}, 1)])
+    (cached,) = (tmp_path / "logits").iterdir()
+    served = runtime.load(bundle).logits(load_examples(small_data, "train").texts)
+    np.testing.assert_allclose(np.load(cached), served, rtol=0, atol=1e-6)
+
+
+def test_a_teacher_bundle_of_another_model_is_refused(tiny_model_dir, fp32_bundle, small_data, tmp_path):
+    import shutil
+
+    other = shutil.copytree(fp32_bundle, tmp_path / "other")
+    manifest = json.loads((other / "tinyship.json").read_text())
+    (other / "tinyship.json").write_text(json.dumps({**manifest, "labels": ["bad", "good"]}))
+    with pytest.raises(TinyshipError, match=r"predicts labels \['bad', 'good'\].*give the bundle exported from this teacher"):
+        run(tiny_model_dir, small_data, tmp_path / "s", teacher_bundle=str(other))
+    with pytest.raises(TinyshipError, match="leave out --no-cache-teacher"):
+        DistillConfig(teacher_bundle=str(fp32_bundle), cache_teacher=False)
 
 
 def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tmp_path):

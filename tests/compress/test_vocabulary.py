@@ -102,6 +102,12 @@ def test_the_pruned_model_loads_exports_and_serves_the_same_labels(pruned, model
     texts = KEPT_TEXT + CORPUS
     labels = {name: [r["label"] for r in runtime.load(bundle)(texts)] for name, bundle in bundles.items()}
     assert labels["pruned"] == labels["unpruned"] and len(set(labels["pruned"])) == 2
+    from optimum.onnxruntime import ORTModelForSequenceClassification  # Optimum reads the bundle as it is
+
+    optimum = ORTModelForSequenceClassification.from_pretrained(bundles["pruned"])
+    encoded = AutoTokenizer.from_pretrained(str(bundles["pruned"]))(texts, padding=True, return_tensors="pt")
+    served = runtime.load(bundles["pruned"], batch_size=1).logits(texts)
+    torch.testing.assert_close(optimum(**encoded).logits, torch.from_numpy(served), rtol=0, atol=1e-5)
 
 
 def test_tied_masked_lm_head_is_cut_with_the_embeddings(minilm_dir, small_data, tmp_path):
