@@ -92,7 +92,7 @@ class DistillationTrainer(SeededTrainer):
         labels, index = inputs.pop("labels", None), inputs.pop("index", None)
         teacher_inputs = {k.removeprefix("teacher_"): inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
         student = model(**inputs)
-        teacher = self.teacher_states(teacher_inputs or inputs, index if model.training else None)
+        teacher = self.teacher_states(teacher_inputs or inputs, index, "train" if model.training else "validation")
         mask = inputs.get("attention_mask")
         projections = getattr(getattr(model, "module", model), "projections", None)
         loss = 0.0
@@ -102,7 +102,7 @@ class DistillationTrainer(SeededTrainer):
             loss = loss + weight * term
         return (loss, {"logits": student.logits}) if return_outputs else loss
 
-    def teacher_states(self, inputs: dict, index) -> States | None:
+    def teacher_states(self, inputs: dict, index, split: str) -> States | None:
         losses = set(self.phase.losses)
         with torch.no_grad():
             if losses & set(INTERMEDIATE_LOSSES):
@@ -111,7 +111,8 @@ class DistillationTrainer(SeededTrainer):
             if "prediction" not in losses:
                 return None
             if self.cached_logits is not None and index is not None:
-                return States(torch.from_numpy(self.cached_logits[index.cpu().numpy()]).to(self.args.device))
+                cached = self.cached_logits[split]
+                return States(torch.from_numpy(cached[index.cpu().numpy()]).to(self.args.device))
             return States(logits_of(self.teacher(**inputs)))
 
     def embedding_loss(self, s: States, t: States, mask, labels, projections):
@@ -189,8 +190,9 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         epochs = training_epochs(phase.epochs, per_epoch, config)
         cached = None
         if cache and "prediction" in phase.losses and task and task.per_sequence:
-            cached = _cached_logits(engine or _torch_logits(teacher, teacher_pad_ids), train_data, config,
-                                    _logits_path(config, checkpoints, teacher_dir, engine_record, train_data))
+            cached = {split: _cached_logits(engine or _torch_logits(teacher, teacher_pad_ids), rows, config,
+                                            _logits_path(config, checkpoints, split, teacher_dir, engine_record, rows))
+                      for split, rows in (("train", train_data), ("validation", eval_data))}
         wrapper = Student(student, teacher.config.hidden_size, len(layer_map), phase, config.attention)
         predicts = bool({"prediction", "labels"} & set(phase.losses))
         trainer = run_trainer(
@@ -270,8 +272,9 @@ def _data(config: DistillConfig, task: Task | None, names: list[str], tokenizer,
         raise TinyshipError(f"{task.name} compares logits token by token: the teacher's and the student's tokenizers "
                             f"must cut text into the same pieces ({misaligned}); give the student the teacher's tokenizer")
     validation_set = task.load(config.data, "validation", names)
-    eval_data = _rows(task, validation_set, tokenizer, teacher_tokenizer, config.data.max_length)
-    train_data = [{**row, "index": i} for i, row in enumerate(train_rows)]  # the key of cached teacher logits
+    validation_rows = _rows(task, validation_set, tokenizer, teacher_tokenizer, config.data.max_length)
+    train_data, eval_data = ([{**row, "index": i} for i, row in enumerate(rows)]  # the key of cached teacher logits
+                             for rows in (train_rows, validation_rows))
     return train_data, eval_data, misaligned, f"{task.name} data {train_set.source}: {len(train_set)} examples"
 
 
@@ -425,12 +428,13 @@ def _teacher_engine(config: DistillConfig, teacher, task: Task, names: list[str]
     return (bundle_logits if used else None), record
 
 
-def _logits_path(config: DistillConfig, checkpoints: Path, teacher_dir: Path, engine_record: dict | None,
+def _logits_path(config: DistillConfig, checkpoints: Path, split: str, teacher_dir: Path, engine_record: dict | None,
                  rows: list[dict]) -> Path:
-    """Where the cached logits live: with the checkpoints, or in config.teacher_logits_dir under a key of what they
-    depend on (the teacher's weights, the bundle that computes them if one does, and the teacher's inputs)."""
+    """Where the cached logits of a split's rows live: with the checkpoints, or in config.teacher_logits_dir under a
+    key of what they depend on (the teacher's weights, the bundle that computes them if one does, and the teacher's
+    inputs)."""
     if not config.teacher_logits_dir:
-        return checkpoints / "teacher_logits.npy"
+        return checkpoints / f"teacher_logits_{split}.npy"
     key = hashlib.sha256(weights_digest(teacher_dir).encode())
     if engine_record and engine_record["engine"] == "bundle":
         key.update(engine_record["model_sha256"].encode())

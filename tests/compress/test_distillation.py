@@ -183,9 +183,9 @@ def test_misaligned_tokenizers_fall_back_to_the_prediction_loss_each_model_readi
     teacher_inputs = []
     teacher_states = DistillationTrainer.teacher_states
 
-    def recording(self, inputs, index):
+    def recording(self, inputs, index, split):
         teacher_inputs.extend(ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]))
-        return teacher_states(self, inputs, index)
+        return teacher_states(self, inputs, index, split)
 
     monkeypatch.setattr(DistillationTrainer, "teacher_states", recording)
     out = distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), student=str(student_dir), output_dir=str(tmp_path / "s"),
@@ -268,15 +268,16 @@ def test_cached_teacher_logits_train_the_same_student(tiny_model_dir, small_data
     cached = run(tiny_model_dir, small_data, tmp_path / "cached", cache_teacher=True, teacher_logits_dir=str(shared))
     for name in live:
         torch.testing.assert_close(cached[name], live[name], rtol=0, atol=1e-4, msg=name)
-    (kept,) = shared.iterdir()
-    assert "teacher logits: reusing" not in capsys.readouterr().out
+    kept = sorted(shared.iterdir())
+    assert len(kept) == 2 and "teacher logits: reusing" not in capsys.readouterr().out  # training and validation
     again = run(tiny_model_dir, small_data, tmp_path / "again", cache_teacher=True, teacher_logits_dir=str(shared))
-    assert f"teacher logits: reusing {kept}" in capsys.readouterr().out and list(shared.iterdir()) == [kept]
+    printed = capsys.readouterr().out
+    assert all(f"teacher logits: reusing {path}" in printed for path in kept) and sorted(shared.iterdir()) == kept
     for name in live:
         torch.testing.assert_close(again[name], cached[name], rtol=0, atol=0, msg=name)
     run(tiny_model_dir, DataConfig(limit=32, max_length=64), tmp_path / "other", cache_teacher=True,
         teacher_logits_dir=str(shared))
-    assert len(list(shared.iterdir())) == 2  # other data: other logits
+    assert len(list(shared.iterdir())) == 4  # other data: other logits
 
 
 def test_a_teacher_bundle_within_tolerance_computes_the_cached_logits(tiny_model_dir, fp32_bundle, small_data, tmp_path,
@@ -321,9 +322,11 @@ def test_a_teacher_bundle_gives_the_logits_the_runtime_serves(tiny_model_dir, sm
                                  optimize=False, data=small_data))
     run(tiny_model_dir, small_data, tmp_path / "s", teacher_bundle=str(bundle), teacher_bundle_tolerance=1.0,
         teacher_logits_dir=str(tmp_path / "logits"), phases=[Phase({"prediction": 1}, 1)])
-    (cached,) = (tmp_path / "logits").iterdir()
-    served = runtime.load(bundle).logits(load_examples(small_data, "train").texts)
-    np.testing.assert_allclose(np.load(cached), served, rtol=0, atol=1e-6)
+    cached = [np.load(path) for path in (tmp_path / "logits").iterdir()]
+    served = [runtime.load(bundle).logits(load_examples(small_data, split).texts) for split in ("train", "validation")]
+    assert len(cached) == 2 and not np.allclose(served[0], served[1])
+    for logits in served:  # each split's, as the runtime serves them
+        assert sum(np.allclose(ours, logits, rtol=0, atol=1e-6) for ours in cached) == 1
 
 
 def test_a_teacher_bundle_of_another_model_is_refused(tiny_model_dir, fp32_bundle, small_data, tmp_path):
