@@ -18,7 +18,7 @@ anything that changed is made or measured again.
     python benchmarks/suite/run.py --readme README.md      # `make bench`: after `make demo`, about 11 minutes on 2 cores
     python benchmarks/suite/run.py --quick                 # `make bench-quick`: a few minutes, one grid point, 64 examples
     python benchmarks/suite/run.py --base-teacher runs/bench-distill-base/teacher \\
-        --base-student runs/bench-distill-base/student     # add the base-size pair of the distillation benchmark
+        --base-bundle runs/bench-distill-base/minilm-l4/bundle   # add the base-size pair of benchmarks/distill/base.py
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ sys.path.insert(0, str(HERE))
 
 from report import headline_markdown, markdown, plot_all, point, validate  # noqa: E402
 
-from tinyship.compress import DistillConfig, Phase, PruneConfig, distill, load_model, prune  # noqa: E402
+from tinyship.compress import (DistillConfig, Phase, PruneConfig, VocabularyConfig, distill, load_model, prune,  # noqa: E402
+                               prune_vocabulary)
 from tinyship.compress.tinyship_pruned import plain_config  # noqa: E402
 from tinyship.export import ExportConfig, export  # noqa: E402
 from tinyship.export.bundling import versions  # noqa: E402
@@ -73,7 +74,7 @@ def main() -> None:
     parser.add_argument("--prune-flops", type=float, default=0.6,
                         help="share of the student's encoder FLOPs to prune away (default: %(default)s)")
     parser.add_argument("--base-teacher", help="a base-size teacher (e.g. runs/bench-distill-base/teacher)")
-    parser.add_argument("--base-student", help="its distilled student (e.g. runs/bench-distill-base/student)")
+    parser.add_argument("--base-bundle", help="the bundle shipped from it (e.g. runs/bench-distill-base/minilm-l4/bundle)")
     parser.add_argument("--work", help="models and measured systems (default: runs/bench, quick: runs/bench-quick)")
     parser.add_argument("--results", help="default: benchmarks/results/suite, quick: runs/bench-quick/results")
     parser.add_argument("--readme", help="a README whose headline block to rewrite from the results (full mode only)")
@@ -92,14 +93,16 @@ def main() -> None:
 
 def check_inputs(args) -> None:
     """Every input checked before the long work starts."""
-    for role in ("teacher", "student", "base_teacher", "base_student"):
+    for role in ("teacher", "student", "base_teacher"):
         path = getattr(args, role)
         if path and not (Path(path) / "config.json").is_file():
             flag = "--" + role.replace("_", "-")
             raise TinyshipError(f"no model at {path}: run `make demo` first, or pass {flag} DIR")
-    if bool(args.base_teacher) != bool(args.base_student):
-        raise TinyshipError("--base-teacher and --base-student go together")
-    read_manifest(args.bundle)  # a clear error when it is not a bundle
+    if bool(args.base_teacher) != bool(args.base_bundle):
+        raise TinyshipError("--base-teacher and --base-bundle go together")
+    for bundle in (args.bundle, args.base_bundle):
+        if bundle:
+            read_manifest(bundle)  # a clear error when it is not a bundle
     if not 0 < args.prune_flops < 1:
         raise TinyshipError(f"--prune-flops {args.prune_flops}: give the share to prune away, between 0 and 1")
     if args.readme:
@@ -116,9 +119,10 @@ def suite(args) -> dict:
     measuring = {"repeat": repeat, "warmup": max(2, repeat // 10), "data": data_fields(data), "versions": versions(),
                  "method": MEASURING_METHOD}
     models = {"teacher": Path(args.teacher), "student": Path(args.student),
-              "pruned student": pruned_student(Path(args.teacher), Path(args.student), work, args.prune_flops, data, quick)}
+              "pruned student": pruned_student(Path(args.teacher), Path(args.student), work, args.prune_flops, data, quick),
+              "student, vocabulary pruned": vocabulary_pruned(Path(args.student), work, data)}
     if args.base_teacher:
-        models |= {"base teacher": Path(args.base_teacher), "base student": Path(args.base_student)}
+        models["base teacher"] = Path(args.base_teacher)
     ceilings_repeat = 5 if quick else 20
     report = {"schema_version": SCHEMA_VERSION, "date": datetime.date.today().isoformat(), "mode": "quick" if quick else "full",
               "machine": machine(), "versions": measuring["versions"],
@@ -141,7 +145,10 @@ def suite(args) -> dict:
                   "vocab_size": config["vocab_size"], "parameters": report["models"][role]["parameters"],
                   "grid": BASE if role.startswith("base") and not quick else grid}
         specs += systems_of(common, work / "exports", data)
-    specs += bundle_systems(Path(args.bundle), report, {**measuring, "grid": grid})
+    specs += bundle_systems(Path(args.bundle), "bundle", report, {**measuring, "grid": grid})
+    if args.base_bundle:
+        specs += bundle_systems(Path(args.base_bundle), "base bundle", report, {**measuring, "grid": BASE if not quick else grid},
+                                runtime=False)
     for spec in specs:
         report["systems"].append(measured(spec, work / "systems"))
     add_ratios(report)
@@ -186,6 +193,15 @@ def pruned_student(teacher: Path, student: Path, work: Path, flops: float, data:
     return recovered
 
 
+def vocabulary_pruned(student: Path, work: Path, data: DataConfig) -> Path:
+    """The student with its vocabulary cut to the pieces the training texts use (and every special token and single
+    character), for the vocabulary pruning row."""
+    out = work / f"vocabulary-{fingerprint(student, data_fields(data))}"
+    if not (out / "config.json").is_file():
+        prune_vocabulary(VocabularyConfig(model=str(student), output_dir=str(out), data=data, force=True))
+    return out
+
+
 def exported(model_dir: Path, exports: Path, data: DataConfig) -> Path:
     """The model's ONNX export with its fp32 and INT8 (dynamic) candidates kept beside the bundle."""
     out = exports / f"{model_dir.name}-{fingerprint(model_dir, data_fields(data))}"
@@ -201,9 +217,9 @@ def data_fields(data: DataConfig) -> dict:
 
 def systems_of(common: dict, exports: Path, data: DataConfig) -> list[dict]:
     """The specs of one model's systems: PyTorch fp32 and INT8, ONNX fp32 and INT8, and the two pipelines
-    (a base-size pair: its teacher in PyTorch, its student as INT8 ONNX)."""
+    (a base-size teacher: in PyTorch only; the vocabulary-pruned student: as INT8 ONNX, beside the student's)."""
     role, model_dir = common["role"], Path(common["model"])
-    kept = {"base teacher": ["PyTorch fp32"], "base student": ["ONNX INT8"]}.get(role)
+    kept = {"base teacher": ["PyTorch fp32"], "student, vocabulary pruned": ["ONNX INT8"]}.get(role)
     onnx = {name: {} for name in ("fp32", "int8-dynamic")}
     if kept != ["PyTorch fp32"]:  # every other set needs the ONNX export
         export_dir = exported(model_dir, exports, data)
@@ -222,22 +238,23 @@ def systems_of(common: dict, exports: Path, data: DataConfig) -> list[dict]:
     return [{**common, **every[name], "id": f"{role} · {name}"} for name in kept or every]
 
 
-def bundle_systems(chosen: Path, report: dict, common: dict) -> list[dict]:
-    """The chosen bundle as its ONNX model (with the manifest's session settings) and through tinyship's runtime."""
+def bundle_systems(chosen: Path, role: str, report: dict, common: dict, runtime: bool = True) -> list[dict]:
+    """A shipped bundle as its ONNX model (with the manifest's session settings) and, with runtime, through tinyship's
+    runtime."""
     manifest = read_manifest(chosen)
     source = Path(manifest.get("source_model") or chosen)  # the model it was exported from, where it still is
     config = plain_config(chosen)
-    report["models"]["bundle"] = {
+    report["models"][role] = {
         "dir": str(chosen), "gop_per_sequence": {str(t): matmul_gop(config, t) for t in FULL["lengths"]},
         "parameters": sum(p.numel() for p in load_model(source).parameters()) if (source / "model.safetensors").is_file()
         else None}
-    common = {**common, "role": "bundle", "model": str(chosen), "fingerprint": fingerprint(chosen),
+    common = {**common, "role": role, "model": str(chosen), "fingerprint": fingerprint(chosen),
               "labels": manifest["labels"], "max_length": manifest["max_length"], "vocab_size": config["vocab_size"],
-              "parameters": report["models"]["bundle"]["parameters"], "precision": manifest["precision"]}
-    return [{**common, "id": "bundle · ONNX", "engine": "onnxruntime", "onnx": str(chosen / manifest["model"]),
+              "parameters": report["models"][role]["parameters"], "precision": manifest["precision"]}
+    return [{**common, "id": f"{role} · ONNX", "engine": "onnxruntime", "onnx": str(chosen / manifest["model"]),
              "disabled_optimizers": manifest.get("session", {}).get("disabled_optimizers", []),
              "batch_invariant": batch_invariant(manifest)},
-            {**common, "id": "bundle · tinyship runtime", "engine": "tinyship"}]
+            *([{**common, "id": f"{role} · tinyship runtime", "engine": "tinyship"}] if runtime else [])]
 
 
 def measured(spec: dict, store: Path) -> dict:
@@ -294,8 +311,13 @@ def add_ratios(report: dict) -> None:
     report["headline"] = [headline("built-in", "tinyship: the shipped bundle against its teacher",
                                    systems["teacher · PyTorch fp32"], systems["bundle · ONNX"])]
     if "base teacher · PyTorch fp32" in systems:
-        report["headline"].append(headline("base", "tinyship, base size: the distilled student (INT8 ONNX) against its teacher",
-                                           systems["base teacher · PyTorch fp32"], systems["base student · ONNX INT8"]))
+        report["headline"].append(headline("base", "tinyship, base size: the shipped bundle against its teacher",
+                                           systems["base teacher · PyTorch fp32"], systems["base bundle · ONNX"]))
+    before, after = systems["student · ONNX INT8"], systems["student, vocabulary pruned · ONNX INT8"]
+    report["vocabulary"] = {"smaller": before["size_bytes"] / after["size_bytes"],
+                            "accuracy_change": after["accuracy"] - before["accuracy"],
+                            "size_bytes": [before["size_bytes"], after["size_bytes"]],
+                            "accuracy": [before["accuracy"], after["accuracy"]]}
     report["papers"] = PAPERS
 
 

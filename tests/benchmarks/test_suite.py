@@ -35,6 +35,7 @@ def quick(tiny_model_dir, tiny_model_factory, fp32_bundle, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("suite")
     student = tiny_model_factory(tmp / "student", layers=2, seed=1)
     args = ["--quick", "--teacher", str(tiny_model_dir), "--student", str(student), "--bundle", str(fp32_bundle),
+            "--base-teacher", str(tiny_model_dir), "--base-bundle", str(fp32_bundle),
             "--work", str(tmp / "work"), "--results", str(tmp / "results")]
     first = run_suite(*args)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -49,6 +50,9 @@ def test_quick_mode_measures_every_system_and_writes_valid_reports(quick, tiny_m
     for role in ("teacher", "student", "pruned student"):
         assert [s["engine"] for s in report["systems"] if s["role"] == role] == ENGINES
     assert [s["engine"] for s in report["systems"] if s["role"] == "bundle"] == ["onnxruntime", "tinyship"]
+    assert [s["id"] for s in report["systems"] if s["role"].startswith("base")] == ["base teacher · PyTorch fp32",
+                                                                                    "base bundle · ONNX"]
+    assert [h["pair"] for h in report["headline"]] == ["built-in", "base"]
     teacher, pipeline = systems["teacher · PyTorch fp32"], systems["teacher · transformers pipeline"]
     at = report["settings"]["headline_at"]
 
@@ -69,6 +73,14 @@ def test_quick_mode_measures_every_system_and_writes_valid_reports(quick, tiny_m
     assert abs(systems["teacher · ONNX fp32"]["accuracy"] - teacher["accuracy"]) <= one
     assert abs(pipeline["accuracy"] - teacher["accuracy"]) <= one
     assert systems["student · ONNX INT8"]["size_bytes"] < systems["student · ONNX fp32"]["size_bytes"] / 3
+    int8, cut = systems["student · ONNX INT8"], systems["student, vocabulary pruned · ONNX INT8"]
+    assert cut["size_bytes"] < int8["size_bytes"] / 2  # a tiny student is mostly embeddings; 64 texts use few pieces
+    assert report["vocabulary"] == {"smaller": int8["size_bytes"] / cut["size_bytes"],
+                                    "accuracy_change": cut["accuracy"] - int8["accuracy"],
+                                    "size_bytes": [int8["size_bytes"], cut["size_bytes"]],
+                                    "accuracy": [int8["accuracy"], cut["accuracy"]]}
+    headline = (results / "headline.md").read_text()
+    assert "Vocabulary pruning (the student's INT8 ONNX" in headline and "The goal for a base-size teacher" in headline
     pruned = report["models"]["pruned student"]
     assert pruned["gop_per_sequence"]["128"] < report["models"]["student"]["gop_per_sequence"]["128"]
     assert all("achieved" in s for s in report["systems"] if s["engine"] == "onnxruntime")
