@@ -368,10 +368,10 @@ def _describe_heads(teacher, student, phases: list[Phase]) -> None:
               "maps averaged over its heads")
 
 
-def _teacher_view(row: dict) -> dict:
-    """A row as the teacher reads it: its own ids (keys teacher_...) when it has them, and the labels."""
+def _teacher_inputs(row: dict) -> dict:
+    """A row's model inputs as the teacher reads them: its own ids (keys teacher_...) when it has them."""
     own = {k.removeprefix("teacher_"): v for k, v in row.items() if k.startswith("teacher_")}
-    return {**(own or {k: v for k, v in row.items() if k != "index"}), **({"labels": row["labels"]} if "labels" in row else {})}
+    return own or {k: v for k, v in row.items() if k not in ("labels", "index")}
 
 
 def _teacher_engine(config: DistillConfig, teacher, task: Task, names: list[str], eval_data: list[dict],
@@ -382,6 +382,8 @@ def _teacher_engine(config: DistillConfig, teacher, task: Task, names: list[str]
     function or None, a record of both measurements and the choice)."""
     if not config.teacher_bundle:
         return None, None
+    from tokenizers import Tokenizer
+
     from tinyship.runtime.bundle import batch_invariant, read_manifest
     from tinyship.runtime.predictor import open_session, run_rows
 
@@ -390,8 +392,6 @@ def _teacher_engine(config: DistillConfig, teacher, task: Task, names: list[str]
         raise TinyshipError(f"{config.teacher_bundle} predicts labels {manifest['labels']}, the teacher {names}: give the "
                             "bundle exported from this teacher (`tinyship export TEACHER`)")
     bundle_tokenizer = Path(config.teacher_bundle) / manifest["tokenizer"]
-    from tokenizers import Tokenizer
-
     if _pipeline(Tokenizer.from_file(str(bundle_tokenizer)).to_str()) != _tokenization(teacher_tokenizer):
         raise TinyshipError(f"{bundle_tokenizer} cuts text differently from the teacher's tokenizer (a pruned vocabulary?): "
                             "give the bundle exported from this teacher as it is")
@@ -402,18 +402,16 @@ def _teacher_engine(config: DistillConfig, teacher, task: Task, names: list[str]
     def bundle_logits(rows: list[dict]) -> np.ndarray:
         return np.stack([o[0] for o in run_rows(session, rows, pad_ids["input_ids"], size, per_token=False)])
 
-    rows = [_teacher_view(row) for row in eval_data]
-    sides = {}
-    for name in ("pytorch", "bundle"):
+    inputs, labels = [_teacher_inputs(row) for row in eval_data], [row["labels"] for row in eval_data]
+
+    def measured(score) -> dict:
         start = time.perf_counter()
-        if name == "bundle":
-            labels = np.array([row["labels"] for row in rows])
-            metric = summarize(task, [(bundle_logits([{k: v for k, v in r.items() if k != "labels"} for r in rows]),
-                                       labels)])[task.metric]
-        else:
-            metric = evaluate_rows(teacher, task, rows, pad_ids, config.batch_size * 2)[f"eval_{task.metric}"]
-        sides[name] = {f"validation_{task.metric}": metric,
-                       "examples_per_second": round(len(rows) / (time.perf_counter() - start), 1)}
+        metric = score()
+        return {f"validation_{task.metric}": metric, "examples_per_second": round(len(inputs) / (time.perf_counter() - start), 1)}
+
+    labelled = [{**x, "labels": y} for x, y in zip(inputs, labels)]
+    sides = {"pytorch": measured(lambda: evaluate_rows(teacher, task, labelled, pad_ids, config.batch_size * 2)[f"eval_{task.metric}"]),
+             "bundle": measured(lambda: summarize(task, [(bundle_logits(inputs), np.array(labels))])[task.metric])}
     loss = sides["pytorch"][f"validation_{task.metric}"] - sides["bundle"][f"validation_{task.metric}"]
     loss = -loss if task.lower_is_better else loss
     used = loss <= config.teacher_bundle_tolerance
@@ -439,7 +437,7 @@ def _logits_path(config: DistillConfig, checkpoints: Path, split: str, teacher_d
     if engine_record and engine_record["engine"] == "bundle":
         key.update(engine_record["model_sha256"].encode())
     for row in rows:
-        key.update(json.dumps({k: v for k, v in _teacher_view(row).items() if k != "labels"}, sort_keys=True).encode())
+        key.update(json.dumps(_teacher_inputs(row), sort_keys=True).encode())
     directory = Path(config.teacher_logits_dir)
     directory.mkdir(parents=True, exist_ok=True)
     return directory / f"{key.hexdigest()[:24]}.npy"
@@ -465,7 +463,7 @@ def _cached_logits(engine, rows: list[dict], config: DistillConfig, path: Path) 
         with torch.inference_mode():
             for start in tqdm(range(0, len(rows), size), desc="caching teacher logits"):
                 chosen = order[start : start + size]
-                values = engine([{k: v for k, v in _teacher_view(rows[i]).items() if k != "labels"} for i in chosen])
+                values = engine([_teacher_inputs(rows[i]) for i in chosen])
                 if logits is None:
                     logits = np.empty((len(rows), *values.shape[1:]), dtype=np.float32)
                 logits[chosen] = values
