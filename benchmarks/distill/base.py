@@ -112,7 +112,7 @@ def recipe(args, work: Path, data: DataConfig, teacher: Path, teacher_bundle: Pa
                             learning_rate=args.learning_rate, min_steps=0)
     return CompressConfig(output_dir=str(work / name), teacher=str(teacher), data=data, distill=distill,
                           prune=PruneConfig(flops=student.prune_flops or None), prune_vocabulary=True,
-                          export=ExportConfig())
+                          export=ExportConfig(), allow_weak_teacher=args.quick)  # quick: 32 examples teach little
 
 
 def main() -> None:
