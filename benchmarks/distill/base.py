@@ -256,7 +256,8 @@ def markdown(report: dict) -> str:
         f"{report['shipped']}, the most accurate of those {t['smaller']:g}x smaller and {t['faster']:g}x faster (of all "
         "when none is).",
         "",
-        "Wall time of each step on this machine (s): "
+        "Wall time of each step on this machine (s; a step that was interrupted counts only the run that finished "
+        "it): "
         + ", ".join(f"{k} {v}" for k, v in (report["seconds"] or {}).items()),
         "",
     ]
