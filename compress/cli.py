@@ -128,6 +128,11 @@ def _configure_distill(parser: argparse.ArgumentParser) -> None:
                                          "files, or imdb / treebank (built in; default imdb)")
     method.add_argument("--augmented", help="task stage: a file from `tinyship augment`, trained on in place of the "
                                             "train split")
+    method.add_argument("--transfer", metavar="TEXT",
+                        help="task stage: unlabelled in-domain text the teacher labels, added to the training set: a "
+                             "text file (one document per line), a folder of .txt files, or imdb / treebank (built in)")
+    method.add_argument("--transfer-examples", type=POSITIVE, default=DistillConfig.transfer_examples,
+                        help="sentences sampled from --transfer (default: %(default)s)")
     method.add_argument("--cache-teacher", action=argparse.BooleanOptionalAction,
                         help="compute the teacher's logits once and keep them on disk (default: when the teacher has "
                              f"{CACHE_TEACHER_RATIO} times the student's parameters or more)")
@@ -161,6 +166,8 @@ def _run_distill(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         corpus=args.corpus,
         augmented=args.augmented,
+        transfer=args.transfer,
+        transfer_examples=args.transfer_examples,
         cache_teacher=args.cache_teacher,
         teacher_bundle=args.teacher_bundle,
         teacher_bundle_tolerance=args.teacher_bundle_tolerance,

@@ -101,6 +101,9 @@ class DistillConfig(TrainingConfig):
     learning_rate: float = 1e-4
     corpus: str | None = None  # general stage: a text file, a folder of .txt files, or imdb / treebank (built in)
     augmented: str | None = None  # task stage: a file from `tinyship augment`, the training set in place of train
+    transfer: str | None = None  # task stage: unlabelled text the teacher labels, added to the training set (a text
+    # file, a folder of .txt files, or imdb / treebank): in-domain sentences teach more than word replacement alone
+    transfer_examples: int = 20_000  # sentences sampled from it
     cache_teacher: bool | None = None  # compute the teacher's logits once, on disk, instead of every epoch; None:
     # when the teacher has CACHE_TEACHER_RATIO times the student's parameters or more, where its passes dominate
     teacher_bundle: str | None = None  # the teacher's own export (`tinyship export`, e.g. INT8): its ONNX model computes
@@ -118,6 +121,11 @@ class DistillConfig(TrainingConfig):
             raise TinyshipError(f"attention {self.attention!r}: use scores or probabilities")
         if self.teacher_bundle and self.cache_teacher is False:
             raise TinyshipError("a teacher bundle computes cached logits: leave out --no-cache-teacher, or the bundle")
+        if self.transfer and self.stage != "task":
+            raise TinyshipError("transfer text adds teacher-labelled sentences to a task's training set: the general "
+                                "stage reads unlabelled text through --corpus instead")
+        if self.transfer_examples < 1:
+            raise TinyshipError(f"transfer_examples {self.transfer_examples}: give how many sentences to add, e.g. 20000")
         if not 0 <= self.teacher_bundle_tolerance <= 1:
             raise TinyshipError(f"teacher_bundle_tolerance {self.teacher_bundle_tolerance}: give the largest metric loss "
                                 "the bundle may have against the PyTorch teacher, e.g. 0.005 (half a point)")

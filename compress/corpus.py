@@ -4,6 +4,7 @@ token windows as training consumes them, so a corpus is bounded by disk, not mem
 from __future__ import annotations
 
 import random
+import re
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +48,30 @@ def corpus_lines(corpus: str) -> Iterator[str]:
                         yield line.strip()
             except UnicodeDecodeError as e:
                 raise TinyshipError(f"{file} is not UTF-8 text ({e.reason} at byte {e.start}): convert it to UTF-8") from None
+
+
+MARKUP = re.compile(r"<[^>]*>")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def corpus_sentences(corpus: str, count: int, seed: int = 42, exclude: set[str] = frozenset(),
+                     words: tuple[int, int] = (4, 64)) -> list[str]:
+    """A seeded uniform sample (reservoir) of `count` sentences of a corpus, each of words[0] to words[1] words, markup
+    removed, none of them in `exclude` (the texts a model is scored on); memory bounded by count, not the corpus."""
+    rng, sample, seen = random.Random(seed), [], 0
+    for document in corpus_lines(corpus):
+        for sentence in SENTENCE_END.split(MARKUP.sub(" ", document)):
+            sentence = " ".join(sentence.split())
+            if not words[0] <= sentence.count(" ") + 1 <= words[1] or sentence in exclude:
+                continue
+            seen += 1
+            if len(sample) < count:
+                sample.append(sentence)
+            elif (j := rng.randrange(seen)) < count:
+                sample[j] = sentence
+    if not sample:
+        raise TinyshipError(f"corpus {corpus!r} has no sentence of {words[0]} to {words[1]} words: give running text")
+    return sample
 
 
 class TextCorpus(torch.utils.data.IterableDataset):

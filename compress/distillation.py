@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model as save_weights
 
 from tinyship.compress.config import CACHE_TEACHER_RATIO, INTERMEDIATE_LOSSES, DistillConfig, Phase, settings
-from tinyship.compress.corpus import TextCorpus, corpus_lines
+from tinyship.compress.corpus import TextCorpus, corpus_lines, corpus_sentences
 from tinyship.compress.losses import LOSSES
 from tinyship.compress.states import States, forward_states, logits_of
 from tinyship.compress.students import build_student, load_teacher
@@ -265,17 +265,33 @@ def _data(config: DistillConfig, task: Task | None, names: list[str], tokenizer,
             misaligned = _misalignment(texts, windows, tokenizer, teacher_tokenizer, config.data.max_length)
         return corpus, None, misaligned, f"corpus {corpus.corpus}"
     train_set = task.load(_training_data(config), "train", names)
+    validation_set = task.load(config.data, "validation", names)
+    if config.transfer:
+        train_set = _with_transfer(config, task, train_set, validation_set)
     train_rows = _rows(task, train_set, tokenizer, teacher_tokenizer, config.data.max_length)
     misaligned = teacher_tokenizer and _misalignment(_texts(train_set), train_rows, tokenizer, teacher_tokenizer,
                                                      config.data.max_length)
     if misaligned and not task.per_sequence:
         raise TinyshipError(f"{task.name} compares logits token by token: the teacher's and the student's tokenizers "
                             f"must cut text into the same pieces ({misaligned}); give the student the teacher's tokenizer")
-    validation_set = task.load(config.data, "validation", names)
     validation_rows = _rows(task, validation_set, tokenizer, teacher_tokenizer, config.data.max_length)
     train_data, eval_data = ([{**row, "index": i} for i, row in enumerate(rows)]  # the key of cached teacher logits
                              for rows in (train_rows, validation_rows))
     return train_data, eval_data, misaligned, f"{task.name} data {train_set.source}: {len(train_set)} examples"
+
+
+def _with_transfer(config: DistillConfig, task: Task, train_set, validation_set):
+    """The training set plus config.transfer_examples sentences of config.transfer, unlabelled (-100): the teacher's
+    logits are their targets, the labels loss skips them. The texts the student is scored on are kept out."""
+    if task.name != "classification" or train_set.text_pairs is not None:
+        raise TinyshipError(f"transfer text teaches classifiers of single texts; this is {task.name}"
+                            + (" of text pairs" if train_set.text_pairs is not None else "") + ": leave out --transfer")
+    scored = set(validation_set.texts) | set(task.load(config.data, "test", train_set.label_names).texts)
+    sentences = corpus_sentences(config.transfer, config.transfer_examples, config.seed, scored)
+    print(f"transfer text: {len(sentences)} sentences of {config.transfer}, labelled by the teacher")
+    return dataclasses.replace(train_set, texts=train_set.texts + sentences,
+                               labels=train_set.labels + [-100] * len(sentences),
+                               source=f"{train_set.source} + {len(sentences)} sentences of {config.transfer}")
 
 
 def _training_data(config: DistillConfig):

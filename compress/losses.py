@@ -89,4 +89,6 @@ def label_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     token (labels of -100 are ignored); MSE for one-output regression. Alone it trains the student without a teacher."""
     if student_logits.shape[-1] == 1 and labels.is_floating_point():
         return F.mse_loss(student_logits.squeeze(-1), labels.to(student_logits.dtype))
+    if (labels == -100).all():  # a batch of unlabelled (transfer) text only: nothing to learn from labels
+        return student_logits.sum() * 0
     return F.cross_entropy(student_logits.reshape(-1, student_logits.shape[-1]), labels.reshape(-1), ignore_index=-100)

@@ -3,8 +3,8 @@ Tomatoes as the teacher, distilled into the built-in MiniLM-L6 (pre-trained by g
 method's step 2 starts from such a model), whole or cut to fewer of its own layers, and shipped as edge bundles.
 
 The recipe, per student (`tinyship compress` with a teacher given): task distillation on the training set augmented
-by word replacement (the teacher's embeddings choose the words), a short intermediate-layer phase then the prediction
-loss, with the teacher's logits computed once by the teacher's own INT8 bundle when it keeps the teacher's validation
+by word replacement (the teacher's embeddings choose the words) and, for some students, by sentences of IMDB reviews
+(in-domain text the teacher labels: a transfer set), a short intermediate-layer phase then the prediction loss, with the teacher's logits computed once by the teacher's own INT8 bundle when it keeps the teacher's validation
 accuracy (else by PyTorch) and shared between distillations; structured pruning with recovery where a student asks
 for it; vocabulary pruning; INT8 through the accuracy gate. Reports the front of accuracy, latency and size of each
 shipped bundle against the teacher in PyTorch fp32 (batch 1, 128 tokens, 1 thread), beside the TinyBERT-4 paper's
@@ -56,14 +56,17 @@ EARLIER = Path(__file__).resolve().parents[1] / "results" / "distill-base" / "ea
 @dataclass
 class Student:
     """A student of the recipe: MiniLM-L6 cut to `layers` of its own (None: all 6), then `prune_flops` of its
-    encoder FLOPs pruned away and recovered by distillation (0: no pruning)."""
+    encoder FLOPs pruned away and recovered by distillation (0: no pruning); `transfer` sentences of the built-in
+    IMDB reviews, labelled by the teacher, join the augmented training set (0: none)."""
 
     layers: int | None = None
     prune_flops: float = 0.0
+    transfer: int = 0
 
 
 STUDENTS = {
     "minilm-l4": Student(layers=4),
+    "minilm-l4-imdb": Student(layers=4, transfer=40_000),
     "minilm-l6-pruned": Student(prune_flops=0.5),
     "minilm-l3": Student(layers=3),
 }
@@ -109,7 +112,9 @@ def recipe(args, work: Path, data: DataConfig, teacher: Path, teacher_bundle: Pa
     distill = DistillConfig(student=default_base_model(), student_layers=student.layers, augmented=str(augmented),
                             teacher_bundle=str(teacher_bundle), teacher_logits_dir=str(work / "teacher-logits"),
                             phases=[Phase(INTERMEDIATE, args.intermediate_epochs), Phase({"prediction": 1.0}, epochs)],
-                            learning_rate=args.learning_rate, min_steps=0)
+                            learning_rate=args.learning_rate, min_steps=0,
+                            **({"transfer": "imdb", "transfer_examples": 64 if args.quick else student.transfer}
+                               if student.transfer else {}))
     return CompressConfig(output_dir=str(work / name), teacher=str(teacher), data=data, distill=distill,
                           prune=PruneConfig(flops=student.prune_flops or None), prune_vocabulary=True,
                           export=ExportConfig(), allow_weak_teacher=args.quick)  # quick: 32 examples teach little

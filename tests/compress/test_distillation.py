@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from tinyship.compress import LOSSES, DistillConfig, Phase, distill, student_from_teacher, uniform_layers, weights_digest
 from tinyship.compress.distillation import DistillationTrainer, attention_distance
 from tinyship.compress.states import forward_states
-from tinyship.runtime.data import DataConfig, load_examples
+from tinyship.runtime.data import DataConfig, Examples, load_examples
 from tinyship.runtime.errors import TinyshipError
 from tests.compress.test_finetuning import Interrupt
 from tests.compress.test_students import make_other_student
@@ -441,3 +442,36 @@ def test_each_phase_records_its_examples_per_second(tiny_model_dir, small_data, 
     run(tiny_model_dir, small_data, tmp_path / "s", phases=[Phase({"prediction": 1}, 1)])
     stage = json.loads((tmp_path / "s" / "tinyship_stage.json").read_text())
     assert stage["phases"][0]["examples_per_second"] > 0
+
+
+def test_transfer_text_joins_the_training_set_labelled_by_the_teacher_alone(tiny_model_dir, small_data, tmp_path, capsys):
+    sentences = [f"the film number {i} was a {'fine' if i % 2 else 'dull'} piece of work ." for i in range(40)]
+    (tmp_path / "transfer.txt").write_text("\n".join(sentences))
+    run(tiny_model_dir, small_data, tmp_path / "s", cache_teacher=True, transfer=str(tmp_path / "transfer.txt"),
+        transfer_examples=32, phases=[Phase({"prediction": 1, "labels": 1}, 1)])
+    assert "transfer text: 32 sentences of" in capsys.readouterr().out
+    stage = json.loads((tmp_path / "s" / "tinyship_stage.json").read_text())
+    assert stage["phases"][0]["steps"] == 6  # (64 + 32) examples / 16
+    assert math.isfinite(stage["phases"][0]["train_loss"])
+    assert stage["config"]["transfer_examples"] == 32
+
+
+def test_labels_loss_of_a_batch_of_transfer_text_alone_is_zero():
+    logits = torch.randn(4, 2, requires_grad=True)
+    loss = LOSSES["labels"](logits, torch.full((4,), -100))
+    loss.backward()
+    assert loss.item() == 0 and logits.grad.abs().sum() == 0
+
+
+def test_transfer_text_is_refused_where_it_cannot_teach(small_data):
+    from tinyship.compress.distillation import _with_transfer
+    from tinyship.compress.tasks import TASKS
+
+    pairs = Examples(texts=["a"], labels=[0], label_names=["x"], text_pairs=["b"])
+
+    with pytest.raises(TinyshipError, match="the general stage reads unlabelled text through --corpus"):
+        DistillConfig(stage="general", transfer="imdb")
+    with pytest.raises(TinyshipError, match="transfer text teaches classifiers of single texts; this is token-classification"):
+        _with_transfer(DistillConfig(transfer="imdb"), TASKS["token-classification"], pairs, None)
+    with pytest.raises(TinyshipError, match="this is classification of text pairs: leave out --transfer"):
+        _with_transfer(DistillConfig(transfer="imdb"), TASKS["classification"], pairs, None)
