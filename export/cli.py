@@ -88,6 +88,10 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
         "student's", type=parse_layers)
     add("--distill-phase", "a distillation phase, LOSS[=WEIGHT],...:EPOCHS; repeat for several "
         f"(default: {describe_phases(defaults.distill.phases)})", type=parse_phase, action="append", dest="distill_phases")
+    add("--transfer", "unlabelled in-domain text the teacher labels, added to the distillation's training set: a "
+        "text file (one document per line), a folder of .txt files, or imdb / treebank (built in)", metavar="TEXT")
+    add("--transfer-examples", f"sentences sampled from --transfer (default: {defaults.distill.transfer_examples})",
+        type=POSITIVE)
     add("--prune-flops", "prune the student to remove this fraction of its encoder FLOPs, then recover it by "
         "distillation (default: no pruning)", type=SHARE)
     add("--prune-steps", "reach --prune-flops in this many prune-then-recover rounds (default: 1)", type=POSITIVE)
@@ -120,7 +124,9 @@ def compress_config_from_args(args: argparse.Namespace) -> CompressConfig:
         finetune=replace(config.finetune, model=given.get("base_model", config.finetune.model),
                          epochs=given.get("finetune_epochs", config.finetune.epochs), **min_steps),
         distill=replace(config.distill, **student, **min_steps,
-                        phases=given.get("distill_phases", config.distill.phases)),
+                        phases=given.get("distill_phases", config.distill.phases),
+                        transfer=given.get("transfer", config.distill.transfer),
+                        transfer_examples=given.get("transfer_examples", config.distill.transfer_examples)),
         prune=replace(config.prune, **prune_target, steps=given.get("prune_steps", config.prune.steps)),
         export=replace(config.export, quantize=given.get("quantize", config.export.quantize),
                        accuracy_budget=given.get("accuracy_budget", config.export.accuracy_budget),

@@ -4,8 +4,9 @@ method's step 2 starts from such a model), whole or cut to fewer of its own laye
 
 The recipe, per student (`tinyship compress` with a teacher given): task distillation on the training set augmented
 by word replacement (the teacher's embeddings choose the words) and, for some students, by sentences of IMDB reviews
-(in-domain text the teacher labels: a transfer set), a short intermediate-layer phase then the prediction loss, with the teacher's logits computed once by the teacher's own INT8 bundle when it keeps the teacher's validation
-accuracy (else by PyTorch) and shared between distillations; structured pruning with recovery where a student asks
+(in-domain text the teacher labels: a transfer set), a short intermediate-layer phase then the prediction loss, with
+the teacher's logits computed once by the teacher's own INT8 bundle when it keeps the teacher's validation accuracy
+(else by PyTorch) and shared between distillations; structured pruning with recovery where a student asks
 for it; vocabulary pruning; INT8 through the accuracy gate. Reports the front of accuracy, latency and size of each
 shipped bundle against the teacher in PyTorch fp32 (batch 1, 128 tokens, 1 thread), beside the TinyBERT-4 paper's
 ratios and the earlier TinyBERT-4-shaped student (general distillation on 2.4 MB of text).

@@ -463,12 +463,11 @@ def test_labels_loss_of_a_batch_of_transfer_text_alone_is_zero():
     assert loss.item() == 0 and logits.grad.abs().sum() == 0
 
 
-def test_transfer_text_is_refused_where_it_cannot_teach(small_data):
+def test_transfer_text_is_refused_where_it_cannot_teach():
     from tinyship.compress.distillation import _with_transfer
     from tinyship.compress.tasks import TASKS
 
     pairs = Examples(texts=["a"], labels=[0], label_names=["x"], text_pairs=["b"])
-
     with pytest.raises(TinyshipError, match="the general stage reads unlabelled text through --corpus"):
         DistillConfig(stage="general", transfer="imdb")
     with pytest.raises(TinyshipError, match="transfer text teaches classifiers of single texts; this is token-classification"):

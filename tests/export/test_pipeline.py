@@ -84,6 +84,9 @@ def test_recipe_and_flags(tmp_path):
     config = compress_config_from_args(args)
     assert config.output_dir == "runs/x" and config.distill.phases == [Phase({"prediction": 1}, 3)] and config.distill.layers == [2, 4]
     assert config.data.dataset == "imdb" and config.data.limit == 10
+    assert config.distill.transfer is None
+    config = compress_config_from_args(parser.parse_args(["--transfer", "imdb", "--transfer-examples", "500"]))
+    assert config.distill.transfer == "imdb" and config.distill.transfer_examples == 500
 
 
 @pytest.mark.parametrize(
