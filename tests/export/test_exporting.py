@@ -9,7 +9,7 @@ from tinyship.export import ExportConfig, export
 from tinyship.export import bundling
 from tinyship.export.quantization import VARIANTS, Variant
 from tinyship.runtime import load
-from tinyship.runtime.bundle import read_manifest
+from tinyship.runtime.bundle import batch_invariant, read_manifest
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.predictor import TextClassifier
@@ -37,7 +37,10 @@ def test_auto_measures_every_variant_and_ships_the_fastest_within_budget(auto_bu
         assert m["passed"] == (fp32 - m["accuracy"] <= 0.01 + 1e-12)
         assert m["size_bytes"] == (candidates / name / "model.onnx").stat().st_size and m["p99_ms"] >= m["median_ms"] > 0
     winner = manifest["variant"]
-    assert winner == min((n for n in measured if measured[n]["passed"]), key=lambda n: measured[n]["median_ms"])
+    passed = [n for n in measured if measured[n]["passed"]]
+    fastest = min(measured[n]["median_ms"] for n in passed)
+    as_fast = [n for n in passed if measured[n]["median_ms"] <= (1 + manifest["metrics"]["gate"]["noise_band"]) * fastest]
+    assert winner == min(as_fast, key=lambda n: (measured[n]["size_bytes"], measured[n]["median_ms"]))
     assert manifest["metrics"]["gate"]["winner"] == winner and manifest["precision"] == measured[winner]["precision"]
     assert (bundle / "model.onnx").read_bytes() == (candidates / winner / "model.onnx").read_bytes()
     assert manifest["metrics"]["validation"] == measured[winner]["accuracy"]
@@ -95,6 +98,9 @@ def test_bundle_loads_in_optimum_and_bare_onnxruntime(auto_bundle):
     bare = session.run(None, {n: encoded[n].astype(np.int64) for n in manifest["inputs"]})[0]
     optimum = ORTModelForSequenceClassification.from_pretrained(bundle)
     np.testing.assert_allclose(optimum(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.numpy(), bare, atol=1e-5)
+    if not batch_invariant(manifest):  # dynamic INT8: the runtime runs each text alone, as it was measured
+        alone = [tokenizer([text], return_tensors="np") for text in TEXTS]
+        bare = np.concatenate([session.run(None, {n: e[n].astype(np.int64) for n in manifest["inputs"]})[0] for e in alone])
     np.testing.assert_allclose(load(bundle).logits(TEXTS), bare, atol=1e-5)
 
 
