@@ -145,8 +145,9 @@ def _configure_distill(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     method.add_argument("--teacher-logits-dir", metavar="DIR",
                         help="keep the cached teacher logits here, keyed by teacher and data, so that other "
-                             "distillations from the same teacher on the same data reuse them (default: with the "
-                             "checkpoints, removed at the end)")
+                             "distillations from the same teacher on the same data reuse them, and on data that "
+                             "shares rows with it compute only the rest (default: with the checkpoints, removed at "
+                             "the end)")
     add_training_arguments(parser, DistillConfig())
     add_data_arguments(parser)
 

@@ -110,7 +110,8 @@ class DistillConfig(TrainingConfig):
     # the cached logits when its validation metric is within teacher_bundle_tolerance of the PyTorch teacher's
     teacher_bundle_tolerance: float = 0.005
     teacher_logits_dir: str | None = None  # keep cached logits here, keyed by teacher and data, for other distillations
-    # from the same teacher on the same data (a student and its recovery after pruning); None: with the checkpoints
+    # from the same teacher on the same data (a student and its recovery after pruning) or on data that shares rows
+    # with it (their logits are taken, not computed again); None: with the checkpoints
 
     def __post_init__(self):
         super().__post_init__()

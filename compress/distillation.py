@@ -443,20 +443,44 @@ def _teacher_engine(config: DistillConfig, teacher, task: Task, names: list[str]
 
 
 def _logits_path(config: DistillConfig, checkpoints: Path, split: str, teacher_dir: Path, engine_record: dict | None,
-                 rows: list[dict]) -> Path:
-    """Where the cached logits of a split's rows live: with the checkpoints, or in config.teacher_logits_dir under a
-    key of what they depend on (the teacher's weights, the bundle that computes them if one does, and the teacher's
-    inputs)."""
+                 rows: list[dict]) -> tuple[Path, np.ndarray | None]:
+    """Where the cached logits of a split's rows live, and each row's key (None without config.teacher_logits_dir):
+    with the checkpoints, or in config.teacher_logits_dir under a key of what they depend on (the teacher's weights,
+    the bundle that computes them if one does, and the teacher's inputs)."""
     if not config.teacher_logits_dir:
-        return checkpoints / f"teacher_logits_{split}.npy"
-    key = hashlib.sha256(weights_digest(teacher_dir).encode())
+        return checkpoints / f"teacher_logits_{split}.npy", None
+    teacher = hashlib.sha256(weights_digest(teacher_dir).encode())
     if engine_record and engine_record["engine"] == "bundle":
-        key.update(engine_record["model_sha256"].encode())
-    for row in rows:
-        key.update(json.dumps(_teacher_inputs(row), sort_keys=True).encode())
+        teacher.update(engine_record["model_sha256"].encode())
+    keys = np.frombuffer(b"".join(_row_key(teacher, row) for row in rows), dtype=np.uint8).reshape(len(rows), ROW_KEY)
     directory = Path(config.teacher_logits_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    return directory / f"{key.hexdigest()[:24]}.npy"
+    return directory / f"{hashlib.sha256(keys.tobytes()).hexdigest()[:24]}.npy", keys
+
+
+ROW_KEY = 16  # bytes of a row's key: its teacher's identity and its teacher inputs, hashed
+
+
+def _row_key(teacher, row: dict) -> bytes:
+    key = teacher.copy()
+    key.update(json.dumps(_teacher_inputs(row), sort_keys=True).encode())
+    return key.digest()[:ROW_KEY]
+
+
+def _known_logits(directory: Path, keys: np.ndarray) -> dict[int, np.ndarray]:
+    """The logits of these rows that other caches in the directory hold already (a student on a larger set, say)."""
+    wanted = {key.tobytes(): i for i, key in enumerate(keys)}
+    found = {}
+    for keys_file in directory.glob("*.keys.npy"):
+        logits_file = keys_file.with_name(keys_file.name.removesuffix(".keys.npy") + ".npy")
+        if not logits_file.is_file():
+            continue
+        logits = np.load(logits_file, mmap_mode="r")
+        for j, key in enumerate(np.load(keys_file)):
+            i = wanted.get(key.tobytes())
+            if i is not None and i not in found:
+                found[i] = np.asarray(logits[j])
+    return found
 
 
 def _torch_logits(teacher, pad_ids: dict):
@@ -465,32 +489,48 @@ def _torch_logits(teacher, pad_ids: dict):
     return lambda rows: logits_of(teacher(**collator(rows))).float().numpy()
 
 
-def _cached_logits(engine, rows: list[dict], config: DistillConfig, path: Path) -> np.ndarray:
+def _cached_logits(engine, rows: list[dict], config: DistillConfig, located: tuple[Path, np.ndarray | None]) -> np.ndarray:
     """The teacher's logits for every training example, computed once (in batches of similar length) and kept on
-    disk, memory-mapped. engine: a function of a batch of the teacher's rows to their logits."""
+    disk, memory-mapped; with row keys, rows that another cache in the same directory holds are taken from it.
+    engine: a function of a batch of the teacher's rows to their logits."""
+    path, keys = located
     if path.is_file():
         print(f"teacher logits: reusing {path}")
     elif is_main_process():
         from tqdm.auto import tqdm
 
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+        known = _known_logits(path.parent, keys) if keys is not None else {}
+        missing = sorted((i for i in range(len(rows)) if i not in known), key=lambda i: len(rows[i]["input_ids"]))
+        if known:
+            print(f"teacher logits: {len(known)} of {len(rows)} examples found in {path.parent}")
         size = config.batch_size * 2
-        logits, start_time = None, time.perf_counter()
+        logits = None
+        if known:
+            logits = np.empty((len(rows), *next(iter(known.values())).shape), dtype=np.float32)
+            logits[list(known)] = np.stack(list(known.values()))
+        start_time = time.perf_counter()
         with torch.inference_mode():
-            for start in tqdm(range(0, len(rows), size), desc="caching teacher logits"):
-                chosen = order[start : start + size]
+            for start in tqdm(range(0, len(missing), size), desc="caching teacher logits"):
+                chosen = missing[start : start + size]
                 values = engine([_teacher_inputs(rows[i]) for i in chosen])
                 if logits is None:
                     logits = np.empty((len(rows), *values.shape[1:]), dtype=np.float32)
                 logits[chosen] = values
-        seconds = time.perf_counter() - start_time
-        print(f"teacher: {len(rows)} examples in {seconds:.1f} s ({len(rows) / seconds:.0f} examples/s)")
-        with open(f"{path}.tmp", "wb") as f:
-            np.save(f, logits)
-        os.replace(f"{path}.tmp", path)
+        if missing:
+            seconds = time.perf_counter() - start_time
+            print(f"teacher: {len(missing)} examples in {seconds:.1f} s ({len(missing) / seconds:.0f} examples/s)")
+        if keys is not None:
+            _save_array(path.with_name(path.name.removesuffix(".npy") + ".keys.npy"), keys)
+        _save_array(path, logits)
     while not path.is_file():  # other torchrun ranks wait for rank 0's file
         time.sleep(1)
     return np.load(path, mmap_mode="r")
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with open(f"{path}.tmp", "wb") as f:
+        np.save(f, array)
+    os.replace(f"{path}.tmp", path)
 
 
 def _size(model) -> str:

@@ -269,16 +269,38 @@ def test_cached_teacher_logits_train_the_same_student(tiny_model_dir, small_data
     cached = run(tiny_model_dir, small_data, tmp_path / "cached", cache_teacher=True, teacher_logits_dir=str(shared))
     for name in live:
         torch.testing.assert_close(cached[name], live[name], rtol=0, atol=1e-4, msg=name)
-    kept = sorted(shared.iterdir())
+    kept = logit_files(shared)
     assert len(kept) == 2 and "teacher logits: reusing" not in capsys.readouterr().out  # training and validation
     again = run(tiny_model_dir, small_data, tmp_path / "again", cache_teacher=True, teacher_logits_dir=str(shared))
     printed = capsys.readouterr().out
-    assert all(f"teacher logits: reusing {path}" in printed for path in kept) and sorted(shared.iterdir()) == kept
+    assert all(f"teacher logits: reusing {path}" in printed for path in kept) and logit_files(shared) == kept
     for name in live:
         torch.testing.assert_close(again[name], cached[name], rtol=0, atol=0, msg=name)
     run(tiny_model_dir, DataConfig(limit=32, max_length=64), tmp_path / "other", cache_teacher=True,
         teacher_logits_dir=str(shared))
-    assert len(list(shared.iterdir())) == 4  # other data: other logits
+    assert len(logit_files(shared)) == 4  # other data: other logits
+
+
+def logit_files(directory):
+    return sorted(p for p in directory.glob("*.npy") if not p.name.endswith(".keys.npy"))
+
+
+def test_a_larger_training_set_takes_the_rows_it_shares_from_an_earlier_cache(tiny_model_dir, small_data, tmp_path,
+                                                                              capsys):
+    import numpy as np
+
+    (tmp_path / "transfer.txt").write_text("\n".join(f"the film number {i} was a fine piece of work ." for i in range(40)))
+    shared, prediction = tmp_path / "logits", [Phase({"prediction": 1}, 1)]
+    run(tiny_model_dir, small_data, tmp_path / "a", cache_teacher=True, teacher_logits_dir=str(shared), phases=prediction)
+    first = {p: np.load(p) for p in logit_files(shared)}
+    capsys.readouterr()
+    run(tiny_model_dir, small_data, tmp_path / "b", cache_teacher=True, teacher_logits_dir=str(shared), phases=prediction,
+        transfer=str(tmp_path / "transfer.txt"), transfer_examples=32)
+    printed = capsys.readouterr().out
+    assert "teacher logits: 64 of 96 examples found" in printed and "teacher: 32 examples in" in printed
+    (larger,) = [np.load(p) for p in logit_files(shared) if p not in first]
+    (train,) = [logits for path, logits in first.items() if f"reusing {path}" not in printed]  # validation: reused
+    np.testing.assert_array_equal(larger[:64], train)  # the training rows come first, the transfer text after them
 
 
 def test_a_teacher_bundle_within_tolerance_computes_the_cached_logits(tiny_model_dir, fp32_bundle, small_data, tmp_path,
@@ -323,7 +345,7 @@ def test_a_teacher_bundle_gives_the_logits_the_runtime_serves(tiny_model_dir, sm
                                  optimize=False, data=small_data))
     run(tiny_model_dir, small_data, tmp_path / "s", teacher_bundle=str(bundle), teacher_bundle_tolerance=1.0,
         teacher_logits_dir=str(tmp_path / "logits"), phases=[Phase({"prediction": 1}, 1)])
-    cached = [np.load(path) for path in (tmp_path / "logits").iterdir()]
+    cached = [np.load(path) for path in logit_files(tmp_path / "logits")]
     served = [runtime.load(bundle).logits(load_examples(small_data, split).texts) for split in ("train", "validation")]
     assert len(cached) == 2 and not np.allclose(served[0], served[1])
     for logits in served:  # each split's, as the runtime serves them
