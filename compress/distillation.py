@@ -471,12 +471,11 @@ def _known_logits(directory: Path, keys: np.ndarray) -> dict[int, np.ndarray]:
     """The logits of these rows that other caches in the directory hold already (a student on a larger set, say)."""
     wanted = {key.tobytes(): i for i, key in enumerate(keys)}
     found = {}
-    for keys_file in directory.glob("*.keys.npy"):
-        logits_file = keys_file.with_name(keys_file.name.removesuffix(".keys.npy") + ".npy")
-        if not logits_file.is_file():
+    for logits_file in directory.glob("*.npy"):
+        if not _keys_path(logits_file).is_file():  # a key file itself, or logits cached without keys
             continue
         logits = np.load(logits_file, mmap_mode="r")
-        for j, key in enumerate(np.load(keys_file)):
+        for j, key in enumerate(np.load(_keys_path(logits_file))):
             i = wanted.get(key.tobytes())
             if i is not None and i not in found:
                 found[i] = np.asarray(logits[j])
@@ -520,11 +519,16 @@ def _cached_logits(engine, rows: list[dict], config: DistillConfig, located: tup
             seconds = time.perf_counter() - start_time
             print(f"teacher: {len(missing)} examples in {seconds:.1f} s ({len(missing) / seconds:.0f} examples/s)")
         if keys is not None:
-            _save_array(path.with_name(path.name.removesuffix(".npy") + ".keys.npy"), keys)
+            _save_array(_keys_path(path), keys)
         _save_array(path, logits)
     while not path.is_file():  # other torchrun ranks wait for rank 0's file
         time.sleep(1)
     return np.load(path, mmap_mode="r")
+
+
+def _keys_path(logits: Path) -> Path:
+    """Where the row keys of a file of cached logits are kept."""
+    return logits.with_name(logits.name.removesuffix(".npy") + ".keys.npy")
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
