@@ -1,5 +1,6 @@
-"""The tasks a teacher can be distilled for, by name: how each reads and encodes its data, compares a student's
-logits with the teacher's (`prediction`) and with the true labels (`labels`), and scores predictions.
+"""The tasks a teacher can be distilled for (declared in tinyship.runtime.tasks), with what training adds: how each
+encodes its data, compares a student's logits with the teacher's (`prediction`) and with the true labels
+(`labels`), and scores predictions.
 
 Classification tasks are scored beside their majority-class baseline (the accuracy of always predicting the most
 frequent label) and macro-F1, so that a model that learned nothing but the label shares is seen for what it is.
@@ -10,7 +11,7 @@ token classification, and [batch, tokens, 2] (start and end) for extractive QA; 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import math
@@ -20,23 +21,25 @@ import torch.nn.functional as F
 
 from tinyship.compress.config import MIN_MARGIN
 from tinyship.compress.losses import LOSSES
-from tinyship.runtime.data import load_examples, load_scores, load_span_examples, load_token_examples
 from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.tasks import TASKS as SPECS
+from tinyship.runtime.tasks import TaskSpec
 
 
-@dataclass(frozen=True)
-class Task:
-    name: str
-    head: str  # the transformers Auto class of its models
-    load: Callable  # (DataConfig, split, label names) -> examples
+@dataclass(frozen=True, kw_only=True)
+class Task(TaskSpec):
+    """A task's declaration and its training functions. per_sequence tasks have their teacher's logits cached."""
+
     encode: Callable  # (examples, tokenizer, max_length) -> one dict of ids and "labels" per model input
     prediction: Callable  # (student logits, teacher logits, mask, temperature) -> loss
     labels: Callable  # (student logits, labels) -> loss
     score: Callable  # (logits, labels) as numpy -> (sum, count) of the metric
-    metric: str
-    per_sequence: bool = True  # one logit row per input: the teacher's logits can be cached
     classes: Callable | None = None  # (logits, labels) as numpy -> (predicted, true) class ids, flat; None: no classes
-    lower_is_better: bool = False  # of the metric
+
+
+def _task(name: str, **functions) -> Task:
+    spec = SPECS[name]
+    return Task(**{f.name: getattr(spec, f.name) for f in fields(TaskSpec)}, **functions)
 
 
 def _encode_texts(examples, tokenizer, max_length: int) -> list[dict]:
@@ -60,8 +63,9 @@ def _encode_tokens(examples, tokenizer, max_length: int) -> list[dict]:
 def _encode_spans(examples, tokenizer, max_length: int) -> list[dict]:
     """Question and context, the context cut into windows with a stride of a quarter window; labels are the
     answer's first and last token in a window, or (0, 0) (the first token) where the window lacks it."""
-    encoded = tokenizer(examples.questions, examples.contexts, truncation="only_second", max_length=max_length,
-                        stride=max_length // 4, return_overflowing_tokens=True, return_offsets_mapping=True)
+    windows = SPECS["question-answering"].truncation(max_length)
+    encoded = tokenizer(examples.questions, examples.contexts, truncation=windows["strategy"], max_length=max_length,
+                        stride=windows["stride"], return_overflowing_tokens=True, return_offsets_mapping=True)
     keys = [k for k in encoded.keys() if k not in ("offset_mapping", "overflow_to_sample_mapping")]
     rows = []
     for f, example in enumerate(encoded["overflow_to_sample_mapping"]):
@@ -124,30 +128,26 @@ def _squared_error(logits, labels):
 
 
 TASKS = {
-    "classification": Task("classification", "AutoModelForSequenceClassification", load_examples, _encode_texts,
-                           lambda s, t, mask, temp: LOSSES["prediction"](s, t, temp), LOSSES["labels"],
-                           _matching(_classes), "accuracy", classes=_classes),
-    "regression": Task("regression", "AutoModelForSequenceClassification", lambda c, split, names: load_scores(c, split),
-                       _encode_texts, lambda s, t, mask, temp: LOSSES["prediction_mse"](s, t), LOSSES["labels"],
-                       _squared_error, "mse", lower_is_better=True),
-    "token-classification": Task("token-classification", "AutoModelForTokenClassification", load_token_examples,
-                                 _encode_tokens, _token_prediction, LOSSES["labels"], _matching(_tags), "accuracy",
-                                 per_sequence=False, classes=_tags),
-    "question-answering": Task("question-answering", "AutoModelForQuestionAnswering",
-                               lambda c, split, names: load_span_examples(c, split), _encode_spans, _span_prediction,
-                               _span_labels, _exact_spans, "exact_match", per_sequence=False),
+    "classification": _task("classification", encode=_encode_texts, labels=LOSSES["labels"],
+                            prediction=lambda s, t, mask, temp: LOSSES["prediction"](s, t, temp),
+                            score=_matching(_classes), classes=_classes),
+    "regression": _task("regression", encode=_encode_texts, labels=LOSSES["labels"],
+                        prediction=lambda s, t, mask, temp: LOSSES["prediction_mse"](s, t), score=_squared_error),
+    "token-classification": _task("token-classification", encode=_encode_tokens, prediction=_token_prediction,
+                                  labels=LOSSES["labels"], score=_matching(_tags), classes=_tags),
+    "question-answering": _task("question-answering", encode=_encode_spans, prediction=_span_prediction,
+                                labels=_span_labels, score=_exact_spans),
 }
-HEADS = {"ForSequenceClassification": "classification", "ForTokenClassification": "token-classification",
-         "ForQuestionAnswering": "question-answering"}
 
 
 def task_of(config) -> Task:
-    """The task of a fine-tuned model, from its config's architecture (and, for regression, its single output)."""
+    """The task of a fine-tuned model, from its config's architecture (its head); a sequence classifier with a
+    single output, or problem_type regression, is a regression."""
+    regression = config.problem_type == "regression" or config.num_labels == 1
     for architecture in config.architectures or []:
-        for suffix, name in HEADS.items():
-            if architecture.endswith(suffix):
-                regression = name == "classification" and (config.problem_type == "regression" or config.num_labels == 1)
-                return TASKS["regression" if regression else name]
+        heads = [t for t in TASKS.values() if architecture.endswith(t.head.removeprefix("AutoModel"))]
+        if heads:
+            return next((t for t in heads if (t.name == "regression") == regression), heads[0])
     raise TinyshipError(
         f"the teacher is a {', '.join(config.architectures or ['model without an architecture'])}, not a fine-tuned "
         f"model of a task tinyship distils ({', '.join(TASKS)}): fine-tune it first (`tinyship finetune`), "

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from tinyship.export.quantization import CALIBRATIONS, PRESETS, QUANTIZE_MODES
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.tasks import TASKS
 
 EXPORTERS = ("auto", "optimum", "torch")
-TASK_NAMES = ("auto", "classification", "regression", "token-classification", "question-answering")
+TASK_NAMES = ("auto", *TASKS)
 OBJECTIVES = ("latency", "size", "balanced")  # what the accuracy gate optimises (evaluation.choose)
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyship.compress.tasks import TASKS, Task
+from tinyship.compress.tasks import Task
 from tinyship.runtime.bench import timed
 from tinyship.runtime.predictor import BATCH_SIZE, run_rows
 from tinyship.runtime.predictor import open_session as session  # export and its report open models with it too
+from tinyship.runtime.tasks import LOWER_IS_BETTER
 
-LOWER_IS_BETTER = {task.metric for task in TASKS.values() if task.lower_is_better}
 
 
 # onnxruntime fusions applied when a session loads a model, tried off for each candidate: on onnxruntime 1.32's
@@ -38,7 +38,7 @@ def evaluate(path: Path, rows: list[dict], task: Task, pad_id: int, disabled_opt
 
 def task_logits(output: list[np.ndarray], task: Task) -> np.ndarray:
     """One row's outputs as the task's scorer takes them: QA's start and end logits stacked on a last axis."""
-    return np.stack(output[:2], axis=-1) if task.name == "question-answering" else output[0]
+    return np.stack(output[:len(task.outputs)], axis=-1) if len(task.outputs) > 1 else output[0]
 
 
 def latency(path: Path, feed: dict[str, np.ndarray], threads: int, warmup: int = 10, repeat: int = 50,

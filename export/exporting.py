@@ -18,14 +18,12 @@ from tinyship.compress.tasks import Task
 from tinyship.export.bundling import check_bundle_output, write_bundle
 from tinyship.export.config import ExportConfig
 from tinyship.export.evaluation import choose, described, evaluate, fastest_session, session
-from tinyship.export.onnx_export import BUNDLE_TASKS, check_parity, load_model, max_positions, to_onnx
+from tinyship.export.onnx_export import check_parity, load_model, max_positions, to_onnx
 from tinyship.export.quantization import (PRESETS, STATIC_EMBEDDINGS, STATIC_OPS, VARIANTS, Recipe, batch_invariant_of,
                                           detect_preset, precision_of, selected)
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
 from tinyship.runtime.predictor import pad
-
-LABELLED = ("classification", "token-classification")  # the tasks whose config names its labels
 
 
 def model_labels(model_dir: Path) -> list[str]:
@@ -52,7 +50,7 @@ def export(config: ExportConfig) -> Path:
     if config.task not in ("auto", task.name):
         raise TinyshipError(f"{model_dir} is a {task.name} model ({model.config.architectures[0]}), not "
                             f"{config.task}: pass --task {task.name} or --task auto")
-    labels = model_labels(model_dir) if task.name in LABELLED else []
+    labels = model_labels(model_dir) if task.labelled else []
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     max_length = min(config.data.max_length, max_positions(model.config))
     validation = task.load(config.data, "validation", labels)
@@ -160,12 +158,11 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
         paths[winner],
         model_dir,
         {
-            "task": BUNDLE_TASKS[task.name],
+            "task": task.bundle_task,
             "labels": job.labels,
             "pairs": config.data.text_pair_column is not None,  # whether the model reads (text, pair) inputs
             "multi_label": job.model.config.problem_type == "multi_label_classification",
-            "truncation": {"strategy": "only_second", "stride": job.max_length // 4} if task.name == "question-answering"
-            else {"strategy": "longest_first", "stride": 0},  # as the task's encoding cut inputs in training
+            "truncation": task.truncation(job.max_length),  # as the task's encoding cut inputs in training
             "max_length": job.max_length,
             "inputs": names,
             "outputs": [o.name for o in session(paths[winner]).get_outputs()],

@@ -189,7 +189,7 @@ def measure(spec: dict) -> dict:
     make = ENGINES[spec["engine"]]
     grid = spec["grid"]
     system = make(spec, 1)
-    system.predict([sample_input("classification", 16, 1)[0]])
+    system.predict([sample_input(False, 16, 1)[0]])
     cold = {"cold_start_s": time.time() - spec["launched_at"], "rss_after_first_prediction_mb": _peak_rss_mb()}
     latency = []
     rng = np.random.default_rng(0)
@@ -204,7 +204,7 @@ def measure(spec: dict) -> dict:
                     ids = rng.integers(min(1000, spec["vocab_size"] // 2), spec["vocab_size"], (batch, tokens))
                     call = lambda: system.forward(ids)  # noqa: E731
                 else:
-                    texts = sample_input("classification", tokens, batch)
+                    texts = sample_input(False, tokens, batch)
                     call = lambda: system.predict(texts)  # noqa: E731
                 timing = timed(call, spec["warmup"], spec["repeat"])
                 latency.append({"batch_size": batch, "tokens": tokens, "threads": threads, **timing,

@@ -11,15 +11,10 @@ import torch
 
 from tinyship.compress.pruning import load_model as load_pruned
 from tinyship.compress.tinyship_pruned import read_config
-from tinyship.compress.tasks import HEADS, Task, task_of
+from tinyship.compress.tasks import TASKS, Task, task_of
 from tinyship.runtime.bundle import POSITION_OFFSET
 from tinyship.runtime.errors import TinyshipError
 
-# The exporter's task for each tinyship task, and the task name a bundle's manifest carries.
-OPTIMUM_TASKS = {"classification": "text-classification", "regression": "text-classification",
-                 "token-classification": "token-classification", "question-answering": "question-answering"}
-BUNDLE_TASKS = {"classification": "text-classification", "regression": "text-regression",
-                "token-classification": "token-classification", "question-answering": "question-answering"}
 PARITY_BATCHES = (1, 3, 8)
 PARITY_LENGTHS = (1, 17, 128)  # and the model's maximum
 
@@ -30,9 +25,10 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, Task]:
     try:
         task = task_of(config)
     except TinyshipError:
+        heads = sorted({"*" + t.head.removeprefix("AutoModel") for t in TASKS.values()})
         raise TinyshipError(
             f"{model_dir} is a {', '.join(config.architectures or ['model without a task head'])}: tinyship exports "
-            f"models with a task head ({', '.join('*' + h for h in HEADS)}); fine-tune or distil it first"
+            f"models with a task head ({', '.join(heads)}); fine-tune or distil it first"
         ) from None
     try:
         model = load_pruned(model_dir)  # plain, or pruned with layers of their own widths
@@ -79,13 +75,13 @@ def optimum_model_types(task: Task) -> list[str]:
     import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the exporter's configs)
     from optimum.exporters.tasks import TasksManager
 
-    return sorted(TasksManager.get_supported_model_type_for_task(OPTIMUM_TASKS[task.name], exporter="onnx"))
+    return sorted(TasksManager.get_supported_model_type_for_task(task.exporter_task, exporter="onnx"))
 
 
 def _optimum_export(model, task: Task, out_dir: Path, opset: int) -> Path:
     from optimum.exporters.onnx import onnx_export_from_model
 
-    onnx_export_from_model(model, out_dir, opset=opset, task=OPTIMUM_TASKS[task.name], do_validation=False,
+    onnx_export_from_model(model, out_dir, opset=opset, task=task.exporter_task, do_validation=False,
                            no_post_process=True)
     return out_dir / "model.onnx"
 

@@ -5,7 +5,8 @@
     classify(["a gripping, funny film", "a dull mess"])
     # [{'label': 'positive', 'score': 0.97, 'scores': {...}, 'truncated': False}, {'label': 'negative', ...}]
 
-load() returns the bundle's task's predictor: TextClassifier, TokenClassifier or QuestionAnswerer.
+load() returns the predictor of the bundle's task (tinyship.runtime.tasks): TextClassifier, TextRegressor,
+TokenClassifier or QuestionAnswerer.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from pathlib import Path
 
 from tinyship.runtime.bundle import batch_invariant, FORMAT_VERSION, MANIFEST_NAME, check_fit, read_manifest
 from tinyship.runtime.errors import TinyshipError
-from tinyship.runtime.predictor import Predictor, TextClassifier
+from tinyship.runtime.predictor import Predictor, TextClassifier, TextRegressor
 from tinyship.runtime.question_answering import QuestionAnswerer
+from tinyship.runtime.tasks import bundle_task
 from tinyship.runtime.token_classification import TokenClassifier
 
-TASKS = {"text-classification": TextClassifier, "token-classification": TokenClassifier,
-         "question-answering": QuestionAnswerer}
-
-__all__ = ["FORMAT_VERSION", "QuestionAnswerer", "TextClassifier", "TinyshipError", "TokenClassifier", "load"]
+__all__ = ["FORMAT_VERSION", "QuestionAnswerer", "TextClassifier", "TextRegressor", "TinyshipError", "TokenClassifier",
+           "load"]
 
 
 def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32, providers: list[str] | None = None,
@@ -33,12 +33,10 @@ def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32, p
     providers: onnxruntime execution providers (default: CPU); optimization_level: disable, basic, extended or all.
     """
     manifest = read_manifest(bundle)
-    task = manifest["task"]
-    if task not in TASKS:
-        raise TinyshipError(f"{bundle} is a {task!r} bundle; this tinyship serves {', '.join(TASKS)}")
+    task = bundle_task(manifest["task"], str(bundle))
     bundle = Path(bundle)
-    extra = {"multi_label": manifest.get("multi_label", False)} if task == "text-classification" else {}
-    predictor = TASKS[task](
+    extra = {"multi_label": manifest.get("multi_label", False)} if task.predictor is TextClassifier else {}
+    predictor = task.predictor(
         bundle / manifest["model"],
         bundle / manifest["tokenizer"],
         labels=manifest["labels"],

@@ -47,18 +47,16 @@ print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 """
 
 
-def sample_input(task: str, tokens: int, batch: int):
-    """Inputs of about `tokens` tokens each (one per repeated word), as the task's predictor takes them."""
-    words = " ".join(["word"] * max(1, tokens - 2))
-    if task == "question-answering":
-        one = ("which word?", " ".join(["word"] * max(1, tokens - 6)))
-        return [tuple(one)] * batch
-    return [words] * batch
+def sample_input(pairs: bool, tokens: int, batch: int):
+    """Inputs of about `tokens` tokens each (one per repeated word): texts, or (question, context) pairs."""
+    if pairs:
+        return [("which word?", " ".join(["word"] * max(1, tokens - 6)))] * batch
+    return [" ".join(["word"] * max(1, tokens - 2))] * batch
 
 
-def cold_start(bundle: Path, task: str) -> dict:
+def cold_start(bundle: Path, pairs: bool) -> dict:
     """Seconds from a fresh interpreter's first import to its first prediction, and the process's peak RSS."""
-    first = sample_input(task, 16, 1)[0]
+    first = sample_input(pairs, 16, 1)[0]
     result = subprocess.run([sys.executable, "-c", COLD_START, str(bundle), json.dumps(first)],
                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if result.returncode != 0:
@@ -78,7 +76,7 @@ def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads
         predict = load(bundle, threads=count, batch_size=max(batch_sizes))
         for batch in batch_sizes:
             for tokens in lengths:
-                inputs = sample_input(task, min(tokens, manifest["max_length"]), batch)
+                inputs = sample_input(predict.pairs, min(tokens, manifest["max_length"]), batch)
                 timing = timed(lambda: predict(inputs), max(3, repeat // 10), repeat)
                 grid.append({"batch_size": batch, "tokens": tokens, "threads": count or os.cpu_count(), **timing,
                              "per_second": batch / timing["median_ms"] * 1e3})
@@ -88,7 +86,7 @@ def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads
         "precision": manifest.get("precision"),
         "batch_invariant": predict.batch_invariant,
         "size_bytes": sum((bundle / name).stat().st_size for name in manifest["files"]),
-        "cold_start": cold_start(bundle, task),
+        "cold_start": cold_start(bundle, bool(predict.pairs)),
         "latency": grid,
         "repeat": repeat,
         "machine": machine(),

@@ -14,6 +14,7 @@ from pathlib import Path
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import sha256_file
 from tinyship.runtime.schema import validate
+from tinyship.runtime.tasks import TaskSpec, bundle_task
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "tinyship.json"
@@ -51,16 +52,16 @@ def read_manifest(bundle: str | Path) -> dict:
 def check_fit(predictor, manifest: dict, where: str | Path) -> None:
     """Refuse a manifest that does not fit the loaded model and tokenizer: labels that do not name the output
     columns, or a truncation the tokenizer cannot apply."""
-    _check_labels(manifest["labels"], manifest["task"], predictor.session.get_outputs()[0].shape, where)
+    _check_labels(manifest["labels"], bundle_task(manifest["task"]), predictor.session.get_outputs()[0].shape, where)
     _check_truncation(predictor, where)
 
 
-def _check_labels(labels: list[str], task: str, shape: list, where: str | Path) -> None:
-    """One label per output column (when the model fixes the width); none for question answering."""
+def _check_labels(labels: list[str], task: TaskSpec, shape: list, where: str | Path) -> None:
+    """One label per output column (when the model fixes the width); none for a task without classes."""
     width = shape[-1] if shape and isinstance(shape[-1], int) else None
-    if task == "question-answering":
+    if not task.labelled:
         if labels:
-            raise TinyshipError(f"{where}: labels must be empty for question answering (it has {len(labels)}): {FIX}")
+            raise TinyshipError(f"{where}: labels must be empty for {task.name} (it has {len(labels)}): {FIX}")
     elif not labels or width not in (None, len(labels)):
         raise TinyshipError(f"{where}: labels lists {len(labels)} names but the model outputs "
                             f"{width or 'some'} columns (one per label): {FIX}")

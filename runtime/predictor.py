@@ -40,7 +40,6 @@ class Predictor:
 
     per_token = False  # whether the model's outputs have a row per token (trimmed to each input's length)
     pairs: bool | None = None  # inputs are (text, pair) tuples: True; texts: False; either: None
-    truncation = {"strategy": "longest_first", "stride": 0}  # how inputs over max_length are cut (a manifest may say)
 
     def __init__(
         self,
@@ -62,7 +61,7 @@ class Predictor:
         self.session = open_session(model_path, threads, providers, optimization_level, disabled_optimizers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.tokenizer, self.pad_id = load_tokenizer(tokenizer_path, max_length)
-        self.truncation = {**self.truncation, **(truncation or {})}
+        self.truncation = {**self.default_truncation(max_length), **(truncation or {})}
         try:
             self.tokenizer.enable_truncation(max_length, **self.truncation)
         except Exception as e:  # tokenizers raises bare exceptions for unknown strategies
@@ -73,6 +72,11 @@ class Predictor:
         self.batch_invariant = batch_invariant
         if self.pairs is None:
             self.pairs = pairs
+
+    @staticmethod
+    def default_truncation(max_length: int) -> dict:
+        """How inputs over max_length tokens are cut, in training as at serving time (a manifest may say otherwise)."""
+        return {"strategy": "longest_first", "stride": 0}
 
     def check(self, inputs) -> list:
         """The inputs as a non-empty list, each a non-empty text (or pair) of the kind this model takes, in valid
@@ -167,6 +171,18 @@ class TextClassifier(Predictor):
     def logits(self, inputs) -> np.ndarray:
         """The model's logits, one row per input, in input order."""
         return np.stack([rows[0] for rows in self._run(self.encode(self.check(inputs)))])
+
+
+class TextRegressor(Predictor):
+    """A number for each text or (text, pair) tuple: the model's single output."""
+
+    def __call__(self, inputs):
+        """For one input a dict, for a list a list of dicts: score, and whether the input was truncated."""
+        single = isinstance(inputs, (str, tuple))
+        encodings = self.encode(self.check(inputs))
+        results = [{"score": float(rows[0][0]), "truncated": bool(encoding.overflowing)}
+                   for rows, encoding in zip(self._run(encodings), encodings)]
+        return results[0] if single else results
 
 
 def open_session(model_path: str | Path, threads: int | None = None, providers: list[str] | None = None,

@@ -17,9 +17,10 @@ class QuestionAnswerer(Predictor):
     per_token = True
     pairs = True
 
-    def __init__(self, *args, truncation: dict | None = None, max_length: int = 128, **kwargs):
-        windows = {"strategy": "only_second", "stride": max_length // 4}  # as training cut contexts
-        super().__init__(*args, max_length=max_length, truncation={**windows, **(truncation or {})}, **kwargs)
+    @staticmethod
+    def default_truncation(max_length: int) -> dict:
+        """Contexts cut into windows that overlap by a quarter of max_length."""
+        return {"strategy": "only_second", "stride": max_length // 4}
 
     def __call__(self, inputs, top_k: int = 1, max_answer_length: int = 30):
         """For one (question, context) tuple a dict, for a list a list of dicts: answer, score, start and end

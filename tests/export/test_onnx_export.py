@@ -8,6 +8,7 @@ from transformers import AutoConfig, AutoTokenizer, BertForQuestionAnswering, Be
 
 from tinyship.export import ExportConfig, export
 from tinyship.export.onnx_export import max_positions, parity_inputs
+from tinyship.runtime import load
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
 
@@ -68,6 +69,10 @@ def test_every_task_exports_with_parity_and_loads_in_optimum_and_onnxruntime(nam
     result = loaded(**{k: torch.from_numpy(v) for k, v in encoded.items()})
     for output, expected in zip(outputs, bare):
         np.testing.assert_allclose(result[output].numpy(), expected, atol=1e-6)
+    if name == "regression":  # the runtime serves what export writes
+        single = tokenizer("alice visited paris", return_tensors="np")
+        expected = session.run(None, {n: single[n].astype(np.int64) for n in manifest["inputs"]})[0][0, 0]
+        assert load(bundle)("alice visited paris")["score"] == pytest.approx(float(expected), abs=1e-5)
 
 
 def test_parity_inputs_cover_batches_lengths_and_padding(tiny_model_dir):
