@@ -77,6 +77,43 @@ def general_phases() -> list[Phase]:
     return [Phase(dict.fromkeys(INTERMEDIATE_LOSSES, 1.0), 1.0)]
 
 
+@dataclass(frozen=True)
+class Student:
+    """The student, parsed once from the ways a user names it (DistillConfig's student, student_layers and layers):
+    a model (None: the teacher's own layers; a model directory; a STUDENT_SHAPES name) and the layers it keeps
+    (a count cut uniformly, or 1-based layer numbers; None: all of a directory's or a shape's, half the teacher's)."""
+
+    model: str | None = None
+    layers: int | tuple[int, ...] | None = None
+
+    @classmethod
+    def parse(cls, student: str | None, student_layers: int | None, layers: list[int] | None) -> Student:
+        if student_layers is not None and layers is not None:
+            raise TinyshipError("give one of: a student layer count (student_layers, --student-layers) or the layers "
+                                "it keeps (layers, --layers), not both")
+        spec = cls(student, tuple(layers) if layers is not None else student_layers)
+        if spec.shape and spec.layers is not None:
+            raise TinyshipError(f"the shape {student} has {spec.shape['num_hidden_layers']} layers of its own: leave out "
+                                "the layer count and the layers to keep, or give a model directory to cut")
+        return spec
+
+    @property
+    def shape(self) -> dict | None:
+        """The config values of a student built from a shape, or None."""
+        return STUDENT_SHAPES.get(self.model) if self.model else None
+
+    @property
+    def directory(self) -> str | None:
+        """The student's model directory, when the student is one (not a shape or a cut of the teacher)."""
+        return None if self.model is None or self.shape else self.model
+
+    def fields(self) -> dict:
+        """As DistillConfig's fields: every one of them, so that replacing them leaves no other choice behind."""
+        count = self.layers if isinstance(self.layers, int) else None
+        kept = list(self.layers) if isinstance(self.layers, tuple) else None
+        return {"student": self.model, "student_layers": count, "layers": kept}
+
+
 @dataclass
 class DistillConfig(TrainingConfig):
     """Distil a teacher into a smaller student by the TinyBERT method.
@@ -117,7 +154,7 @@ class DistillConfig(TrainingConfig):
         super().__post_init__()
         if self.stage not in STAGES:
             raise TinyshipError(f"stage {self.stage!r}: use task or general")
-        self._check_student()
+        self.spec = Student.parse(self.student, self.student_layers, self.layers)  # read this, not the three fields
         if self.attention not in ATTENTION_TARGETS:
             raise TinyshipError(f"attention {self.attention!r}: use scores or probabilities")
         if self.teacher_bundle and self.cache_teacher is False:
@@ -143,36 +180,14 @@ class DistillConfig(TrainingConfig):
                     f"general distillation has no labels or task head: use only {', '.join(INTERMEDIATE_LOSSES)}"
                 )
 
-    def _check_student(self) -> None:
-        """The student choices that mean something: a cut (a layer count or the layers kept) of the teacher or of a
-        student directory, or a shape as it is."""
-        if self.student_layers is not None and self.layers is not None:
-            raise TinyshipError("give one of: a student layer count (student_layers, --student-layers) or the layers "
-                                "it keeps (layers, --layers), not both")
-        if self.student in STUDENT_SHAPES and self.cut:
-            layers = STUDENT_SHAPES[self.student]["num_hidden_layers"]
-            raise TinyshipError(f"the shape {self.student} has {layers} layers of its own: leave out the layer count "
-                                "and the layers to keep, or give a model directory to cut")
-
-    @property
-    def cut(self) -> bool:
-        """Whether the student is cut to some layers (a count, or the layers kept)."""
-        return self.student_layers is not None or self.layers is not None
-
-    @property
-    def student_dir(self) -> str | None:
-        """The student's model directory, when the student is one (not a shape or a cut of the teacher)."""
-        return None if self.student in (None, *STUDENT_SHAPES) else self.student
-
 
 def with_student(config: DistillConfig, student: str) -> DistillConfig:
-    """config with the model directory `student` (e.g. a pruned student, already cut) as its student in place of the
-    one it names: the layer count and kept layers are cleared, and each student layer keeps learning from the teacher
-    layer it learnt from before (the given layer map; else the teacher layers it was cut from; else None: g(m) =
-    m*N/M over its M layers, as before the pruning)."""
-    kept_teacher_layers = config.layers if config.student is None else None
-    return replace(config, student=student, student_layers=None, layers=None,
-                   layer_map=config.layer_map or kept_teacher_layers)
+    """config with the model directory `student` (e.g. a pruned student, already cut) as its whole student in place
+    of the one it names; each student layer keeps learning from the teacher layer it learnt from before (the given
+    layer map; else the teacher layers it was cut from; else None: g(m) = m*N/M over its M layers, as before)."""
+    spec = config.spec
+    kept_teacher_layers = list(spec.layers) if spec.model is None and isinstance(spec.layers, tuple) else None
+    return replace(config, **Student(student).fields(), layer_map=config.layer_map or kept_teacher_layers)
 
 
 @dataclass

@@ -228,7 +228,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     stage = {
         "config": settings(config),
         "teacher_sha256": weights_digest(teacher_dir),
-        **({"student_sha256": weights_digest(student_dir)} if config.student_dir else {}),
+        **({"student_sha256": weights_digest(student_dir)} if config.spec.directory else {}),
         "layer_map": layer_map,
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
         "tokenizers": "same" if not separate else "different: prediction loss only" if misaligned else "aligned by position",

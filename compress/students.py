@@ -10,7 +10,7 @@ import torch
 import transformers
 from transformers import AutoModel, set_seed
 
-from tinyship.compress.config import STUDENT_SHAPES, DistillConfig
+from tinyship.compress.config import STUDENT_SHAPES, DistillConfig, Student
 from tinyship.compress.finetuning import quiet_transformers
 from tinyship.compress.pruning import PRUNING_KEY, load_model
 from tinyship.compress.tinyship_pruned import read_config
@@ -26,6 +26,14 @@ def uniform_layers(teacher_layers: int, student_layers: int, source: str = "teac
     if not 1 <= student_layers <= teacher_layers:
         raise TinyshipError(f"a student of {student_layers} layers from a {teacher_layers}-layer {source}: use 1 to {teacher_layers}")
     return [m * teacher_layers // student_layers for m in range(1, student_layers + 1)]
+
+
+def kept_layers(spec: Student, count: int, source: str = "teacher") -> list[int]:
+    """The 1-based layers of a `count`-layer source that the student keeps: those named, or a uniform cut
+    (by default half the teacher's layers)."""
+    if isinstance(spec.layers, tuple):
+        return list(spec.layers)
+    return uniform_layers(count, spec.layers or max(1, count // 2), source)
 
 
 def student_from_teacher(model, layers: list[int], source: str = "teacher"):
@@ -53,20 +61,20 @@ def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task 
     was cut from, or uniform g(m) = m*N/M). A student directory with a layer count or kept layers is cut to those
     of its own layers, uniformly by the same rule as a cut of the teacher."""
     set_seed(config.seed)  # fresh weights (a shape, a new head) are the same on every run
+    spec = config.spec
     teacher_count = len(encoder_layers(teacher))
     tokenizer_dir = teacher_dir
-    if config.student in STUDENT_SHAPES:
-        shape = {**teacher.config.to_dict(), **STUDENT_SHAPES[config.student]}
-        student = type(teacher)(type(teacher.config).from_dict(shape))
-        cut_from = None
-    elif config.student:
-        if not Path(config.student).exists():
-            raise TinyshipError(f"student {config.student!r} is neither a model directory nor a shape "
+    cut_from = None
+    if spec.shape:
+        student = type(teacher)(type(teacher.config).from_dict({**teacher.config.to_dict(), **spec.shape}))
+    elif spec.directory:
+        if not Path(spec.directory).exists():
+            raise TinyshipError(f"student {spec.directory!r} is neither a model directory nor a shape "
                                 f"({', '.join(STUDENT_SHAPES)}): check the path or the name")
-        tokenizer_dir = check_model_dir(config.student)
+        tokenizer_dir = check_model_dir(spec.directory)
         pruned = hasattr(read_config(tokenizer_dir), PRUNING_KEY)
-        if pruned and config.cut:
-            raise TinyshipError(f"student {config.student} is pruned (its layers differ in shape) and is not cut: "
+        if pruned and spec.layers is not None:
+            raise TinyshipError(f"student {spec.directory} is pruned (its layers differ in shape) and is not cut: "
                                 "leave out the layer count and the layers to keep")
         with quiet_transformers():  # a general student has no task head yet: a fresh one is expected
             if task is not None and pruned:
@@ -82,14 +90,11 @@ def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task 
                     problem_type=teacher.config.problem_type,
                     ignore_mismatched_sizes=True,
                 )
-        if config.cut:
-            source = f"student ({config.student})"
-            kept = config.layers or uniform_layers(len(encoder_layers(student)), config.student_layers, source)
-            student = student_from_teacher(student, kept, source)
-        cut_from = None
+        if spec.layers is not None:
+            source = f"student ({spec.directory})"
+            student = student_from_teacher(student, kept_layers(spec, len(encoder_layers(student)), source), source)
     else:
-        count = max(1, teacher_count // 2) if config.student_layers is None else config.student_layers
-        cut_from = uniform_layers(teacher_count, count) if config.layers is None else config.layers
+        cut_from = kept_layers(spec, teacher_count)
         student = student_from_teacher(teacher, cut_from)
     student_count = len(encoder_layers(student))
     layer_map = config.layer_map or cut_from or uniform_layers(teacher_count, student_count)

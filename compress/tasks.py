@@ -138,6 +138,7 @@ TASKS = {
     "question-answering": _task("question-answering", encode=_encode_spans, prediction=_span_prediction,
                                 labels=_span_labels, score=_exact_spans),
 }
+HEADS = sorted({t.head.removeprefix("AutoModel") for t in TASKS.values()})  # the architecture suffixes of task models
 
 
 def task_of(config) -> Task:

@@ -11,7 +11,7 @@ import torch
 
 from tinyship.compress.pruning import load_model as load_pruned
 from tinyship.compress.tinyship_pruned import read_config
-from tinyship.compress.tasks import TASKS, Task, task_of
+from tinyship.compress.tasks import HEADS, Task, task_of
 from tinyship.runtime.bundle import POSITION_OFFSET
 from tinyship.runtime.errors import TinyshipError
 
@@ -25,10 +25,9 @@ def load_model(model_dir: Path) -> tuple[torch.nn.Module, Task]:
     try:
         task = task_of(config)
     except TinyshipError:
-        heads = sorted({"*" + t.head.removeprefix("AutoModel") for t in TASKS.values()})
         raise TinyshipError(
             f"{model_dir} is a {', '.join(config.architectures or ['model without a task head'])}: tinyship exports "
-            f"models with a task head ({', '.join(heads)}); fine-tune or distil it first"
+            f"models with a task head ({', '.join('*' + h for h in HEADS)}); fine-tune or distil it first"
         ) from None
     try:
         model = load_pruned(model_dir)  # plain, or pruned with layers of their own widths

@@ -114,8 +114,8 @@ def _made_from(stage_config) -> dict:
     if not isinstance(stage_config, DistillConfig):
         return {}
     made_from = {"teacher_sha256": weights_digest(Path(stage_config.teacher))}
-    if stage_config.student_dir:
-        made_from["student_sha256"] = weights_digest(Path(stage_config.student_dir))
+    if stage_config.spec.directory:
+        made_from["student_sha256"] = weights_digest(Path(stage_config.spec.directory))
     return made_from
 
 

@@ -3,7 +3,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from tinyship.compress import DistillConfig, load_model
-from tinyship.compress.config import with_student
+from tinyship.compress.config import Student, with_student
 from tinyship.compress.students import build_student, load_teacher
 from tinyship.runtime.errors import TinyshipError
 
@@ -93,7 +93,7 @@ REFUSED = {  # a combination -> its error
 def test_the_meaningful_student_choices_are_accepted(choice):
     config = DistillConfig(**choice)
     assert {k: getattr(config, k) for k in choice} == choice
-    assert config.student_dir == ("runs/small" if choice.get("student") == "runs/small" else None)
+    assert config.spec.directory == ("runs/small" if choice.get("student") == "runs/small" else None)
 
 
 @pytest.mark.parametrize("name", REFUSED)
@@ -113,4 +113,4 @@ def test_the_other_student_choices_are_refused(name):
 def test_a_pruned_student_replaces_any_choice_and_keeps_learning_from_the_same_teacher_layers(choice, layer_map):
     recovery = with_student(DistillConfig(**choice), "runs/pruned")
     assert (recovery.student, recovery.student_layers, recovery.layers) == ("runs/pruned", None, None)
-    assert recovery.layer_map == layer_map and recovery.student_dir == "runs/pruned"
+    assert recovery.layer_map == layer_map and recovery.spec == Student("runs/pruned")

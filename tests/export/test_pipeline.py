@@ -7,6 +7,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification
 
 from tinyship.compress import DistillConfig, FinetuneConfig, Phase
+from tinyship.compress.config import Student
 from tinyship.export import CompressConfig, ExportConfig, compress, load_recipe
 from tinyship.export.cli import _configure_compress, compress_config_from_args
 from tinyship.export.pipeline import stages
@@ -165,14 +166,14 @@ def compress_args(*flags: str) -> CompressConfig:
     return compress_config_from_args(parser.parse_args(list(flags)))
 
 
-STUDENTS = {  # every way `tinyship compress` names a student, and what the first distillation gets
-    "directory": (["--student", "{dir}"], dict(student="{dir}")),
-    "directory cut to a count": (["--student", "{dir}", "--student-layers", "2"], dict(student="{dir}", student_layers=2)),
-    "directory cut to its layers": (["--student", "{dir}", "--layers", "1,3"], dict(student="{dir}", layers=[1, 3])),
-    "shape": (["--student", "tinybert-4"], dict(student="tinybert-4")),
-    "layer count": (["--student-layers", "1"], dict(student_layers=1)),
-    "kept layers": (["--layers", "1,3"], dict(layers=[1, 3])),
-    "default": ([], {}),
+STUDENTS = {  # every way `tinyship compress` names a student, and the student the first distillation gets
+    "directory": (["--student", "{dir}"], ("{dir}", None)),
+    "directory cut to a count": (["--student", "{dir}", "--student-layers", "2"], ("{dir}", 2)),
+    "directory cut to its layers": (["--student", "{dir}", "--layers", "1,3"], ("{dir}", (1, 3))),
+    "shape": (["--student", "tinybert-4"], ("tinybert-4", None)),
+    "layer count": (["--student-layers", "1"], (None, 1)),
+    "kept layers": (["--layers", "1,3"], (None, (1, 3))),
+    "default": ([], (None, None)),
 }
 PRUNING = {  # flag (or recipe) -> the number of prune-then-recover rounds
     "none": ([], "", 0),
@@ -189,10 +190,9 @@ PRUNING = {  # flag (or recipe) -> the number of prune-then-recover rounds
 @pytest.mark.parametrize("pruning", PRUNING)
 def test_every_student_and_pruning_choice_gives_valid_stage_configs(student, pruning, vocabulary, tiny_model_dir,
                                                                     tmp_path):
-    student_flags, first = (
-        [f.format(dir=tiny_model_dir) for f in STUDENTS[student][0]],
-        {k: v.format(dir=tiny_model_dir) if isinstance(v, str) else v for k, v in STUDENTS[student][1].items()},
-    )
+    flags, (model, layers) = STUDENTS[student]
+    student_flags = [f.format(dir=tiny_model_dir) for f in flags]
+    first = Student(model and model.format(dir=tiny_model_dir), layers)
     prune_flags, recipe, rounds = PRUNING[pruning]
     (tmp_path / "recipe.yaml").write_text(recipe)
     out = tmp_path / "run"
@@ -205,16 +205,15 @@ def test_every_student_and_pruning_choice_gives_valid_stage_configs(student, pru
                                           *(f"{s}{k}" for k in suffixes for s in ("pruned", "recovered")),
                                           *(["vocabulary"] if vocabulary else []), "bundle"]
     stage = dict(plan)
-    assert {k: getattr(stage["student"], k) for k in first} == first
-    assert sum(getattr(stage["student"], k) is not None for k in ("student", "student_layers", "layers")) == len(first)
+    assert stage["student"].spec == first
     model = str(out / "student")
     for k in suffixes:
         pruned, recovered = stage[f"pruned{k}"], stage[f"recovered{k}"]
         assert pruned.model == model and pruned.output_dir == str(out / f"pruned{k}")
-        assert (recovered.student, recovered.student_layers, recovered.layers) == (pruned.output_dir, None, None)
+        assert recovered.spec == Student(pruned.output_dir)  # whole: nothing of the first student's cut is left
         # each student layer learns from the same teacher layer: the ones it was cut from, else g(m) (None)
-        assert recovered.layer_map == (None if "student" in first else first.get("layers"))
-        assert recovered.teacher == str(out / "teacher") and recovered.student_dir == pruned.output_dir
+        cut_from = list(first.layers) if first.model is None and isinstance(first.layers, tuple) else None
+        assert recovered.layer_map == cut_from and recovered.teacher == str(out / "teacher")
         assert all("attention" not in p.losses for p in recovered.phases)
         model = recovered.output_dir
     assert model == str(out / (f"recovered{suffixes[-1]}" if rounds else "student"))
