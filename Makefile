@@ -29,12 +29,12 @@ test: $(STAMP)
 BASE := runs/bench-distill-base
 bench bench-quick: $(STAMP)
 	test -f runs/demo/bundle/tinyship.json || $(BIN)/tinyship compress
-	$(BIN)/python benchmarks/suite/run.py $(if $(filter bench-quick,$@),--quick,--readme README.md) \
+	$(BIN)/python -m benchmarks.suite.run $(if $(filter bench-quick,$@),--quick,--readme README.md) \
 		$(if $(and $(filter bench,$@),$(wildcard $(BASE)/bundle/tinyship.json)),--base-teacher $(BASE)/teacher \
 		--base-bundle $(BASE)/bundle) $(BENCH_ARGS)
 
 bench-base: $(STAMP)
-	$(BIN)/python benchmarks/distill/base.py
+	$(BIN)/python -m benchmarks.distill.base
 
 clean:
 	rm -rf $(VENV) runs build .pytest_cache *.egg-info

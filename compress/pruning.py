@@ -18,10 +18,12 @@ import transformers
 from transformers import AutoTokenizer
 
 from tinyship.compress.config import PruneConfig, settings
+from tinyship.compress.flops import PRUNING_KEY, layer_flops
 from tinyship.compress.states import encoder_layers, logits_of
 from tinyship.compress.tasks import task_of
-from tinyship.compress.tinyship_pruned import KEY as PRUNING_KEY, ffn_widths, read_config, set_ffn_widths
+from tinyship.compress.tinyship_pruned import ffn_widths, read_config, set_ffn_widths
 from tinyship.compress.training import PadCollator, check_output, parameter_count, save_model
+from tinyship.runtime.bench import timed
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
 
@@ -280,23 +282,14 @@ def measured_fraction(model, head_scores, neuron_scores, config: PruneConfig, to
 
 
 def _latency_ms(model, tokens: int, runs: int = 30) -> float:
-    import time
-
     ids = torch.full((1, tokens), min(1000, model.config.vocab_size - 1))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.inference_mode():
-            for _ in range(5):
-                model(input_ids=ids)
-            times = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                model(input_ids=ids)
-                times.append(time.perf_counter() - start)
+            return timed(lambda: model(input_ids=ids), 5, runs)["median_ms"]
     finally:
         torch.set_num_threads(threads)
-    return sorted(times)[len(times) // 2] * 1e3
 
 
 def prunable_parameters(model) -> int:
@@ -312,12 +305,6 @@ def prunable_parameters(model) -> int:
 
 
 def encoder_flops(model, tokens: int = 128) -> int:
-    """Multiply-adds x 2 of the encoder's matrix products for one sequence: each head's projections and attention
-    products, each FFN neuron's two dot products. Linear in kept heads and in kept neurons."""
-    total = 0
-    for layer in encoder_layers(model):
-        attention = layer.attention.self
-        width, hidden = attention.all_head_size, attention.query.in_features
-        total += 4 * tokens * hidden * width + 2 * tokens * tokens * width  # q, k, v, output; scores and context
-        total += 2 * tokens * hidden * layer.intermediate.dense.out_features
-    return 2 * total
+    """compress.flops.layer_flops() summed over the model's layers, at their kept widths."""
+    return sum(layer_flops(tokens, layer.attention.self.query.in_features, layer.attention.self.all_head_size,
+                           layer.intermediate.dense.out_features) for layer in encoder_layers(model))

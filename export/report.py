@@ -21,11 +21,10 @@ from tinyship.compress.tasks import class_metrics, majority_baseline
 from tinyship.export.bundling import versions
 from tinyship.export.evaluation import session
 from tinyship.export.exporting import model_labels
-from tinyship.export.measure import weights_bytes
 from tinyship.export.quantization import batch_invariant_of
 from tinyship.runtime.bench import machine, timed
 from tinyship.runtime.data import DataConfig, Examples, load_examples
-from tinyship.runtime.files import write_text_atomic
+from tinyship.runtime.files import weights_bytes, write_text_atomic
 from tinyship.runtime.predictor import TextClassifier, load_tokenizer
 
 WARMUP, REPEAT = 20, 200

@@ -6,50 +6,27 @@
     # [{'label': 'positive', 'score': 0.97, 'scores': {...}, 'truncated': False}, {'label': 'negative', ...}]
 
 load() returns the predictor of the bundle's task (tinyship.runtime.tasks): TextClassifier, TextRegressor,
-TokenClassifier or QuestionAnswerer.
+TokenClassifier or QuestionAnswerer. The names below load on first use, so that importing a light module of the
+package (errors, files, bench) does not start onnxruntime.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
 
-from tinyship.runtime.bundle import batch_invariant, FORMAT_VERSION, MANIFEST_NAME, check_fit, read_manifest
-from tinyship.runtime.errors import TinyshipError
-from tinyship.runtime.predictor import Predictor, TextClassifier, TextRegressor
-from tinyship.runtime.question_answering import QuestionAnswerer
-from tinyship.runtime.tasks import bundle_task
-from tinyship.runtime.token_classification import TokenClassifier
+EXPORTS = {
+    "load": "tinyship.runtime.loader",
+    "FORMAT_VERSION": "tinyship.runtime.bundle",
+    "TinyshipError": "tinyship.runtime.errors",
+    "TextClassifier": "tinyship.runtime.predictor",
+    "TextRegressor": "tinyship.runtime.predictor",
+    "TokenClassifier": "tinyship.runtime.token_classification",
+    "QuestionAnswerer": "tinyship.runtime.question_answering",
+}
+__all__ = sorted(EXPORTS)
 
-__all__ = ["FORMAT_VERSION", "QuestionAnswerer", "TextClassifier", "TextRegressor", "TinyshipError", "TokenClassifier",
-           "load"]
 
-
-def load(bundle: str | Path, threads: int | None = None, batch_size: int = 32, providers: list[str] | None = None,
-         optimization_level: str = "all") -> Predictor:
-    """The bundle's predictor, after checking its manifest, every file's sha256 and that the manifest fits the model.
-
-    threads: onnxruntime intra-op threads (default: all cores); batch_size: inputs per model run (1 when the bundle
-    is not batch-invariant);
-    providers: onnxruntime execution providers (default: CPU); optimization_level: disable, basic, extended or all.
-    """
-    manifest = read_manifest(bundle)
-    task = bundle_task(manifest["task"], str(bundle))
-    bundle = Path(bundle)
-    extra = {"multi_label": manifest.get("multi_label", False)} if task.predictor is TextClassifier else {}
-    predictor = task.predictor(
-        bundle / manifest["model"],
-        bundle / manifest["tokenizer"],
-        labels=manifest["labels"],
-        max_length=manifest["max_length"],
-        threads=threads,
-        batch_size=batch_size,
-        disabled_optimizers=manifest.get("session", {}).get("disabled_optimizers", []),
-        providers=providers,
-        optimization_level=optimization_level,
-        pairs=manifest.get("pairs"),
-        truncation=manifest.get("truncation"),
-        batch_invariant=batch_invariant(manifest),
-        **extra,
-    )
-    check_fit(predictor, manifest, bundle / MANIFEST_NAME)
-    return predictor
+def __getattr__(name: str):
+    if name not in EXPORTS:
+        raise AttributeError(f"module 'tinyship.runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(EXPORTS[name]), name)

@@ -23,30 +23,6 @@ from tinyship.runtime.errors import TinyshipError
 
 SPEED_FLAGS = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
                "asimddp", "i8mm"}
-PEAK_RSS = '''
-import resource
-
-
-def peak_rss_mb():
-    "This process's peak resident memory: VmHWM (ru_maxrss would count the parent's peak from before exec)."
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-'''  # source for fresh processes, which must import nothing of ours before they are measured
-COLD_START = PEAK_RSS + """
-import json, sys, time
-start = time.perf_counter()
-from tinyship.runtime import load
-predict = load(sys.argv[1], threads=1)
-first = json.loads(sys.argv[2])
-predict(tuple(first) if isinstance(first, list) else first)  # a (question, context) pair arrives as a list
-seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
-"""
-
-
 def sample_input(pairs: bool, tokens: int, batch: int):
     """Inputs of about `tokens` tokens each (one per repeated word): texts, or (question, context) pairs."""
     if pairs:
@@ -54,14 +30,36 @@ def sample_input(pairs: bool, tokens: int, batch: int):
     return [" ".join(["word"] * max(1, tokens - 2))] * batch
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM (ru_maxrss would count the parent's peak from before exec)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def cold_start(bundle: Path, pairs: bool) -> dict:
-    """Seconds from a fresh interpreter's first import to its first prediction, and the process's peak RSS."""
+    """Seconds from a fresh interpreter's launch, through its imports and the load, to its first prediction (on 1
+    thread), and the process's peak RSS: `python -m tinyship.runtime.bench`."""
     first = sample_input(pairs, 16, 1)[0]
-    result = subprocess.run([sys.executable, "-c", COLD_START, str(bundle), json.dumps(first)],
+    result = subprocess.run([sys.executable, "-m", "tinyship.runtime.bench", str(bundle), json.dumps(first), repr(time.time())],
                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if result.returncode != 0:
         raise TinyshipError(f"the cold-start process failed: {result.stderr.strip().splitlines()[-1]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _first_prediction(bundle: str, first: str, launched_at: str) -> dict:
+    """The cold-start process's measurement: load the bundle and predict once."""
+    from tinyship.runtime import load
+
+    predict = load(bundle, threads=1)
+    first = json.loads(first)
+    predict(tuple(first) if isinstance(first, list) else first)  # a (question, context) pair arrives as a list
+    return {"seconds": time.time() - float(launched_at), "peak_rss_mb": peak_rss_mb()}
 
 
 def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads=(1, None), repeat: int = 50) -> dict:
@@ -138,3 +136,7 @@ def machine() -> dict:
     flags = sorted(set(info.get("flags", info.get("Features", "")).split()) & SPEED_FLAGS)
     return {"cpu": info.get("model name", platform.processor()), "cores": os.cpu_count(), "flags": flags,
             "system": platform.platform(), "python": platform.python_version()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_first_prediction(*sys.argv[1:4])))

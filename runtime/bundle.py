@@ -14,7 +14,6 @@ from pathlib import Path
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import sha256_file
 from tinyship.runtime.schema import validate
-from tinyship.runtime.tasks import TaskSpec, bundle_task
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "tinyship.json"
@@ -52,11 +51,13 @@ def read_manifest(bundle: str | Path) -> dict:
 def check_fit(predictor, manifest: dict, where: str | Path) -> None:
     """Refuse a manifest that does not fit the loaded model and tokenizer: labels that do not name the output
     columns, or a truncation the tokenizer cannot apply."""
+    from tinyship.runtime.tasks import bundle_task  # here: reading a manifest needs no predictor, nor onnxruntime
+
     _check_labels(manifest["labels"], bundle_task(manifest["task"]), predictor.session.get_outputs()[0].shape, where)
     _check_truncation(predictor, where)
 
 
-def _check_labels(labels: list[str], task: TaskSpec, shape: list, where: str | Path) -> None:
+def _check_labels(labels: list[str], task, shape: list, where: str | Path) -> None:
     """One label per output column (when the model fixes the width); none for a task without classes."""
     width = shape[-1] if shape and isinstance(shape[-1], int) else None
     if not task.labelled:

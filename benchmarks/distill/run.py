@@ -9,8 +9,8 @@ layers, mapped uniformly), compare on the fixed test split:
 Also the augmentation's throughput. Every step is skipped when its output exists, so a rerun resumes;
 an interrupted training step resumes from its checkpoint.
 
-    python benchmarks/distill/run.py            # full (about an hour on 2 cores)
-    python benchmarks/distill/run.py --quick    # minutes: a check that the benchmark runs end to end
+    python -m benchmarks.distill.run            # full (about an hour on 2 cores)
+    python -m benchmarks.distill.run --quick    # minutes: a check that the benchmark runs end to end
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks.lab.plots import save_figure
 from tinyship.compress import AugmentConfig, DistillConfig, FinetuneConfig, Phase, augment, distill, finetune
 from tinyship.compress.corpus import corpus_lines
 from tinyship.export.bundling import versions
@@ -162,10 +163,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_ylim(max(0, low - 5), 100 * teacher + 3)
     ax.set_title("Rotten Tomatoes: students of a fine-tuned MiniLM-L6")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

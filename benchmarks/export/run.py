@@ -7,8 +7,8 @@ latency (median and p99) at batch 1 and 8, sequence 16, 64 and 128, on 1 and 2 t
 u8s8 MatMulInteger with packed int8 weights (and an fp32 MatMul) measure this CPU's GEMM ceilings, against
 which the INT8 student's achieved GOP/s is set.
 
-    python benchmarks/export/run.py            # about 15 minutes on 2 cores
-    python benchmarks/export/run.py --quick    # a minute: a check that it runs end to end
+    python -m benchmarks.export.run            # about 15 minutes on 2 cores
+    python -m benchmarks.export.run --quick    # a minute: a check that it runs end to end
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.lab.ceilings import gemm_ceilings, op_profile
+from benchmarks.lab.engines import latency_at
+from benchmarks.lab.plots import save_figure
+from tinyship.compress.flops import config_flops
 from tinyship.compress.tasks import TASKS
 from tinyship.export import ExportConfig, export
 from tinyship.export.bundling import versions
 from tinyship.export.evaluation import evaluate, latency
 from tinyship.export.exporting import model_labels
-from tinyship.export.measure import gemm_ceilings, latency_at, matmul_gop, op_profile
 from tinyship.export.quantization import batch_invariant_of, precision_of
 from tinyship.export.report import machine, save_results
 from tinyship.runtime.bundle import read_manifest
@@ -129,7 +132,7 @@ def target_check(student: dict) -> dict:
 
 
 def achieved_gops(student_dir: Path, student: dict, ceiling: dict) -> dict:
-    gop = matmul_gop(json.loads((student_dir / "config.json").read_text()), TARGET["tokens"])
+    gop = config_flops(json.loads((student_dir / "config.json").read_text()), TARGET["tokens"]) / 1e9
     found = {}
     for name, variant in student["variants"].items():
         if "error" not in variant:
@@ -208,10 +211,7 @@ def plot(report: dict, path: Path) -> None:
         ax.set_title(f"{role}: batch 1, 1 thread")
         ax.set_ylabel("median latency (ms)")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

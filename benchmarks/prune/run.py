@@ -8,10 +8,10 @@ accuracy is measured before and after recovery, and the recovered model is expor
 batch 1, 128 tokens, 1 thread, beside the unpruned model's INT8 export. Steps are skipped when their output
 exists, so a rerun resumes.
 
-    python benchmarks/prune/run.py             # after `make demo`; about 25 minutes on 2 cores
-    python benchmarks/prune/run.py --model runs/demo/student --work runs/bench-prune-student \\
+    python -m benchmarks.prune.run             # after `make demo`; about 25 minutes on 2 cores
+    python -m benchmarks.prune.run --model runs/demo/student --work runs/bench-prune-student \\
         --results benchmarks/results/prune-student
-    python benchmarks/prune/run.py --quick
+    python -m benchmarks.prune.run --quick
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.lab.plots import save_figure
 from tinyship.compress import DistillConfig, Phase, PruneConfig, distill, load_model, prune
 from tinyship.compress.pruning import encoder_flops
 from tinyship.compress.tasks import TASKS
@@ -161,10 +162,7 @@ def plot(report: dict, path: Path) -> None:
     ax.invert_xaxis()
     ax.legend()
     ax.set_title(f"Pruning {Path(report.get('model', report['teacher'])).name} on Rotten Tomatoes")
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

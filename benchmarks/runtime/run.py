@@ -12,8 +12,8 @@ one request at a time. Last, what batch invariance costs on the demo bundle: inp
 against one run per input (how a bundle that is not batch-invariant, dynamic INT8, is served), and how many test
 labels differ between batch 32 and batch 1 each way.
 
-    python benchmarks/runtime/run.py            # after `make demo`; about 10 minutes
-    python benchmarks/runtime/run.py --quick
+    python -m benchmarks.runtime.run            # after `make demo`; about 10 minutes
+    python -m benchmarks.runtime.run --quick
 """
 
 from __future__ import annotations
@@ -31,76 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.runtime.contenders import CONTENDERS, run_contender
 from tinyship.export import ExportConfig, export
 from tinyship.export.bundling import versions
 from tinyship.export.report import machine, save_results
 from tinyship.runtime import load
-from tinyship.runtime.bench import PEAK_RSS, timed
+from tinyship.runtime.bench import timed
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig, load_examples
 
 SHORT = "a gripping , funny and moving film that never loses sight of its characters"
 LONG = " ".join(["the film is a quiet and moving portrait of a family"] * 12)
-
-CONTENDERS = {
-    "tinyship": ("numpy onnxruntime tokenizers", """
-from tinyship.runtime import load
-predict = load(BUNDLE, threads=1)
-run = lambda text: predict(text)
-"""),
-    "raw session": ("numpy onnxruntime tokenizers", """
-import numpy as np, onnxruntime as ort
-from tokenizers import Tokenizer
-options = ort.SessionOptions(); options.intra_op_num_threads = 1; options.inter_op_num_threads = 1
-session = ort.InferenceSession(BUNDLE + "/model.onnx", options, providers=["CPUExecutionProvider"])
-tokenizer = Tokenizer.from_file(BUNDLE + "/tokenizer.json"); tokenizer.no_padding(); tokenizer.enable_truncation(128)
-names = [i.name for i in session.get_inputs()]
-def run(text):
-    e = tokenizer.encode(text)
-    feed = {"input_ids": np.array([e.ids]), "attention_mask": np.array([e.attention_mask]),
-            "token_type_ids": np.array([e.type_ids])}
-    logits = session.run(None, {n: feed[n] for n in names})[0][0]
-    p = np.exp(logits - logits.max()); p /= p.sum()
-    return int(p.argmax()), float(p.max())
-"""),
-    "optimum": ("optimum optimum-onnx onnxruntime transformers torch tokenizers numpy", """
-import onnxruntime as ort
-from optimum.onnxruntime import ORTModelForSequenceClassification
-from transformers import AutoTokenizer, pipeline
-options = ort.SessionOptions(); options.intra_op_num_threads = 1; options.inter_op_num_threads = 1
-model = ORTModelForSequenceClassification.from_pretrained(BUNDLE, session_options=options)
-classify = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(BUNDLE))
-run = lambda text: classify(text, truncation=True, max_length=128)
-"""),
-    "transformers": ("transformers torch tokenizers numpy", """
-import torch
-torch.set_num_threads(1)
-from transformers import pipeline
-classify = pipeline("text-classification", model=MODEL)
-run = lambda text: classify(text, truncation=True, max_length=128)
-"""),
-}
-
-MEASURE = PEAK_RSS + """
-import json, sys, time
-start = time.perf_counter()
-BUNDLE, MODEL, REPEAT = sys.argv[1], sys.argv[2], int(sys.argv[3])
-exec(sys.argv[4])
-run(sys.argv[5])
-cold = time.perf_counter() - start
-rss = peak_rss_mb()
-timings = {}
-for name, text in (("short", sys.argv[5]), ("long", sys.argv[6])):
-    for _ in range(max(5, REPEAT // 10)):
-        run(text)
-    times = []
-    for _ in range(REPEAT):
-        t = time.perf_counter(); run(text); times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    timings[name] = {"median_ms": times[len(times) // 2], "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))]}
-print(json.dumps({"cold_start_s": cold, "peak_rss_mb": rss, "latency": timings}))
-"""
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,14 +59,15 @@ def main() -> None:
     if not (fp32 / "tinyship.json").is_file():
         export(ExportConfig(model=args.teacher, output=str(fp32), quantize="none", optimize=False,
                             data=DataConfig(limit=64), force=True))
-    report = {"machine": machine(), "versions": versions(), "repeat": repeat, "model": args.teacher,
-              "inputs": {"short": SHORT, "long": LONG}, "contenders": {}}
-    for name, (packages, setup) in CONTENDERS.items():
-        measured = run_contender(fp32, Path(args.teacher), setup, repeat)
-        measured["installed_mb"] = installed_mb(packages.split())
+    texts = {"short": SHORT, "long": LONG}
+    report = {"machine": machine(), "versions": versions(), "repeat": repeat, "model": args.teacher, "inputs": texts,
+              "contenders": {}}
+    for name, contender in CONTENDERS.items():
+        measured = run_contender(name, str(fp32), args.teacher, texts, repeat)
+        measured["installed_mb"] = installed_mb(list(contender.packages))
         report["contenders"][name] = measured
         print(name, json.dumps(measured))
-    demo = run_contender(Path(args.bundle), Path(args.teacher), CONTENDERS["tinyship"][1], repeat)
+    demo = run_contender("tinyship", args.bundle, args.teacher, texts, repeat)
     report["demo_bundle"] = {"bundle": args.bundle, "cold_start_s": demo["cold_start_s"], "peak_rss_mb": demo["peak_rss_mb"]}
     report["server"] = {f"{mode}, max wait {wait} ms": serve_under_load(Path(args.bundle), batch, wait, 32,
                                                                        50 if args.quick else 2000)
@@ -136,15 +78,6 @@ def main() -> None:
     results = Path(args.results)
     save_results(results, report, markdown(report))
     print((results / "results.md").read_text())
-
-
-def run_contender(bundle: Path, model: Path, setup: str, repeat: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run([sys.executable, "-c", MEASURE, str(bundle), str(model), str(repeat), setup, SHORT, LONG],
-                            capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"a contender failed:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def installed_mb(packages: list[str]) -> float:

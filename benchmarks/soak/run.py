@@ -7,8 +7,8 @@ texts, one text or a list of four, for --rounds rounds of --seconds each. Per ro
 but 200, or a failed connection), throughput, p50 / p99 latency, and the server's RSS at the round's end (a leak
 shows as RSS climbing round after round). Writes results.json and results.md to --out, with the machine.
 
-    .venv/bin/python benchmarks/soak/run.py --bundle runs/demo/bundle      # 32 clients, 3 rounds of 60 s
-    .venv/bin/python benchmarks/soak/run.py --bundle BUNDLE --clients 4 --rounds 2 --seconds 5   # a quick check
+    .venv/bin/python -m benchmarks.soak.run --bundle runs/demo/bundle      # 32 clients, 3 rounds of 60 s
+    .venv/bin/python -m benchmarks.soak.run --bundle BUNDLE --clients 4 --rounds 2 --seconds 5   # a quick check
 """
 
 from __future__ import annotations

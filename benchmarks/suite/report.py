@@ -6,7 +6,8 @@ import itertools
 import json
 from pathlib import Path
 
-from tinyship.export.measure import latency_at as point
+from benchmarks.lab.engines import latency_at as point
+from benchmarks.lab.plots import save_figure
 
 BASE_TARGET = {"faster": 40, "smaller": 30, "accuracy_kept": 0.968}  # the goal for a base-size teacher (TinyBERT-4's kept)
 VOCABULARY_TARGET = {"smaller": 1.5, "accuracy_loss": 0.005}
@@ -132,16 +133,6 @@ def markdown(report: dict, details: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
-    plt.close(fig)
-
-
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The points no other point beats on both latency (lower) and accuracy (higher), by latency."""
     front, best = [], float("-inf")
@@ -198,7 +189,7 @@ def _accuracy_latency(plt, report: dict, systems: list[dict], colors: dict, path
     key.axis("off")
     key.text(0, 1, "\n".join(f"{n:>2}  {x['id']}" for n, x in enumerate(systems, 1)), va="top", fontsize=8,
              family="monospace", transform=key.transAxes)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _sizes(plt, systems: list[dict], colors: dict, path: Path) -> None:
@@ -211,7 +202,7 @@ def _sizes(plt, systems: list[dict], colors: dict, path: Path) -> None:
     ax.set_xlabel("size on disk (MB)")
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title("Size on disk of each system's model")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _latency_length(plt, report: dict, systems: list[dict], path: Path) -> None:
@@ -236,7 +227,7 @@ def _latency_length(plt, report: dict, systems: list[dict], path: Path) -> None:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("median latency (ms, log scale)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plain_ticks(axis, minor: bool = True) -> None:

@@ -2,7 +2,7 @@
 
 On the built-in task (the MiniLM-L6 teacher fine-tuned on Rotten Tomatoes and the distilled student that `make demo`
 leaves in runs/demo), the suite prunes the student and recovers it by distillation, exports each model to ONNX (fp32
-and INT8), and measures every system, each in a fresh process (tinyship.export.measure):
+and INT8), and measures every system, each in a fresh process (benchmarks.lab.engines):
 
   teacher, student, pruned student  x  PyTorch fp32, PyTorch dynamic INT8 (torch.ao), ONNX fp32, ONNX INT8,
                                        transformers pipeline, optimum pipeline (ORTModel on the INT8 file)
@@ -15,9 +15,9 @@ achieved rate against them. Writes results.json (checked against schema.json), r
 under their inputs' fingerprints (model files, settings, package versions), so a rerun resumes where it stopped and
 anything that changed is made or measured again.
 
-    python benchmarks/suite/run.py --readme README.md      # `make bench`: after `make demo`, about 11 minutes on 2 cores
-    python benchmarks/suite/run.py --quick                 # `make bench-quick`: a few minutes, one grid point, 64 examples
-    python benchmarks/suite/run.py --base-teacher runs/bench-distill-base/teacher \\
+    python -m benchmarks.suite.run --readme README.md      # `make bench`: after `make demo`, about 11 minutes on 2 cores
+    python -m benchmarks.suite.run --quick                 # `make bench-quick`: a few minutes, one grid point, 64 examples
+    python -m benchmarks.suite.run --base-teacher runs/bench-distill-base/teacher \\
         --base-bundle runs/bench-distill-base/minilm-l4/bundle   # add the base-size pair of benchmarks/distill/base.py
 """
 
@@ -28,28 +28,26 @@ import datetime
 import hashlib
 import json
 import re
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from benchmarks.lab.ceilings import ceilings_in_fresh_process
+from benchmarks.lab.engines import ENGINES, run
+from benchmarks.suite.report import headline_markdown, markdown, plot_all, point, validate
 
-from report import headline_markdown, markdown, plot_all, point, validate  # noqa: E402
-
-from tinyship.compress import (DistillConfig, Phase, PruneConfig, VocabularyConfig, distill, load_model, prune,  # noqa: E402
+from tinyship.compress.flops import config_flops
+from tinyship.compress import (DistillConfig, Phase, PruneConfig, VocabularyConfig, distill, load_model, prune,
                                prune_vocabulary)
-from tinyship.compress.tinyship_pruned import plain_config  # noqa: E402
-from tinyship.export import ExportConfig, export  # noqa: E402
-from tinyship.export.bundling import versions  # noqa: E402
-from tinyship.export.exporting import model_labels  # noqa: E402
-from tinyship.export.quantization import batch_invariant_of  # noqa: E402
-from tinyship.export.measure import ENGINES, ceilings_in_fresh_process, matmul_gop, run  # noqa: E402
-from tinyship.export.report import save_results  # noqa: E402
-from tinyship.runtime.bench import machine  # noqa: E402
-from tinyship.runtime.bundle import batch_invariant, read_manifest  # noqa: E402
-from tinyship.runtime.data import DataConfig, load_examples  # noqa: E402
-from tinyship.runtime.errors import TinyshipError  # noqa: E402
-from tinyship.runtime.files import write_text_atomic  # noqa: E402
+from tinyship.compress.tinyship_pruned import plain_config
+from tinyship.export import ExportConfig, export
+from tinyship.export.bundling import versions
+from tinyship.export.exporting import model_labels
+from tinyship.export.quantization import batch_invariant_of
+from tinyship.export.report import save_results
+from tinyship.runtime.bench import machine
+from tinyship.runtime.bundle import batch_invariant, read_manifest
+from tinyship.runtime.data import DataConfig, load_examples
+from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.files import write_text_atomic
 
 SCHEMA_VERSION = 1
 FULL = {"batch_sizes": [1, 8], "lengths": [16, 64, 128], "threads": [1, 2]}
@@ -139,7 +137,7 @@ def suite(args) -> dict:
     for role, model_dir in models.items():
         config = plain_config(model_dir)
         report["models"][role] = {"dir": str(model_dir), "parameters": sum(p.numel() for p in load_model(model_dir).parameters()),
-                                  "gop_per_sequence": {str(t): matmul_gop(config, t) for t in FULL["lengths"]}}
+                                  "gop_per_sequence": {str(t): config_flops(config, t) / 1e9 for t in FULL["lengths"]}}
         common = {**measuring, "role": role, "model": str(model_dir), "fingerprint": fingerprint(model_dir),
                   "labels": model_labels(model_dir), "max_length": data.max_length,
                   "vocab_size": config["vocab_size"], "parameters": report["models"][role]["parameters"],
@@ -152,7 +150,7 @@ def suite(args) -> dict:
     for spec in specs:
         report["systems"].append(measured(spec, work / "systems"))
     add_ratios(report)
-    validate(report, HERE / "schema.json")
+    validate(report, Path(__file__).with_name("schema.json"))
     results = save_results(args.results, report, markdown(report, args.results))
     write_text_atomic(results / "headline.md", headline_markdown(report, args.results))
     plot_all(report, results)
@@ -245,7 +243,7 @@ def bundle_systems(chosen: Path, role: str, report: dict, common: dict, runtime:
     source = Path(manifest.get("source_model") or chosen)  # the model it was exported from, where it still is
     config = plain_config(chosen)
     report["models"][role] = {
-        "dir": str(chosen), "gop_per_sequence": {str(t): matmul_gop(config, t) for t in FULL["lengths"]},
+        "dir": str(chosen), "gop_per_sequence": {str(t): config_flops(config, t) / 1e9 for t in FULL["lengths"]},
         "parameters": sum(p.numel() for p in load_model(source).parameters()) if (source / "model.safetensors").is_file()
         else None}
     common = {**common, "role": role, "model": str(chosen), "fingerprint": fingerprint(chosen),

@@ -1,6 +1,6 @@
 """The benchmark suite (benchmarks/suite): quick mode end to end on tiny models, resume, and the committed results."""
 
-import importlib.util
+import importlib
 import json
 import subprocess
 import sys
@@ -16,18 +16,11 @@ ENGINES = ["pytorch", "torch.ao-int8", "onnxruntime", "onnxruntime", "transforme
 
 
 def load(name: str):
-    sys.path.insert(0, str(SUITE))
-    try:
-        spec = importlib.util.spec_from_file_location(f"suite_{name}", SUITE / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(SUITE))
+    return importlib.import_module(f"benchmarks.suite.{name}")
 
 
 def run_suite(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SUITE / "run.py"), *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "benchmarks.suite.run", *args], capture_output=True, text=True, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")

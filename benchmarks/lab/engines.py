@@ -1,21 +1,15 @@
-"""Measuring systems: a model served one way, timed, sized and scored the same way as every other.
+"""Systems measured the same way: a model served one way, timed, sized and scored like every other.
 
 A system is an engine (ENGINES: PyTorch fp32, PyTorch dynamic INT8 via torch.ao, an onnxruntime session, tinyship's
 runtime on a bundle, and the pipelines users would pick instead: transformers' and optimum's) applied to a model.
-`measure(spec)` runs in a fresh process (run(): `python -m tinyship.export.measure system SPEC_JSON`) so that the cold
-start and the memory it reports are the system's own. Forward engines are timed on token ids of exactly the grid's
-length; pipelines and the runtime are timed end to end, text in and labels out. Also here: this CPU's GEMM ceilings
-(measured the same way, in a process without torch), the matrix-product count they are set against, and an operator
-profile.
+run(spec) measures one in a fresh process (`python -m benchmarks.lab.engines SPEC_JSON`), so that the cold start
+and the memory it reports are the system's own. Forward engines are timed on token ids of exactly the grid's length;
+pipelines and the runtime are timed end to end, text in and labels out.
 """
 
 from __future__ import annotations
 
 import gc
-import json
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +17,9 @@ from typing import Callable
 
 import numpy as np
 
-from tinyship.runtime.bench import PEAK_RSS, sample_input, timed
-from tinyship.runtime.errors import TinyshipError
+from benchmarks.lab.fresh import in_fresh_process, payload, report
+from tinyship.runtime.bench import peak_rss_mb, sample_input, timed
+from tinyship.runtime.files import weights_bytes
 
 ENGINES: dict[str, Callable] = {}
 FORWARD, END_TO_END = "forward", "end-to-end"
@@ -38,11 +33,6 @@ class System:
     forward: Callable[[np.ndarray], object] | None
     size_bytes: int
     parameters: int | None = None
-
-
-def weights_bytes(model_dir: str | Path) -> int:
-    """Size on disk of a save_pretrained directory's weights."""
-    return sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
 
 
 def latency_at(system: dict, batch_size: int, tokens: int, threads: int) -> dict | None:
@@ -185,12 +175,12 @@ def optimum_pipeline(spec: dict, threads: int) -> System:
 
 def measure(spec: dict) -> dict:
     """Cold start (from the launch of this process, spec["launched_at"], through its imports, the load and a first
-    prediction, on 1 thread) and memory, then the latency grid and test accuracy. Call in a fresh process: see run()."""
+    prediction, on 1 thread) and memory, then the latency grid and test accuracy. In a fresh process: see run()."""
     make = ENGINES[spec["engine"]]
     grid = spec["grid"]
     system = make(spec, 1)
     system.predict([sample_input(False, 16, 1)[0]])
-    cold = {"cold_start_s": time.time() - spec["launched_at"], "rss_after_first_prediction_mb": _peak_rss_mb()}
+    cold = {"cold_start_s": time.time() - spec["launched_at"], "rss_after_first_prediction_mb": peak_rss_mb()}
     latency = []
     rng = np.random.default_rng(0)
     for threads in grid["threads"]:
@@ -218,121 +208,13 @@ def measure(spec: dict) -> dict:
     accuracy = float(np.mean(np.array(predicted) == np.array(test.labels)))
     return {"id": spec["id"], "engine": spec["engine"], "scope": make.scope, "accuracy": accuracy,
             "test_examples": len(test), "size_bytes": system.size_bytes, "parameters": system.parameters, **cold,
-            "peak_rss_mb": _peak_rss_mb(), "latency": latency}
-
-
-_namespace: dict = {}
-exec(PEAK_RSS, _namespace)
-_peak_rss_mb = _namespace["peak_rss_mb"]
-RESULT = "tinyship-measured: "  # marks the result line among whatever else the libraries print
+            "peak_rss_mb": peak_rss_mb(), "latency": latency}
 
 
 def run(spec: dict, timeout_s: float = 3600) -> dict:
     """measure(spec) in a fresh Python process."""
-    return _fresh_process(["system", json.dumps({**spec, "launched_at": time.time()})], spec["id"], timeout_s)
-
-
-def ceilings_in_fresh_process(repeat: int, timeout_s: float = 600) -> dict:
-    """gemm_ceilings() in a fresh process: onnxruntime's threads slow down in a process that has imported torch."""
-    return _fresh_process(["ceilings", json.dumps({"repeat": repeat})], "the GEMM ceilings", timeout_s)
-
-
-def _fresh_process(args: list[str], what: str, timeout_s: float) -> dict:
-    """Run this module with args in a new interpreter and return the JSON on its result line. No OMP_NUM_THREADS:
-    onnxruntime's intra-op threads follow it (2 threads under OMP_NUM_THREADS=1 measured as slow as 1)."""
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("OMP_NUM_THREADS", None)
-    try:
-        result = subprocess.run([sys.executable, "-m", "tinyship.export.measure", *args], capture_output=True, text=True,
-                                env=env, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise TinyshipError(f"measuring {what} took over {timeout_s:.0f} s: stopped") from None
-    found = [line for line in result.stdout.splitlines() if line.startswith(RESULT)]
-    if result.returncode != 0 or not found:
-        raise TinyshipError(f"measuring {what} failed:\n{result.stderr[-3000:]}")
-    return json.loads(found[-1][len(RESULT):])
-
-
-def matmul_gop(config: dict, tokens: int) -> float:
-    """GOP (multiply-adds x 2, 1e9) of an encoder's matrix products for one sequence, from its config.json: each
-    layer's query, key, value and output projections and attention products over its kept heads, and its FFN
-    (per-layer widths of a pruned model included)."""
-    from tinyship.compress.tinyship_pruned import KEY as PRUNING_KEY  # here, not above: workers must not import torch
-
-    hidden, heads, layers = config["hidden_size"], config["num_attention_heads"], config["num_hidden_layers"]
-    head_size = hidden // heads
-    pruned = config.get("pruned_heads") or {}
-    widths = (config.get(PRUNING_KEY) or {}).get("intermediate_sizes") or [config["intermediate_size"]] * layers
-    total = 0
-    for layer in range(layers):
-        width = (heads - len(pruned.get(str(layer), pruned.get(layer, [])))) * head_size
-        total += 4 * tokens * hidden * width + 2 * tokens * tokens * width + 2 * tokens * hidden * widths[layer]
-    return 2 * total / 1e9
-
-
-def gemm_ceilings(threads=(1, 2), repeat: int = 20, size: int = 1024) -> dict:
-    """onnxruntime's GEMM throughput on this CPU, size^3 products: u8s8 MatMulInteger with constant (packed) int8
-    weights in GOP/s, and fp32 MatMul in GFLOP/s, per thread count. Imports neither torch nor transformers."""
-    import tempfile
-
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    graphs = {
-        "int8_gops": (TensorProto.UINT8, helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"]),
-                      [numpy_helper.from_array(rng.integers(-127, 128, (size, size), dtype=np.int8), "b"),
-                       numpy_helper.from_array(np.array(128, dtype=np.uint8), "a_zero"),
-                       numpy_helper.from_array(np.array(0, dtype=np.int8), "b_zero")],
-                      TensorProto.INT32, rng.integers(0, 256, (size, size), dtype=np.uint8)),
-        "fp32_gflops": (TensorProto.FLOAT, helper.make_node("MatMul", ["a", "b"], ["y"]),
-                        [numpy_helper.from_array(rng.standard_normal((size, size)).astype(np.float32), "b")],
-                        TensorProto.FLOAT, rng.standard_normal((size, size)).astype(np.float32)),
-    }
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (in_type, node, weights, out_type, a) in graphs.items():
-            graph = helper.make_graph([node], name, [helper.make_tensor_value_info("a", in_type, [size, size])],
-                                      [helper.make_tensor_value_info("y", out_type, [size, size])], weights)
-            path = Path(tmp) / f"{name}.onnx"
-            onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
-            for count in threads:
-                options = ort.SessionOptions()
-                options.intra_op_num_threads, options.inter_op_num_threads = count, 1
-                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-                ms = timed(lambda: session.run(None, {"a": a}), 3, repeat)["median_ms"]
-                results[f"{name}_{count}_thread{'s' if count > 1 else ''}"] = 2 * size**3 / (ms / 1e3) / 1e9
-    return results
-
-
-def op_profile(path: Path, disabled_optimizers: list[str], tokens: int = 128, runs: int = 50) -> dict[str, float]:
-    """Milliseconds per run spent in each operator type at batch 1, `tokens` tokens, 1 thread (onnxruntime's profiler)."""
-    import tempfile
-
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    options.enable_profiling = True
-    options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "tinyship-profile")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=disabled_optimizers)
-    ids = np.random.default_rng(0).integers(1000, 20000, (1, tokens))
-    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    feed = {i.name: feed[i.name] for i in session.get_inputs()}
-    for _ in range(runs):
-        session.run(None, feed)
-    trace = Path(session.end_profiling())
-    spent: dict[str, float] = {}
-    for event in json.loads(trace.read_text()):
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            op = event["args"]["op_name"]
-            spent[op] = spent.get(op, 0.0) + event["dur"] / 1e3 / runs
-    trace.unlink()
-    return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
+    return in_fresh_process("benchmarks.lab.engines", {**spec, "launched_at": time.time()}, spec["id"], timeout_s)
 
 
 if __name__ == "__main__":
-    kind, payload = sys.argv[1], json.loads(sys.argv[2])
-    print(RESULT + json.dumps(measure(payload) if kind == "system" else gemm_ceilings(**payload)))
+    report(measure(payload()))

@@ -1,0 +1,1 @@
+"""What the benchmarks share, kept out of the shipped package."""
