@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import importlib
 
-from tinyship.compress.config import (AugmentConfig, DistillConfig, FinetuneConfig, Phase, PruneConfig, TrainingConfig,
-                                      VocabularyConfig)
+from tinyship.compress.config import (
+    AugmentConfig,
+    DistillConfig,
+    FinetuneConfig,
+    Phase,
+    PruneConfig,
+    TrainingConfig,
+    VocabularyConfig,
+)
 
 _LAZY = {
     "finetune": "finetuning",

@@ -11,6 +11,7 @@ vectors would be poor on a few thousand sentences; a GloVe-style file can be giv
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from pathlib import Path
@@ -26,6 +27,8 @@ from tinyship.compress.training import default_base_model, hf_tokenizer
 from tinyship.runtime.data import load_examples
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir, refuse_existing
+
+log = logging.getLogger(__name__)
 
 
 def augment(config: AugmentConfig) -> Path:
@@ -61,7 +64,7 @@ def augment(config: AugmentConfig) -> Path:
                 copy = [replace_words(texts[i], opts, config.probability, rng) for texts, opts in zip(split, options)]
                 f.write(json.dumps({**dict(zip(columns, copy)), config.data.label_column: label}) + "\n")
     os.replace(tmp, out)
-    print(f"{len(examples)} examples and {len(examples) * config.copies} augmented copies from {examples.source}")
+    log.info(f"{len(examples)} examples and {len(examples) * config.copies} augmented copies from {examples.source}")
     return out
 
 

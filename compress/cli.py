@@ -6,8 +6,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from tinyship.compress.config import (AugmentConfig, DistillConfig, FinetuneConfig, PruneConfig, TrainingConfig,
-                                      VocabularyConfig)
+from tinyship.compress.config import (
+    AugmentConfig,
+    DistillConfig,
+    FinetuneConfig,
+    PruneConfig,
+    TrainingConfig,
+    VocabularyConfig,
+)
 from tinyship.runtime.cli import Command, add_data_arguments, data_config_from_args
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.flags import add_flags, flagged

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -20,14 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_model, save_model as save_weights
+from safetensors.torch import load_model
+from safetensors.torch import save_model as save_weights
 
 from tinyship.compress.config import CACHE_TEACHER_RATIO, INTERMEDIATE_LOSSES, DistillConfig, Phase, settings
 from tinyship.compress.corpus import TextCorpus, corpus_lines, corpus_sentences
+from tinyship.compress.evaluation import evaluate_rows
 from tinyship.compress.losses import LOSSES
 from tinyship.compress.states import States, forward_states, logits_of
 from tinyship.compress.students import build_student, load_teacher
-from tinyship.compress.evaluation import evaluate_rows
 from tinyship.compress.tasks import Task, describe, metrics, summarize
 from tinyship.compress.training import (
     PadCollator,
@@ -46,6 +48,8 @@ from tinyship.compress.training import (
 )
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir, sha256_file
+
+log = logging.getLogger(__name__)
 
 TERMS = (*INTERMEDIATE_LOSSES, "prediction", "labels")  # what a phase may name
 ALIGNMENT_SAMPLE = 1000  # training texts on which the teacher's and the student's tokenizers are compared
@@ -164,14 +168,14 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     train_data, eval_data, misaligned, source = _data(config, task, names, tokenizer, teacher_tokenizer if separate else None)
     cache = _cache_teacher(config, teacher, student)
     if cache and task and not task.per_sequence:
-        print(f"--cache-teacher: {task.name} logits vary in length per input and are not cached; the teacher runs live")
+        log.info(f"--cache-teacher: {task.name} logits vary in length per input and are not cached; the teacher runs live")
     teacher_pad_ids = {**pad_ids, "input_ids": teacher_tokenizer.pad_token_id}
     engine, engine_record = (_teacher_engine(config, teacher, task, names, eval_data, teacher_pad_ids, teacher_tokenizer)
                              if cache and task and task.per_sequence else (None, None))
     phases = _usable_phases(config.phases, misaligned, config.stage)
     _describe_heads(teacher, student, phases)
 
-    print(f"distilling {teacher_dir} ({len(teacher.base_model.encoder.layer)} layers, {_size(teacher)}) into a "
+    log.info(f"distilling {teacher_dir} ({len(teacher.base_model.encoder.layer)} layers, {_size(teacher)}) into a "
           f"{len(layer_map)}-layer student ({_size(student)}) on {source}; student layer m learns from teacher layer "
           f"{layer_map}" + (" (projected to the teacher's width)" if student.config.hidden_size != teacher.config.hidden_size else ""))
     checkpoints = prepare_checkpoints(out, config)
@@ -179,13 +183,13 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     per_epoch = steps_per_epoch(len(train_data) if sized else train_data.count(), config)
     record = []
     for number, phase in enumerate(phases, 1):
-        print(f"phase {number}/{len(phases)}: {', '.join(f'{w:g}*{n}' for n, w in phase.losses.items())} for {phase.epochs:g} epochs")
+        log.info(f"phase {number}/{len(phases)}: {', '.join(f'{w:g}*{n}' for n, w in phase.losses.items())} for {phase.epochs:g} epochs")
         done = checkpoints / f"phase-{number}.safetensors"
         if done.is_file():
             load_model(student, done)
             with safe_open(done, "pt") as f:
                 record.append(json.loads(f.metadata()["record"]))
-            print(f"  done before: reusing {done}")
+            log.info(f"  done before: reusing {done}")
             continue
         epochs = training_epochs(phase.epochs, per_epoch, config)
         cached = None
@@ -238,7 +242,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     if task:
         stage["task"] = task.name
         stage["validation"] = evaluate_rows(student, task, eval_data, pad_ids, config.batch_size * 2)
-        print(f"student on validation: {describe(stage['validation'])}")
+        log.info(f"student on validation: {describe(stage['validation'])}")
     save_model(student, tokenizer, out, stage)
     remove_checkpoints(checkpoints)
     return out
@@ -288,7 +292,7 @@ def _with_transfer(config: DistillConfig, task: Task, train_set, validation_set)
                             + (" of text pairs" if train_set.text_pairs is not None else "") + ": leave out --transfer")
     scored = set(validation_set.texts) | set(task.load(config.data, "test", train_set.label_names).texts)
     sentences = corpus_sentences(config.transfer, config.transfer_examples, config.seed, scored)
-    print(f"transfer text: {len(sentences)} sentences of {config.transfer}, labelled by the teacher")
+    log.info(f"transfer text: {len(sentences)} sentences of {config.transfer}, labelled by the teacher")
     return dataclasses.replace(train_set, texts=train_set.texts + sentences,
                                labels=train_set.labels + [-100] * len(sentences),
                                source=f"{train_set.source} + {len(sentences)} sentences of {config.transfer}")
@@ -370,7 +374,7 @@ def _usable_phases(phases: list[Phase], misaligned: str | None, stage: str) -> l
     if stage == "general":
         raise TinyshipError(f"{why}: general distillation compares states position by position; give the student the "
                             "teacher's tokenizer")
-    print(f"{why}: the {', '.join(dropped)} loss{'es' if len(dropped) > 1 else ''} compare states position by position "
+    log.info(f"{why}: the {', '.join(dropped)} loss{'es' if len(dropped) > 1 else ''} compare states position by position "
           "and are dropped; the prediction and labels losses run, each model reading its own tokenization")
     kept = [Phase({k: w for k, w in p.losses.items() if k not in INTERMEDIATE_LOSSES}, p.epochs) for p in phases]
     return [p for p in kept if p.losses]
@@ -380,7 +384,7 @@ def _describe_heads(teacher, student, phases: list[Phase]) -> None:
     """Say how the attention loss compares a student whose head count differs from the teacher's."""
     t, s = teacher.config.num_attention_heads, student.config.num_attention_heads
     if t != s and any("attention" in p.losses for p in phases):
-        print(f"the student has {s} attention heads and the teacher {t}: the attention loss compares each model's "
+        log.info(f"the student has {s} attention heads and the teacher {t}: the attention loss compares each model's "
               "maps averaged over its heads")
 
 
@@ -431,7 +435,7 @@ def _teacher_engine(config: DistillConfig, teacher, task: Task, names: list[str]
     loss = sides["pytorch"][f"validation_{task.metric}"] - sides["bundle"][f"validation_{task.metric}"]
     loss = -loss if task.lower_is_better else loss
     used = loss <= config.teacher_bundle_tolerance
-    print(f"teacher bundle {config.teacher_bundle} ({manifest.get('variant', 'onnx')}): validation {task.metric} "
+    log.info(f"teacher bundle {config.teacher_bundle} ({manifest.get('variant', 'onnx')}): validation {task.metric} "
           f"{sides['bundle'][f'validation_{task.metric}']:.4f} against {sides['pytorch'][f'validation_{task.metric}']:.4f} "
           f"in PyTorch ({loss:+.4f} lost, tolerance {config.teacher_bundle_tolerance:g}); "
           f"{sides['bundle']['examples_per_second']:g} against {sides['pytorch']['examples_per_second']:g} examples/s: "
@@ -494,14 +498,14 @@ def _cached_logits(engine, rows: list[dict], config: DistillConfig, located: tup
     engine: a function of a batch of the teacher's rows to their logits."""
     path, keys = located
     if path.is_file():
-        print(f"teacher logits: reusing {path}")
+        log.info(f"teacher logits: reusing {path}")
     elif is_main_process():
         from tqdm.auto import tqdm
 
         known = _known_logits(path.parent, keys) if keys is not None else {}
         missing = sorted((i for i in range(len(rows)) if i not in known), key=lambda i: len(rows[i]["input_ids"]))
         if known:
-            print(f"teacher logits: {len(known)} of {len(rows)} examples found in {path.parent}")
+            log.info(f"teacher logits: {len(known)} of {len(rows)} examples found in {path.parent}")
         size = config.batch_size * 2
         logits = None
         if known:
@@ -517,7 +521,7 @@ def _cached_logits(engine, rows: list[dict], config: DistillConfig, located: tup
                 logits[chosen] = values
         if missing:
             seconds = time.perf_counter() - start_time
-            print(f"teacher: {len(missing)} examples in {seconds:.1f} s ({len(missing) / seconds:.0f} examples/s)")
+            log.info(f"teacher: {len(missing)} examples in {seconds:.1f} s ({len(missing) / seconds:.0f} examples/s)")
         if keys is not None:
             _save_array(_keys_path(path), keys)
         _save_array(path, logits)
@@ -549,7 +553,7 @@ def _cache_teacher(config: DistillConfig, teacher, student) -> bool:
         return bool(config.cache_teacher or config.teacher_bundle)
     ratio = parameter_count(teacher) / parameter_count(student)
     if ratio >= CACHE_TEACHER_RATIO:
-        print(f"the teacher has {ratio:.1f}x the student's parameters: its logits are computed once and cached "
+        log.info(f"the teacher has {ratio:.1f}x the student's parameters: its logits are computed once and cached "
               "(--no-cache-teacher runs it live)")
     return ratio >= CACHE_TEACHER_RATIO
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from transformers import AutoModelForSequenceClassification, set_seed
-from transformers.utils import logging
+from transformers.utils import logging as transformers_logging
 
 from tinyship.compress.config import FinetuneConfig, settings
 from tinyship.compress.tasks import TASKS, describe, metrics, weakness
@@ -23,6 +24,8 @@ from tinyship.compress.training import (
 )
 from tinyship.runtime.data import load_examples
 from tinyship.runtime.files import check_model_dir
+
+log = logging.getLogger(__name__)
 
 
 def finetune(config: FinetuneConfig, callbacks: list | None = None) -> Path:
@@ -44,7 +47,7 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> Path:
             ignore_mismatched_sizes=True,  # a classifier with another label count gets a fresh head
         )
     tokenizer = hf_tokenizer(model_dir)
-    print(f"fine-tuning {model_dir} with a new {len(names)}-label head {names} on {train_set.source}: {len(train_set)} examples")
+    log.info(f"fine-tuning {model_dir} with a new {len(names)}-label head {names} on {train_set.source}: {len(train_set)} examples")
     checkpoints = prepare_checkpoints(out, config)
     classification = TASKS["classification"]
     epochs = training_epochs(config.epochs, steps_per_epoch(len(train_set), config), config)
@@ -62,9 +65,9 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> Path:
         best=(classification.metric, True),
     )
     validation = trainer.evaluate()
-    print(f"teacher on validation ({validation_set.source}): {describe(validation)}")
+    log.info(f"teacher on validation ({validation_set.source}): {describe(validation)}")
     if weak := weakness(validation):
-        print(f"warning: the teacher is {weak}")
+        log.warning(f"the teacher is {weak}")
     stage = {"config": settings(config), "epochs": epochs, "steps": trainer.state.global_step,
              "best_checkpoint_step": trainer.state.best_global_step, "validation": validation}
     save_model(trainer.model, tokenizer, out, stage)
@@ -76,8 +79,8 @@ class quiet_transformers:
     """Silence transformers' warnings for a block (e.g. the expected 'newly initialized head' notice)."""
 
     def __enter__(self):
-        self.verbosity = logging.get_verbosity()
-        logging.set_verbosity_error()
+        self.verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
 
     def __exit__(self, *exc):
-        logging.set_verbosity(self.verbosity)
+        transformers_logging.set_verbosity(self.verbosity)

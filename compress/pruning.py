@@ -10,6 +10,7 @@ The format itself (and plain transformers' way in) is compress/tinyship_pruned.p
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,8 @@ from tinyship.compress.training import PadCollator, check_output, parameter_coun
 from tinyship.runtime.bench import timed
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
+
+log = logging.getLogger(__name__)
 
 SUPPORTED = ("bert", "roberta", "xlm-roberta", "camembert", "electra")  # BERT's layer layout
 
@@ -225,7 +228,7 @@ def prune(config: PruneConfig) -> Path:
                                 "(or use --importance magnitude)")
         collate = PadCollator({"input_ids": tokenizer.pad_token_id or 0, "labels": -100})
         batches = [collate(rows[i : i + config.batch_size]) for i in range(0, len(rows), config.batch_size)]
-        print(f"scoring heads and neurons of {model_dir} on {len(rows)} examples of {examples.source}")
+        log.info(f"scoring heads and neurons of {model_dir} on {len(rows)} examples of {examples.source}")
     model.eval()
     head_scores, neuron_scores = IMPORTANCES[config.importance](model, batches)
     head_fraction, ffn_fraction = config.fractions
@@ -241,7 +244,7 @@ def prune(config: PruneConfig) -> Path:
         measured = {"latency_fraction_removed": head_fraction}
     heads, held = choose(head_scores, head_fraction, config.scope)
     if held:
-        print(f"{held} layer(s) would have lost every head: each keeps its most important one")
+        log.info(f"{held} layer(s) would have lost every head: each keeps its most important one")
     neurons, _ = choose(neuron_scores, ffn_fraction, config.scope)
     cut(model, heads, neurons)
     after, flops_after = parameter_count(model), encoder_flops(model)
@@ -250,10 +253,10 @@ def prune(config: PruneConfig) -> Path:
               "encoder_flops_128_tokens": {"before": flops_before, "after": flops_after},
               "heads_kept": [encoder_layers(model)[k].attention.self.num_attention_heads for k in range(len(heads))],
               "ffn_kept": getattr(model.config, PRUNING_KEY)["intermediate_sizes"]}
-    print(f"kept heads per layer {record['heads_kept']}, FFN widths {record['ffn_kept']}; "
+    log.info(f"kept heads per layer {record['heads_kept']}, FFN widths {record['ffn_kept']}; "
           f"parameters {before / 1e6:.2f}M -> {after / 1e6:.2f}M; encoder FLOPs kept {flops_after / flops_before:.1%}")
     save_model(model, tokenizer, out, record)
-    print(f"pruned model written to {out} (load it with tinyship.compress.load_model, or with transformers' "
+    log.info(f"pruned model written to {out} (load it with tinyship.compress.load_model, or with transformers' "
           "from_pretrained(..., trust_remote_code=True))")
     return out
 
@@ -277,7 +280,7 @@ def measured_fraction(model, head_scores, neuron_scores, config: PruneConfig, to
     if best is None:
         raise TinyshipError(f"removing heads and neurons cannot take {config.latency:.0%} of the latency here (the "
                             "embeddings and the rest stay): set a smaller --latency")
-    print(f"measured: removing {best[0]:.1%} of heads and neurons removes {best[1]:.1%} of the latency at {tokens} tokens")
+    log.info(f"measured: removing {best[0]:.1%} of heads and neurons removes {best[1]:.1%} of the latency at {tokens} tokens")
     return best[0]
 
 

@@ -13,9 +13,9 @@ from transformers import AutoModel, set_seed
 from tinyship.compress.config import STUDENT_SHAPES, DistillConfig, Student
 from tinyship.compress.finetuning import quiet_transformers
 from tinyship.compress.pruning import PRUNING_KEY, load_model
-from tinyship.compress.tinyship_pruned import read_config
 from tinyship.compress.states import encoder_layers
 from tinyship.compress.tasks import Task, task_of
+from tinyship.compress.tinyship_pruned import read_config
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
 

@@ -11,10 +11,9 @@ token classification, and [batch, tokens, 2] (start and end) for extractive QA; 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Callable
-
-import math
 
 import numpy as np
 import torch.nn.functional as F
@@ -138,7 +137,7 @@ TASKS = {
     "question-answering": _task("question-answering", encode=_encode_spans, prediction=_span_prediction,
                                 labels=_span_labels, score=_exact_spans),
 }
-HEADS = sorted({t.head.removeprefix("AutoModel") for t in TASKS.values()})  # the architecture suffixes of task models
+HEADS = list(dict.fromkeys(t.head.removeprefix("AutoModel") for t in TASKS.values()))  # task models' class suffixes
 
 
 def task_of(config) -> Task:

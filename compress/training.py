@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 import os
 import shutil
@@ -19,6 +20,8 @@ from tinyship.compress.config import STAGE_FILE, TrainingConfig, settings
 from tinyship.compress.tinyship_pruned import mark as mark_pruned
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import refuse_existing, writing_directory
+
+log = logging.getLogger(__name__)
 
 
 def default_base_model() -> str:
@@ -101,7 +104,7 @@ def training_epochs(epochs: float, per_epoch: int, config: TrainingConfig) -> fl
     if epochs * per_epoch >= config.min_steps:
         return epochs
     scaled = math.ceil(config.min_steps / per_epoch)
-    print(f"{epochs:g} epochs of {per_epoch} steps are fewer than the minimum of {config.min_steps} optimiser steps: "
+    log.info(f"{epochs:g} epochs of {per_epoch} steps are fewer than the minimum of {config.min_steps} optimiser steps: "
           f"training {scaled} epochs ({scaled * per_epoch} steps; set min_steps / --min-steps to change)")
     return scaled
 
@@ -176,11 +179,11 @@ def run_trainer(
         trainer.add_callback(EvaluateAtEnd())
     last = last_checkpoint(checkpoints)
     if last:
-        print(f"resuming from {last}")
+        log.info(f"resuming from {last}")
     try:
         trainer.train(resume_from_checkpoint=last)
     except KeyboardInterrupt:
-        print(f"interrupted: run the same command again to resume from the last checkpoint in {checkpoints}")
+        log.info(f"interrupted: run the same command again to resume from the last checkpoint in {checkpoints}")
         raise
     return trainer
 

@@ -11,6 +11,7 @@ vectors and the same logits, and any other word splits into kept pieces (more of
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -26,6 +27,8 @@ from tinyship.compress.training import check_output, hf_tokenizer, parameter_cou
 from tinyship.runtime.data import load_examples
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
+
+log = logging.getLogger(__name__)
 
 CONTINUATION = "##"  # WordPiece's continuing-subword prefix, as BERT tokenizers write it
 
@@ -56,18 +59,18 @@ def prune_vocabulary(config: VocabularyConfig) -> Path:
         record["validation"] = _metrics(model, new_tokenizer, task, validation, config)
     _summarize(record)
     save_model(model, new_tokenizer, out, record)
-    print(f"vocabulary-pruned model written to {out}")
+    log.info(f"vocabulary-pruned model written to {out}")
     return out
 
 
 def _summarize(record: dict) -> None:
     """Say what was kept, the parameters before and after, the pieces that change, and the metrics before and after."""
     kept, parameters = record["vocabulary"], record["parameters"]
-    print(f"kept {kept['kept']} of {kept['before']} word pieces ({kept['share']:.1%}) used by {record['texts']}; "
+    log.info(f"kept {kept['kept']} of {kept['before']} word pieces ({kept['share']:.1%}) used by {record['texts']}; "
           f"parameters {parameters['before'] / 1e6:.2f}M -> {parameters['after'] / 1e6:.2f}M; "
           f"{record['pieces']['changed_rate']:.2%} of the validation pieces change")
     if "validation" in record:
-        print(f"on validation, before: {describe(record['validation_before'])}\nafter: {describe(record['validation'])}")
+        log.info(f"on validation, before: {describe(record['validation_before'])}\nafter: {describe(record['validation'])}")
 
 
 def _check_wordpiece(definition: dict, model_dir: Path) -> None:

@@ -15,8 +15,6 @@ from tinyship.runtime.predictor import BATCH_SIZE, run_rows
 from tinyship.runtime.predictor import open_session as session  # export and its report open models with it too
 from tinyship.runtime.tasks import LOWER_IS_BETTER
 
-
-
 # onnxruntime fusions applied when a session loads a model, tried off for each candidate: on onnxruntime 1.32's
 # CPU kernels, SkipLayerNormalization (residual Add + LayerNorm in one op) measured slower than the two apart.
 LOAD_TIME_FUSIONS = ("SkipLayerNormFusion",)

@@ -8,6 +8,7 @@ ships (by default the smallest of those as fast as the fastest).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -19,11 +20,22 @@ from tinyship.export.bundling import check_bundle_output, write_bundle
 from tinyship.export.config import ExportConfig
 from tinyship.export.evaluation import choose, described, evaluate, fastest_session, session
 from tinyship.export.onnx_export import check_parity, load_model, max_positions, to_onnx
-from tinyship.export.quantization import (PRESETS, STATIC_EMBEDDINGS, STATIC_OPS, VARIANTS, Recipe, batch_invariant_of,
-                                          detect_preset, precision_of, selected)
+from tinyship.export.quantization import (
+    PRESETS,
+    STATIC_EMBEDDINGS,
+    STATIC_OPS,
+    VARIANTS,
+    Recipe,
+    batch_invariant_of,
+    detect_preset,
+    precision_of,
+    selected,
+)
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
 from tinyship.runtime.predictor import pad
+
+log = logging.getLogger(__name__)
 
 
 def model_labels(model_dir: Path) -> list[str]:
@@ -111,10 +123,10 @@ def _calibration_rows(config: ExportConfig, task: Task, labels: list[str], token
 
 def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Path) -> Path:
     config, task = job.config, job.task
-    print(f"exporting {model_dir} ({task.name}) to ONNX, opset {config.opset}")
+    log.info(f"exporting {model_dir} ({task.name}) to ONNX, opset {config.opset}")
     paths = {"fp32": to_onnx(job.model, task, work / "fp32", config.opset, config.exporter)}
     parity = check_parity(job.model, paths["fp32"], config.parity_atol)
-    print(f"parity with PyTorch at {len(parity)} shapes: largest difference {max(parity.values()):.2e}")
+    log.info(f"parity with PyTorch at {len(parity)} shapes: largest difference {max(parity.values()):.2e}")
     names = [i.name for i in session(paths["fp32"]).get_inputs()]
     preset_name = detect_preset() if config.preset == "auto" else config.preset
     preset = PRESETS[preset_name]
@@ -142,7 +154,7 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
                 raise
             except Exception as e:  # a variant the tools cannot build for this graph is recorded, not fatal
                 measured[name] = {"error": f"not built: {_first_line(e)}"}
-                print(f"{name}: {measured[name]['error']}")
+                log.info(f"{name}: {measured[name]['error']}")
                 continue
             paths[name] = target
         measured[name] = _measure(job, name, paths[name], typical)
@@ -151,8 +163,8 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
         measured[name]["passed"] = passed
     winner = choice.winner
     if config.quantize != "none" and not any(p and precision_of(n) != "fp32" for n, p in choice.passed.items()):
-        print(f"no quantized variant kept {task.metric} within the budget: shipping {winner} (fp32)")
-    print(f"chosen: {choice.reason}")
+        log.info(f"no quantized variant kept {task.metric} within the budget: shipping {winner} (fp32)")
+    log.info(f"chosen: {choice.reason}")
     bundle = write_bundle(
         out,
         paths[winner],
@@ -195,7 +207,7 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
             **vocabulary_record(model_dir),
         },
     )
-    print(f"bundle written to {bundle}")
+    log.info(f"bundle written to {bundle}")
     return bundle
 
 
@@ -205,11 +217,11 @@ def _measure(job: _Job, name: str, path: Path, typical: dict) -> dict:
         disabled, timing = fastest_session(path, typical, job.config.latency_threads)
         metric = evaluate(path, job.rows, job.task, job.pad_id, disabled, batch_invariant_of(name))
     except Exception as e:  # e.g. an FP16 graph this CPU's onnxruntime has no kernels for
-        print(f"{name}: cannot run here: {_first_line(e)}")
+        log.info(f"{name}: cannot run here: {_first_line(e)}")
         return {"error": f"cannot run here: {_first_line(e)}"}
     result = {job.task.metric: metric, **timing, "size_bytes": path.stat().st_size, "precision": precision_of(name),
               "batch_invariant": batch_invariant_of(name), "disabled_optimizers": disabled}
-    print(f"{name}: {job.task.metric} {metric:.4f}, {described(result)}"
+    log.info(f"{name}: {job.task.metric} {metric:.4f}, {described(result)}"
           + (f" (onnxruntime's {', '.join(disabled)} off)" if disabled else ""))
     return result
 

@@ -3,6 +3,7 @@ parity check of every output against PyTorch over a grid of batch sizes, lengths
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import numpy as np
 import torch
 
 from tinyship.compress.pruning import load_model as load_pruned
-from tinyship.compress.tinyship_pruned import read_config
 from tinyship.compress.tasks import HEADS, Task, task_of
+from tinyship.compress.tinyship_pruned import read_config
 from tinyship.runtime.bundle import POSITION_OFFSET
 from tinyship.runtime.errors import TinyshipError
+
+log = logging.getLogger(__name__)
 
 PARITY_BATCHES = (1, 3, 8)
 PARITY_LENGTHS = (1, 17, 128)  # and the model's maximum
@@ -57,7 +60,7 @@ def to_onnx(model, task: Task, out_dir: Path, opset: int, exporter: str = "auto"
                 except ValueError as e:
                     if exporter == "optimum" or "not supported" not in str(e) and "unsupported" not in str(e):
                         raise TinyshipError(f"optimum cannot export this {model.config.model_type} model: {e}") from None
-                    print(f"optimum has no ONNX config for {model.config.model_type}: exporting with torch.onnx")
+                    log.info(f"optimum has no ONNX config for {model.config.model_type}: exporting with torch.onnx")
             try:
                 return _torch_export(model, out_dir, opset)
             except Exception as e:  # torch.onnx raises many kinds of errors for graphs it cannot trace

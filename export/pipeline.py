@@ -10,20 +10,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import types
 import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tinyship.compress.config import (CLEARLY_BETTER, STAGE_FILE, DistillConfig, FinetuneConfig, Phase, PruneConfig,
-                                      VocabularyConfig, settings, with_student)
+from tinyship.compress.config import (
+    CLEARLY_BETTER,
+    STAGE_FILE,
+    DistillConfig,
+    FinetuneConfig,
+    Phase,
+    PruneConfig,
+    VocabularyConfig,
+    settings,
+    with_student,
+)
 from tinyship.export.config import ExportConfig
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import check_model_dir
 from tinyship.runtime.flags import flag
+
+log = logging.getLogger(__name__)
 
 OWNED_BY_PIPELINE = {"output_dir", "output", "data", "teacher", "candidates_dir", "force"}
 
@@ -69,22 +81,22 @@ def compress(config: CompressConfig) -> Path:
     verbs = {DistillConfig: distill, PruneConfig: prune, VocabularyConfig: prune_vocabulary}
     for name, stage_config in plan[:-1]:
         _run_stage(name, verbs[type(stage_config)], stage_config, **_made_from(stage_config))
-    print("== bundle")
+    log.info("== bundle")
     export_config = plan[-1][1]
     bundle = export(export_config)
     exported = read_manifest(bundle)
     gate = exported["metrics"]
-    print(f"bundle ({exported['variant']}) on validation: {gate['metric']} {gate['validation']:.4f}"
+    log.info(f"bundle ({exported['variant']}) on validation: {gate['metric']} {gate['validation']:.4f}"
           + (f" (majority-class baseline {teacher_validation['eval_majority_baseline']:.4f})"
              if "eval_majority_baseline" in teacher_validation else ""))
-    print("== report")
+    log.info("== report")
     student = Path(export_config.model)
     candidates_dir = Path(export_config.candidates_dir)
     shipped = {exported["variant"]: bundle / exported["model"]}
     compression_report(teacher, student, {"fp32": candidates_dir / "fp32" / "model.onnx", **shipped}, config.data, out,
                        gate=gate, warnings=warnings)
-    print((out / "report.md").read_text(encoding="utf-8"))
-    print(f"bundle: {bundle}\nreport: {out / 'report.md'} and {out / 'report.json'}")
+    log.info((out / "report.md").read_text(encoding="utf-8"))
+    log.info(f"bundle: {bundle}\nreport: {out / 'report.md'} and {out / 'report.json'}")
     return bundle
 
 
@@ -135,7 +147,7 @@ def _check_teacher(teacher: Path, config: CompressConfig) -> tuple[dict, list[st
 
     if config.teacher:  # the user's model: scored here, on this data
         validation = validate(teacher, config.data)
-        print(f"teacher on validation: {describe(validation)}")
+        log.info(f"teacher on validation: {describe(validation)}")
     else:  # fine-tuned here on this data: scored (and said) when it was made
         validation = json.loads((teacher / STAGE_FILE).read_text(encoding="utf-8"))["validation"]
     weak = weakness(validation)
@@ -149,7 +161,7 @@ def _check_teacher(teacher: Path, config: CompressConfig) -> tuple[dict, list[st
             "--allow-weak-teacher (recipe: allow_weak_teacher: true) to go on anyway"
         )
     warning = f"the teacher is {weak}"
-    print(f"warning: {warning} (going on: --allow-weak-teacher)")
+    log.warning(f"{warning} (going on: --allow-weak-teacher)")
     return validation, [warning]
 
 
@@ -179,17 +191,17 @@ def _run_stage(name: str, verb, stage_config, **made_from) -> Path:
         except ValueError:
             raise TinyshipError(f"{out / STAGE_FILE} is damaged: delete {out} to redo the stage") from None
         if made.get("config") == settings(stage_config) and all(made.get(k) == v for k, v in made_from.items()):
-            print(f"== {name}: reusing {out} (same settings)")
+            log.info(f"== {name}: reusing {out} (same settings)")
             from tinyship.compress.training import checkpoints_of
 
             shutil.rmtree(checkpoints_of(out), ignore_errors=True)  # left by a kill between the save and their removal
             if "validation" in made:
                 from tinyship.compress.tasks import describe
 
-                print(f"{name} on validation: {describe(made['validation'])}")
+                log.info(f"{name} on validation: {describe(made['validation'])}")
             return out
         raise TinyshipError(f"{out} was made with other settings or another teacher: delete it, or choose another --out")
-    print(f"== {name}")
+    log.info(f"== {name}")
     return Path(verb(stage_config))
 
 

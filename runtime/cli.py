@@ -13,6 +13,7 @@ import codecs
 import dataclasses
 import io
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -48,6 +49,46 @@ class IntermixedParser(argparse.ArgumentParser):
             self._intermixing = False
 
 
+class _CurrentStdout(logging.StreamHandler):
+    """Writes to sys.stdout as it is when a message comes, so that redirections (and test captures) see it."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+class _Lines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """tinyship's messages (the "tinyship" loggers) to stdout, a line each: warnings and errors only at verbosity -1
+    (-q), progress as well at 0, debugging detail at 1 (-v). The CLI and the benchmarks call it; a library user
+    configures logging as they like."""
+    logger = logging.getLogger("tinyship")
+    logger.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO)
+    if not any(isinstance(h, _CurrentStdout) for h in logger.handlers):
+        handler = _CurrentStdout()
+        handler.setFormatter(_Lines("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def _verbosity_arguments() -> argparse.ArgumentParser:
+    shared = argparse.ArgumentParser(add_help=False)
+    group = shared.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=0,
+                       help="print warnings and errors only")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, help="print more detail")
+    return shared
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -61,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     for ep in sorted(entry_points(group="tinyship.commands"), key=lambda ep: ep.name):
         extras[ep.name] = ep.extras
         command: Command = ep.load()
-        sub = commands.add_parser(ep.name, help=command.help, description=command.help)
+        sub = commands.add_parser(ep.name, help=command.help, description=command.help,
+                                  parents=[_verbosity_arguments()])
         command.configure(sub)
         sub.set_defaults(run=command.run)
     args = parser.parse_args(argv)
+    configure_logging(args.verbosity)
     try:
         code = args.run(args) or 0
         sys.stdout.flush()  # so a reader that left shows here, not as an error at exit

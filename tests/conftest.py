@@ -15,7 +15,10 @@ if "HF_MODULES_CACHE" not in os.environ:  # where trust_remote_code tests import
 
 import pytest  # noqa: E402
 
+from tinyship.runtime.cli import configure_logging  # noqa: E402
 from tinyship.runtime.data import DataConfig  # noqa: E402
+
+configure_logging()  # tinyship's progress messages on stdout, as the CLI prints them (tests read some)
 
 LABELS = ["negative", "positive"]
 

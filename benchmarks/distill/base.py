@@ -45,6 +45,7 @@ from tinyship.export.exporting import model_labels
 from tinyship.export.pipeline import CompressConfig, compress
 from tinyship.export.report import machine, onnx_row, torch_row
 from tinyship.runtime.bundle import batch_invariant, read_manifest
+from tinyship.runtime.cli import configure_logging
 from tinyship.runtime.data import DataConfig, load_examples
 from tinyship.runtime.files import write_text_atomic
 
@@ -123,6 +124,7 @@ def recipe(args, work: Path, data: DataConfig, teacher: Path, teacher_bundle: Pa
 
 
 def main() -> None:
+    configure_logging()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny data and epochs: check that everything runs")
     parser.add_argument("--work", help="models and data (default: runs/bench-distill-base, quick: ...-quick)")

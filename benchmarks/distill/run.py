@@ -26,6 +26,7 @@ from tinyship.compress import AugmentConfig, DistillConfig, FinetuneConfig, Phas
 from tinyship.compress.corpus import corpus_lines
 from tinyship.export.bundling import versions
 from tinyship.export.report import machine, torch_row, typical_input
+from tinyship.runtime.cli import configure_logging
 from tinyship.runtime.data import DataConfig, load_examples
 from tinyship.runtime.files import write_text_atomic
 
@@ -43,6 +44,7 @@ def timed(results: dict, name: str, out: Path, make) -> Path:
 
 
 def main() -> None:
+    configure_logging()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny data and epochs: check that everything runs")
     parser.add_argument("--work", default="runs/bench-distill", help="models and data (default: %(default)s)")

@@ -31,6 +31,7 @@ from tinyship.export.exporting import model_labels
 from tinyship.export.quantization import batch_invariant_of, precision_of
 from tinyship.export.report import machine, save_results
 from tinyship.runtime.bundle import read_manifest
+from tinyship.runtime.cli import configure_logging
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
 
@@ -39,6 +40,7 @@ TARGET = {"batch_size": 1, "tokens": 128, "threads": 1}  # where the INT8 studen
 
 
 def main() -> None:
+    configure_logging()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="runs/demo/teacher", help="default: %(default)s")
     parser.add_argument("--student", default="runs/demo/student", help="default: %(default)s")

@@ -32,6 +32,7 @@ from tinyship.export.evaluation import evaluate, latency
 from tinyship.export.quantization import batch_invariant_of
 from tinyship.export.report import machine, save_results
 from tinyship.runtime.bundle import read_manifest
+from tinyship.runtime.cli import configure_logging
 from tinyship.runtime.data import DataConfig
 
 REMOVED = (0.2, 0.4, 0.6, 0.7)  # FLOPs kept: 80, 60, 40, 30%
@@ -39,6 +40,7 @@ RECOVERY = [Phase({"hidden": 1.0}, 1), Phase({"prediction": 1.0}, 2)]
 
 
 def main() -> None:
+    configure_logging()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="runs/demo/teacher", help="the recovery's teacher (default: %(default)s)")
     parser.add_argument("--model", help="the model to prune (default: the teacher; e.g. runs/demo/student)")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -38,12 +37,14 @@ from tinyship.export.report import machine, save_results
 from tinyship.runtime import load
 from tinyship.runtime.bench import timed
 from tinyship.runtime.bundle import read_manifest
+from tinyship.runtime.cli import configure_logging
 from tinyship.runtime.data import DataConfig, load_examples
 
 SHORT = "a gripping , funny and moving film that never loses sight of its characters"
 LONG = " ".join(["the film is a quiet and moving portrait of a family"] * 12)
 
 def main() -> None:
+    configure_logging()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="runs/demo/teacher", help="default: %(default)s")
     parser.add_argument("--bundle", default="runs/demo/bundle", help="the demo bundle, for the server (default: %(default)s)")

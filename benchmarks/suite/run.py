@@ -33,10 +33,17 @@ from pathlib import Path
 from benchmarks.lab.ceilings import ceilings_in_fresh_process
 from benchmarks.lab.engines import ENGINES, run
 from benchmarks.suite.report import headline_markdown, markdown, plot_all, point, validate
-
+from tinyship.compress import (
+    DistillConfig,
+    Phase,
+    PruneConfig,
+    VocabularyConfig,
+    distill,
+    load_model,
+    prune,
+    prune_vocabulary,
+)
 from tinyship.compress.flops import config_flops
-from tinyship.compress import (DistillConfig, Phase, PruneConfig, VocabularyConfig, distill, load_model, prune,
-                               prune_vocabulary)
 from tinyship.compress.tinyship_pruned import plain_config
 from tinyship.export import ExportConfig, export
 from tinyship.export.bundling import versions
@@ -45,6 +52,7 @@ from tinyship.export.quantization import batch_invariant_of
 from tinyship.export.report import save_results
 from tinyship.runtime.bench import machine
 from tinyship.runtime.bundle import batch_invariant, read_manifest
+from tinyship.runtime.cli import configure_logging
 from tinyship.runtime.data import DataConfig, load_examples
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import write_text_atomic
@@ -65,6 +73,7 @@ MARKERS = ("<!-- bench:headline:start -->", "<!-- bench:headline:end -->")
 
 
 def main() -> None:
+    configure_logging()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="runs/demo/teacher", help="default: %(default)s")
     parser.add_argument("--student", default="runs/demo/student", help="default: %(default)s")

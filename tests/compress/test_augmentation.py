@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from transformers import BertConfig, BertForMaskedLM, AutoTokenizer
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from tinyship.compress import AugmentConfig, augment
 from tinyship.compress.augmentation import read_vectors, vector_neighbours

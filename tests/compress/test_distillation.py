@@ -4,15 +4,29 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizerFast,
+)
 
-from tinyship.compress import LOSSES, DistillConfig, Phase, distill, student_from_teacher, uniform_layers, weights_digest
+from tests.compress.test_finetuning import Interrupt
+from tests.compress.test_students import make_other_student
+from tinyship.compress import (
+    LOSSES,
+    DistillConfig,
+    Phase,
+    distill,
+    student_from_teacher,
+    uniform_layers,
+    weights_digest,
+)
 from tinyship.compress.distillation import DistillationTrainer, attention_distance
 from tinyship.compress.states import forward_states
 from tinyship.runtime.data import DataConfig, Examples, load_examples
 from tinyship.runtime.errors import TinyshipError
-from tests.compress.test_finetuning import Interrupt
-from tests.compress.test_students import make_other_student
 
 INTERMEDIATE = {"embedding": 1.0, "hidden": 1.0, "attention": 1.0}
 

@@ -4,9 +4,9 @@ import json
 
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from tinyship.compress.flops import config_flops
 from tinyship.compress.pruning import cut, encoder_flops
 from tinyship.compress.training import save_model
-from tinyship.compress.flops import config_flops
 
 
 def test_flops_from_config_count_what_the_pruned_model_computes(tiny_model_dir, tmp_path):

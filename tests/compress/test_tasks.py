@@ -2,16 +2,22 @@ import json
 
 import pytest
 import torch
-from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification,
-                          AutoTokenizer, BertForQuestionAnswering, BertForSequenceClassification)
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+)
 
+from helpers import WORDS, squad_data, tiny, tiny_tagger, write_jsonl
+from helpers import token_data as make_token_data
 from tinyship.compress import DistillConfig, Phase, distill
 from tinyship.compress.losses import LOSSES
 from tinyship.compress.tasks import TASKS
 from tinyship.runtime.data import DataConfig, load_span_examples, load_token_examples
 from tinyship.runtime.errors import TinyshipError
-from helpers import WORDS, squad_data, tiny, tiny_tagger, write_jsonl
-from helpers import token_data as make_token_data
 
 PHASES = [Phase({"hidden": 1, "attention": 1}, 1), Phase({"prediction": 1, "labels": 0.5}, 1)]
 
@@ -131,6 +137,7 @@ def test_class_metrics_on_hand_made_predictions():
 
 def test_token_metrics_count_tagged_tokens_only_and_qa_has_no_classes():
     import numpy as np
+
     from tinyship.compress.tasks import TASKS, summarize
 
     logits = np.eye(3)[[[1, 1, 0, 2], [1, 0, 0, 0]]]  # predicted tags per token

@@ -5,8 +5,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from tinyship.export import ExportConfig, export
-from tinyship.export import bundling
+from tinyship.export import ExportConfig, bundling, export
 from tinyship.export.quantization import VARIANTS, Variant
 from tinyship.runtime import load
 from tinyship.runtime.bundle import batch_invariant, read_manifest

@@ -6,13 +6,12 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoTokenizer, BertForQuestionAnswering, BertForSequenceClassification
 
+from helpers import WORDS, squad_data, tiny, tiny_tagger, token_data
 from tinyship.export import ExportConfig, export
 from tinyship.export.onnx_export import max_positions, parity_inputs
 from tinyship.runtime import load
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
-
-from helpers import WORDS, squad_data, tiny, tiny_tagger, token_data
 
 
 def pairs_data(directory):

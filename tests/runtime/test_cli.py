@@ -1,8 +1,6 @@
-import argparse
 import dataclasses
 import io
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path

@@ -5,12 +5,11 @@ import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, BertForQuestionAnswering
 
+from helpers import squad_data, tiny
 from tinyship.export import ExportConfig, export
 from tinyship.runtime import QuestionAnswerer, load
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.question_answering import best_spans
-
-from helpers import squad_data, tiny
 
 CONTEXT = "in the year 1907 alice wrote a long letter about the weather and the sea, and bob read it twice in june."
 QUESTIONS = ["who wrote the letter?", "when did bob read it?", "what was the letter about?"]

@@ -5,8 +5,8 @@ every good request gets the answer it gets alone."""
 import json
 import random
 import re
-from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import httpx
 import pytest

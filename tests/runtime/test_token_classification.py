@@ -1,12 +1,11 @@
 import pytest
 from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
+from helpers import tiny_tagger, token_data
 from tinyship.export import ExportConfig, export
 from tinyship.runtime import TokenClassifier, load
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.token_classification import entities
-
-from helpers import tiny_tagger, token_data
 
 TEXTS = ["Alice visited Paris with Bob in June.", "tinyship ships models", "bob", "In June, alice wrote to Bob from Paris!"]
 
