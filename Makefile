@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/tinyship compress
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # The benchmark suite on the built-in task, on the demo's models (made first if missing); `bench` rewrites README's

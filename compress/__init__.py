@@ -35,8 +35,8 @@ _LAZY = {
     "validate": "evaluation",
 }
 
-__all__ = ["AugmentConfig", "DistillConfig", "FinetuneConfig", "Phase", "PruneConfig", "TrainingConfig", "VocabularyConfig",
-           *_LAZY]
+__all__ = ["AugmentConfig", "DistillConfig", "FinetuneConfig", "Phase", "PruneConfig", "TrainingConfig",
+           "VocabularyConfig", *_LAZY]
 
 
 def __getattr__(name: str):

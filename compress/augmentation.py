@@ -56,7 +56,8 @@ def augment(config: AugmentConfig) -> Path:
             label = examples.label_names[examples.labels[i]]
             originals = [texts[i] for texts in fields]
             options = [
-                [predict(words, j) if predict and predict.single_piece(w) else neighbours.get(w, []) for j, w in enumerate(words)]
+                [predict(words, j) if predict and predict.single_piece(w) else neighbours.get(w, [])
+                 for j, w in enumerate(words)]
                 for words in (texts[i] for texts in split)
             ]
             f.write(json.dumps({**dict(zip(columns, originals)), config.data.label_column: label}) + "\n")
@@ -114,15 +115,18 @@ def read_vectors(path: str) -> tuple[list[str], np.ndarray]:
                 words.append(parts[0])
                 rows.append(np.asarray(parts[1:], dtype=np.float32))
     except FileNotFoundError:
-        raise TinyshipError(f"word vectors {path} not found: give a GloVe-style text file, or leave --vectors out") from None
+        raise TinyshipError(f"word vectors {path} not found: give a GloVe-style text file, "
+                            "or leave --vectors out") from None
     except ValueError:
-        raise TinyshipError(f"{path} line {number}: not a word followed by numbers: give a GloVe-style text file") from None
+        raise TinyshipError(f"{path} line {number}: not a word followed by numbers: "
+                            "give a GloVe-style text file") from None
     if not rows:
         raise TinyshipError(f"{path} holds no vectors")
     return words, np.stack(rows)
 
 
-def vector_neighbours(words: list[str], vectors: np.ndarray, vocabulary: list[str], count: int, block: int = 1024) -> dict[str, list[str]]:
+def vector_neighbours(words: list[str], vectors: np.ndarray, vocabulary: list[str], count: int,
+                      block: int = 1024) -> dict[str, list[str]]:
     """The count nearest (cosine) words of each vocabulary word found among words, itself excluded."""
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     index = {w: i for i, w in enumerate(words)}

@@ -127,8 +127,8 @@ class Student:
                                 "it keeps (layers, --layers), not both")
         spec = cls(student, tuple(layers) if layers is not None else student_layers)
         if spec.shape and spec.layers is not None:
-            raise TinyshipError(f"the shape {student} has {spec.shape['num_hidden_layers']} layers of its own: leave out "
-                                "the layer count and the layers to keep, or give a model directory to cut")
+            raise TinyshipError(f"the shape {student} has {spec.shape['num_hidden_layers']} layers of its own: "
+                                "leave out the layer count and the layers to keep, or give a model directory to cut")
         return spec
 
     @property
@@ -225,10 +225,11 @@ class DistillConfig(TrainingConfig):
             raise TinyshipError("transfer text adds teacher-labelled sentences to a task's training set: the general "
                                 "stage reads unlabelled text through --corpus instead")
         if self.transfer_examples < 1:
-            raise TinyshipError(f"transfer_examples {self.transfer_examples}: give how many sentences to add, e.g. 20000")
+            raise TinyshipError(f"transfer_examples {self.transfer_examples}: give how many sentences to add, "
+                                "e.g. 20000")
         if not 0 <= self.teacher_bundle_tolerance <= 1:
-            raise TinyshipError(f"teacher_bundle_tolerance {self.teacher_bundle_tolerance}: give the largest metric loss "
-                                "the bundle may have against the PyTorch teacher, e.g. 0.005 (half a point)")
+            raise TinyshipError(f"teacher_bundle_tolerance {self.teacher_bundle_tolerance}: give the largest metric "
+                                "loss the bundle may have against the PyTorch teacher, e.g. 0.005 (half a point)")
         if self.phases is None:
             self.phases = task_phases() if self.stage == "task" else general_phases()
         self.phases = [Phase(**p) if isinstance(p, dict) else p for p in self.phases]
@@ -282,7 +283,8 @@ class AugmentConfig:
 
 
 PRUNE_SCOPES = ("global", "uniform")
-IMPORTANCE_NAMES = ("taylor", "magnitude", "group")  # the registry itself (tinyship.compress.pruning.IMPORTANCES) needs torch
+# the registry itself (tinyship.compress.pruning.IMPORTANCES) needs torch
+IMPORTANCE_NAMES = ("taylor", "magnitude", "group")
 
 
 @dataclass

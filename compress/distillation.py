@@ -165,25 +165,30 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     pad_ids = {"input_ids": tokenizer.pad_token_id, "teacher_input_ids": teacher_tokenizer.pad_token_id, "labels": -100}
 
     names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)] if task else []
-    train_data, eval_data, misaligned, source = _data(config, task, names, tokenizer, teacher_tokenizer if separate else None)
+    train_data, eval_data, misaligned, source = _data(config, task, names, tokenizer,
+                                                      teacher_tokenizer if separate else None)
     cache = _cache_teacher(config, teacher, student)
     if cache and task and not task.per_sequence:
-        log.info(f"--cache-teacher: {task.name} logits vary in length per input and are not cached; the teacher runs live")
+        log.info(f"--cache-teacher: {task.name} logits vary in length per input and are not cached; "
+                 "the teacher runs live")
     teacher_pad_ids = {**pad_ids, "input_ids": teacher_tokenizer.pad_token_id}
-    engine, engine_record = (_teacher_engine(config, teacher, task, names, eval_data, teacher_pad_ids, teacher_tokenizer)
+    engine, engine_record = (_teacher_engine(config, teacher, task, names, eval_data, teacher_pad_ids,
+                                             teacher_tokenizer)
                              if cache and task and task.per_sequence else (None, None))
     phases = _usable_phases(config.phases, misaligned, config.stage)
     _describe_heads(teacher, student, phases)
 
     log.info(f"distilling {teacher_dir} ({len(teacher.base_model.encoder.layer)} layers, {_size(teacher)}) into a "
           f"{len(layer_map)}-layer student ({_size(student)}) on {source}; student layer m learns from teacher layer "
-          f"{layer_map}" + (" (projected to the teacher's width)" if student.config.hidden_size != teacher.config.hidden_size else ""))
+          f"{layer_map}" + (" (projected to the teacher's width)"
+                            if student.config.hidden_size != teacher.config.hidden_size else ""))
     checkpoints = prepare_checkpoints(out, config)
     sized = hasattr(train_data, "__len__")
     per_epoch = steps_per_epoch(len(train_data) if sized else train_data.count(), config)
     record = []
     for number, phase in enumerate(phases, 1):
-        log.info(f"phase {number}/{len(phases)}: {', '.join(f'{w:g}*{n}' for n, w in phase.losses.items())} for {phase.epochs:g} epochs")
+        log.info(f"phase {number}/{len(phases)}: {', '.join(f'{w:g}*{n}' for n, w in phase.losses.items())} "
+                 f"for {phase.epochs:g} epochs")
         done = checkpoints / f"phase-{number}.safetensors"
         if done.is_file():
             load_model(student, done)
@@ -235,7 +240,8 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         **({"student_sha256": weights_digest(student_dir)} if config.spec.directory else {}),
         "layer_map": layer_map,
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
-        "tokenizers": "same" if not separate else "different: prediction loss only" if misaligned else "aligned by position",
+        "tokenizers": ("same" if not separate else "different: prediction loss only" if misaligned
+                       else "aligned by position"),
         **({"teacher_logits": engine_record} if engine_record else {}),
         "phases": record,
     }
@@ -277,7 +283,8 @@ def _data(config: DistillConfig, task: Task | None, names: list[str], tokenizer,
                                                      config.data.max_length)
     if misaligned and not task.per_sequence:
         raise TinyshipError(f"{task.name} compares logits token by token: the teacher's and the student's tokenizers "
-                            f"must cut text into the same pieces ({misaligned}); give the student the teacher's tokenizer")
+                            f"must cut text into the same pieces ({misaligned}); "
+                            "give the student the teacher's tokenizer")
     validation_rows = _rows(task, validation_set, tokenizer, teacher_tokenizer, config.data.max_length)
     train_data, eval_data = ([{**row, "index": i} for i, row in enumerate(rows)]  # the key of cached teacher logits
                              for rows in (train_rows, validation_rows))
@@ -351,8 +358,8 @@ def _misalignment(texts: list, rows: list[dict], tokenizer, teacher_tokenizer, m
     for text, s, t in zip(sample, student, teacher):
         if s != t:
             where = next(k for k, (a, b) in enumerate(zip(s + [None], t + [None])) if a != b)
-            return (f"{str(text)[:60]!r}: {len(s)} pieces by the student's tokenizer and {len(t)} by the teacher's, the "
-                    f"first to differ at position {where}")
+            return (f"{str(text)[:60]!r}: {len(s)} pieces by the student's tokenizer and {len(t)} by the teacher's, "
+                    f"the first to differ at position {where}")
     for row in rows:
         if len(row["input_ids"]) != len(row["teacher_input_ids"]):
             return (f"an input of {len(row['input_ids'])} pieces by the student's tokenizer and "
@@ -374,8 +381,8 @@ def _usable_phases(phases: list[Phase], misaligned: str | None, stage: str) -> l
     if stage == "general":
         raise TinyshipError(f"{why}: general distillation compares states position by position; give the student the "
                             "teacher's tokenizer")
-    log.info(f"{why}: the {', '.join(dropped)} loss{'es' if len(dropped) > 1 else ''} compare states position by position "
-          "and are dropped; the prediction and labels losses run, each model reading its own tokenization")
+    log.info(f"{why}: the {', '.join(dropped)} loss{'es' if len(dropped) > 1 else ''} compare states position by "
+          "position and are dropped; the prediction and labels losses run, each model reading its own tokenization")
     kept = [Phase({k: w for k, w in p.losses.items() if k not in INTERMEDIATE_LOSSES}, p.epochs) for p in phases]
     return [p for p in kept if p.losses]
 
@@ -409,12 +416,12 @@ def _teacher_engine(config: DistillConfig, teacher, task: Task, names: list[str]
 
     manifest = read_manifest(config.teacher_bundle)
     if manifest["labels"] != names:
-        raise TinyshipError(f"{config.teacher_bundle} predicts labels {manifest['labels']}, the teacher {names}: give the "
-                            "bundle exported from this teacher (`tinyship export TEACHER`)")
+        raise TinyshipError(f"{config.teacher_bundle} predicts labels {manifest['labels']}, the teacher {names}: "
+                            "give the bundle exported from this teacher (`tinyship export TEACHER`)")
     bundle_tokenizer = Path(config.teacher_bundle) / manifest["tokenizer"]
     if _pipeline(Tokenizer.from_file(str(bundle_tokenizer)).to_str()) != _tokenization(teacher_tokenizer):
-        raise TinyshipError(f"{bundle_tokenizer} cuts text differently from the teacher's tokenizer (a pruned vocabulary?): "
-                            "give the bundle exported from this teacher as it is")
+        raise TinyshipError(f"{bundle_tokenizer} cuts text differently from the teacher's tokenizer "
+                            "(a pruned vocabulary?): give the bundle exported from this teacher as it is")
     session = open_session(Path(config.teacher_bundle) / manifest["model"],
                            disabled_optimizers=manifest.get("session", {}).get("disabled_optimizers", []))
     size = config.batch_size * 2 if batch_invariant(manifest) else 1
@@ -427,19 +434,23 @@ def _teacher_engine(config: DistillConfig, teacher, task: Task, names: list[str]
     def measured(score) -> dict:
         start = time.perf_counter()
         metric = score()
-        return {f"validation_{task.metric}": metric, "examples_per_second": round(len(inputs) / (time.perf_counter() - start), 1)}
+        return {f"validation_{task.metric}": metric,
+                "examples_per_second": round(len(inputs) / (time.perf_counter() - start), 1)}
 
     labelled = [{**x, "labels": y} for x, y in zip(inputs, labels)]
-    sides = {"pytorch": measured(lambda: evaluate_rows(teacher, task, labelled, pad_ids, config.batch_size * 2)[f"eval_{task.metric}"]),
+    sides = {"pytorch": measured(lambda: evaluate_rows(teacher, task, labelled, pad_ids,
+                                                       config.batch_size * 2)[f"eval_{task.metric}"]),
              "bundle": measured(lambda: summarize(task, [(bundle_logits(inputs), np.array(labels))])[task.metric])}
     loss = sides["pytorch"][f"validation_{task.metric}"] - sides["bundle"][f"validation_{task.metric}"]
     loss = -loss if task.lower_is_better else loss
     used = loss <= config.teacher_bundle_tolerance
     log.info(f"teacher bundle {config.teacher_bundle} ({manifest.get('variant', 'onnx')}): validation {task.metric} "
-          f"{sides['bundle'][f'validation_{task.metric}']:.4f} against {sides['pytorch'][f'validation_{task.metric}']:.4f} "
+          f"{sides['bundle'][f'validation_{task.metric}']:.4f} "
+          f"against {sides['pytorch'][f'validation_{task.metric}']:.4f} "
           f"in PyTorch ({loss:+.4f} lost, tolerance {config.teacher_bundle_tolerance:g}); "
           f"{sides['bundle']['examples_per_second']:g} against {sides['pytorch']['examples_per_second']:g} examples/s: "
-          + ("the bundle computes the teacher's logits" if used else "over the tolerance: the PyTorch teacher computes them"))
+          + ("the bundle computes the teacher's logits" if used
+             else "over the tolerance: the PyTorch teacher computes them"))
     record = {"engine": "bundle" if used else "pytorch", "bundle": str(config.teacher_bundle),
               "variant": manifest.get("variant"), "model_sha256": manifest["files"][manifest["model"]],
               "tolerance": config.teacher_bundle_tolerance, **sides}
@@ -492,7 +503,8 @@ def _torch_logits(teacher, pad_ids: dict):
     return lambda rows: logits_of(teacher(**collator(rows))).float().numpy()
 
 
-def _cached_logits(engine, rows: list[dict], config: DistillConfig, located: tuple[Path, np.ndarray | None]) -> np.ndarray:
+def _cached_logits(engine, rows: list[dict], config: DistillConfig,
+                   located: tuple[Path, np.ndarray | None]) -> np.ndarray:
     """The teacher's logits for every training example, computed once (in batches of similar length) and kept on
     disk, memory-mapped; with row keys, rows that another cache in the same directory holds are taken from it.
     engine: a function of a batch of the teacher's rows to their logits."""

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def finetune(config: FinetuneConfig, callbacks: list | None = None) -> Path:
-    """Fine-tune config.model (default: the built-in MiniLM-L6) for sequence classification; returns the saved directory,
-    whose weights are the best checkpoint's by validation accuracy. callbacks: extra transformers TrainerCallbacks."""
+    """Fine-tune config.model (default: the built-in MiniLM-L6) for sequence classification; returns the saved
+    directory, whose weights are the best checkpoint's by validation accuracy. callbacks: extra transformers
+    TrainerCallbacks."""
     out = check_output(config)
     model_dir = check_model_dir(config.model or default_base_model())
     train_set = load_examples(config.data, "train")
@@ -47,7 +48,8 @@ def finetune(config: FinetuneConfig, callbacks: list | None = None) -> Path:
             ignore_mismatched_sizes=True,  # a classifier with another label count gets a fresh head
         )
     tokenizer = hf_tokenizer(model_dir)
-    log.info(f"fine-tuning {model_dir} with a new {len(names)}-label head {names} on {train_set.source}: {len(train_set)} examples")
+    log.info(f"fine-tuning {model_dir} with a new {len(names)}-label head {names} on {train_set.source}: "
+             f"{len(train_set)} examples")
     checkpoints = prepare_checkpoints(out, config)
     classification = TASKS["classification"]
     epochs = training_epochs(config.epochs, steps_per_epoch(len(train_set), config), config)

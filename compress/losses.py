@@ -27,7 +27,8 @@ def register(*names: str):
 
 
 @register("prediction")
-def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                       temperature: float = 1.0) -> torch.Tensor:
     """TinyBERT's prediction loss: cross-entropy of softmax(z_T / t) against log_softmax(z_S / t), batch mean."""
     targets = F.softmax(teacher_logits / temperature, dim=-1)
     return -(targets * F.log_softmax(student_logits / temperature, dim=-1)).sum(dim=-1).mean()

@@ -129,7 +129,8 @@ def magnitude(model, batches=None) -> tuple[list[torch.Tensor], list[torch.Tenso
             attention, size = layer.attention.self, _head_size(layer)
             rows = sum(getattr(attention, n).weight.pow(2).view(-1, size, attention.query.in_features).sum((1, 2))
                        for n in ("query", "key", "value"))
-            columns = layer.attention.output.dense.weight.pow(2).view(-1, attention.num_attention_heads, size).sum((0, 2))
+            columns = (layer.attention.output.dense.weight.pow(2).view(-1, attention.num_attention_heads, size)
+                       .sum((0, 2)))
             heads.append(_normalised((rows + columns).sqrt()))
             first, second = layer.intermediate.dense.weight, layer.output.dense.weight
             neurons.append(_normalised((first.pow(2).sum(1) + second.pow(2).sum(0)).sqrt()))
@@ -150,7 +151,8 @@ def group_magnitude(model, batches=None) -> tuple[list[torch.Tensor], list[torch
         for layer in encoder_layers(model):
             for linear, scores, size in ((layer.attention.self.query, heads, _head_size(layer)),
                                          (layer.intermediate.dense, neurons, 1)):
-                group = graph.get_pruning_group(linear, tp.prune_linear_out_channels, idxs=list(range(linear.out_features)))
+                group = graph.get_pruning_group(linear, tp.prune_linear_out_channels,
+                                                idxs=list(range(linear.out_features)))
                 scores.append(_normalised(importance(group).view(-1, size).sum(1)))
     return heads, neurons
 
@@ -197,7 +199,8 @@ def cut(model, heads: list[list[int]], neurons: list[list[int]]) -> None:
         if dead_neurons:
             graph.get_pruning_group(layer.intermediate.dense, tp.prune_linear_out_channels, idxs=dead_neurons).prune()
     model.config.intermediate_size = max(layer.intermediate.dense.out_features for layer in layers)
-    setattr(model.config, PRUNING_KEY, {"intermediate_sizes": [layer.intermediate.dense.out_features for layer in layers]})
+    setattr(model.config, PRUNING_KEY,
+            {"intermediate_sizes": [layer.intermediate.dense.out_features for layer in layers]})
 
 
 def _dependency_graph(model):
@@ -280,7 +283,8 @@ def measured_fraction(model, head_scores, neuron_scores, config: PruneConfig, to
     if best is None:
         raise TinyshipError(f"removing heads and neurons cannot take {config.latency:.0%} of the latency here (the "
                             "embeddings and the rest stay): set a smaller --latency")
-    log.info(f"measured: removing {best[0]:.1%} of heads and neurons removes {best[1]:.1%} of the latency at {tokens} tokens")
+    log.info(f"measured: removing {best[0]:.1%} of heads and neurons removes {best[1]:.1%} of the latency "
+             f"at {tokens} tokens")
     return best[0]
 
 
@@ -303,7 +307,8 @@ def prunable_parameters(model) -> int:
         attention = layer.attention.self
         total += 3 * (attention.query.in_features + 1) * attention.all_head_size
         total += layer.attention.output.dense.in_features * layer.attention.output.dense.out_features
-        total += (layer.intermediate.dense.in_features + 1 + layer.output.dense.out_features) * layer.intermediate.dense.out_features
+        total += ((layer.intermediate.dense.in_features + 1 + layer.output.dense.out_features)
+                  * layer.intermediate.dense.out_features)
     return total
 
 

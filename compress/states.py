@@ -36,7 +36,8 @@ def query_key(layer: torch.nn.Module) -> tuple[torch.nn.Linear, torch.nn.Linear]
     linears = {name.rsplit(".", 1)[-1]: m for name, m in layer.named_modules() if isinstance(m, torch.nn.Linear)}
     query, key = linears.get("query", linears.get("q")), linears.get("key", linears.get("k"))
     if query is None or key is None:
-        raise TinyshipError(f"no query/key projections found in {type(layer).__name__}: the attention loss cannot read its maps")
+        raise TinyshipError(f"no query/key projections found in {type(layer).__name__}: "
+                            "the attention loss cannot read its maps")
     return query, key
 
 
@@ -71,7 +72,8 @@ def forward_states(model, inputs: dict, attention_layers=(), attention: str = "s
     hooks = []
     for n in attention_layers:
         for name, module in zip("qk", query_key(layers[n - 1])):
-            hooks.append(module.register_forward_hook(lambda _m, _i, output, key=(n, name): caught.__setitem__(key, output)))
+            hooks.append(module.register_forward_hook(
+                lambda _m, _i, output, key=(n, name): caught.__setitem__(key, output)))
     try:
         outputs = model(**inputs, output_hidden_states=True, return_dict=True)
     finally:

@@ -24,7 +24,8 @@ def uniform_layers(teacher_layers: int, student_layers: int, source: str = "teac
     """TinyBERT's mapping g(m) = m * N / M: the 1-based teacher layer each student layer starts from (and so the
     layers a uniform cut keeps, of the teacher or of a `source` student directory)."""
     if not 1 <= student_layers <= teacher_layers:
-        raise TinyshipError(f"a student of {student_layers} layers from a {teacher_layers}-layer {source}: use 1 to {teacher_layers}")
+        raise TinyshipError(f"a student of {student_layers} layers from a {teacher_layers}-layer {source}: "
+                            f"use 1 to {teacher_layers}")
     return [m * teacher_layers // student_layers for m in range(1, student_layers + 1)]
 
 
@@ -56,7 +57,8 @@ def load_teacher(model_dir: Path, stage: str) -> tuple[torch.nn.Module, Task | N
     return load_model(model_dir), task  # plain or pruned
 
 
-def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task | None) -> tuple[torch.nn.Module, Path, list[int]]:
+def build_student(config: DistillConfig, teacher, teacher_dir: Path,
+                  task: Task | None) -> tuple[torch.nn.Module, Path, list[int]]:
     """The student, the directory of its tokenizer, and its layer map (config.layer_map, or the teacher layers it
     was cut from, or uniform g(m) = m*N/M). A student directory with a layer count or kept layers is cut to those
     of its own layers, uniformly by the same rule as a cut of the teacher."""
@@ -100,6 +102,7 @@ def build_student(config: DistillConfig, teacher, teacher_dir: Path, task: Task 
     layer_map = config.layer_map or cut_from or uniform_layers(teacher_count, student_count)
     if len(layer_map) != student_count or not all(1 <= n <= teacher_count for n in layer_map):
         raise TinyshipError(
-            f"layer map {layer_map}: give one teacher layer (1 to {teacher_count}) for each of the student's {student_count} layers"
+            f"layer map {layer_map}: give one teacher layer (1 to {teacher_count}) for each of the student's "
+            f"{student_count} layers"
         )
     return student, tokenizer_dir, layer_map

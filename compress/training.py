@@ -104,8 +104,8 @@ def training_epochs(epochs: float, per_epoch: int, config: TrainingConfig) -> fl
     if epochs * per_epoch >= config.min_steps:
         return epochs
     scaled = math.ceil(config.min_steps / per_epoch)
-    log.info(f"{epochs:g} epochs of {per_epoch} steps are fewer than the minimum of {config.min_steps} optimiser steps: "
-          f"training {scaled} epochs ({scaled * per_epoch} steps; set min_steps / --min-steps to change)")
+    log.info(f"{epochs:g} epochs of {per_epoch} steps are fewer than the minimum of {config.min_steps} optimiser "
+          f"steps: training {scaled} epochs ({scaled * per_epoch} steps; set min_steps / --min-steps to change)")
     return scaled
 
 
@@ -174,7 +174,8 @@ def run_trainer(
         dataloader_pin_memory=torch.cuda.is_available(),
     )
     checkpoints.mkdir(parents=True, exist_ok=True)  # every torchrun rank looks for the last checkpoint here
-    trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **trainer_kwargs)
+    trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                            **trainer_kwargs)
     if keep_best:
         trainer.add_callback(EvaluateAtEnd())
     last = last_checkpoint(checkpoints)
@@ -191,7 +192,8 @@ def run_trainer(
 def last_checkpoint(checkpoints: Path) -> str | None:
     """The newest checkpoint the Trainer finished writing (trainer_state.json is its last file): one a kill cut short
     cannot be resumed from, and the resumed run writes it again."""
-    steps = [int(p.parent.name.removeprefix("checkpoint-")) for p in checkpoints.glob("checkpoint-*/trainer_state.json")]
+    steps = [int(p.parent.name.removeprefix("checkpoint-"))
+             for p in checkpoints.glob("checkpoint-*/trainer_state.json")]
     return str(checkpoints / f"checkpoint-{max(steps)}") if steps else None
 
 
@@ -212,7 +214,8 @@ def checkpoints_of(out: Path) -> Path:
 
 
 def prepare_checkpoints(out: Path, config: TrainingConfig) -> Path:
-    """The checkpoint directory for out: kept for a resume with the same settings, else refused (or, with force, cleared)."""
+    """The checkpoint directory for out: kept for a resume with the same settings, else refused (or, with force,
+    cleared)."""
     checkpoints = checkpoints_of(out)
     if not is_main_process():
         return checkpoints  # rank 0 checks and prepares it

@@ -70,7 +70,8 @@ def _summarize(record: dict) -> None:
           f"parameters {parameters['before'] / 1e6:.2f}M -> {parameters['after'] / 1e6:.2f}M; "
           f"{record['pieces']['changed_rate']:.2%} of the validation pieces change")
     if "validation" in record:
-        log.info(f"on validation, before: {describe(record['validation_before'])}\nafter: {describe(record['validation'])}")
+        log.info(f"on validation, before: {describe(record['validation_before'])}\n"
+                 f"after: {describe(record['validation'])}")
 
 
 def _check_wordpiece(definition: dict, model_dir: Path) -> None:

@@ -1,7 +1,8 @@
 """tinyship.export: model directory -> bundle (ONNX, parity check, INT8), and the whole pipeline.
 
 One verb and one config per stage: export(ExportConfig), compress(CompressConfig).
-Candidate variants (fused, INT8, FP16) live in the VARIANTS registry, INT8 layouts per CPU in PRESETS. Heavy imports wait until first use.
+Candidate variants (fused, INT8, FP16) live in the VARIANTS registry, INT8 layouts per CPU in PRESETS. Heavy imports
+wait until first use.
 """
 
 from __future__ import annotations

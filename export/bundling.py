@@ -15,7 +15,8 @@ from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import refuse_existing, sha256_file, writing_directory
 from tinyship.runtime.schema import validate
 
-PACKAGES = ("tinyship", "onnxruntime", "onnx", "optimum", "optimum-onnx", "torch", "transformers", "tokenizers", "numpy")
+PACKAGES = ("tinyship", "onnxruntime", "onnx", "optimum", "optimum-onnx", "torch", "transformers", "tokenizers",
+            "numpy")
 
 
 def versions() -> dict[str, str]:

@@ -106,7 +106,8 @@ def choose(measured: dict[str, dict], metric: str, budget: float, objective: str
                 f"{n} ({metric} {measured[n][metric]:.4f}, {points(sign * (base - measured[n][metric]))} worse)"
                 for n in measured if not passed[n]]
     reason = (f"{winner}: objective {objective}, {rule}, within the accuracy budget of {points(budget)} "
-              f"({described(measured[winner])}, {metric} {measured[winner][metric]:.4f} against {base:.4f} for {baseline})")
+              f"({described(measured[winner])}, {metric} {measured[winner][metric]:.4f} "
+              f"against {base:.4f} for {baseline})")
     others = [n for n in within if n != winner]
     if others:
         reason += "; also within the budget: " + ", ".join(f"{n} ({described(measured[n])})" for n in others)

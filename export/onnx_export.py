@@ -59,7 +59,8 @@ def to_onnx(model, task: Task, out_dir: Path, opset: int, exporter: str = "auto"
                     return _optimum_export(model, task, out_dir, opset)
                 except ValueError as e:
                     if exporter == "optimum" or "not supported" not in str(e) and "unsupported" not in str(e):
-                        raise TinyshipError(f"optimum cannot export this {model.config.model_type} model: {e}") from None
+                        raise TinyshipError("optimum cannot export this "
+                                            f"{model.config.model_type} model: {e}") from None
                     log.info(f"optimum has no ONNX config for {model.config.model_type}: exporting with torch.onnx")
             try:
                 return _torch_export(model, out_dir, opset)

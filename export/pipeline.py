@@ -114,12 +114,14 @@ def stages(config: CompressConfig) -> list[tuple[str, object]]:
     for step, changes in enumerate(rounds, start=1):
         suffix = f"-{step}" if len(rounds) > 1 else ""
         pruned = str(out / f"pruned{suffix}")
-        plan.append((f"pruned{suffix}", replace(config.prune, model=student, **changes, output_dir=pruned, data=config.data)))
+        plan.append((f"pruned{suffix}", replace(config.prune, model=student, **changes, output_dir=pruned,
+                                                data=config.data)))
         student = str(out / f"recovered{suffix}")
         recovery = replace(with_student(config.distill, pruned), phases=recovery_phases(config.distill.phases))
         plan.append((f"recovered{suffix}", replace(recovery, teacher=teacher, output_dir=student, data=config.data)))
     if config.prune_vocabulary:
-        plan.append(("vocabulary", VocabularyConfig(model=student, output_dir=str(out / "vocabulary"), data=config.data)))
+        plan.append(("vocabulary", VocabularyConfig(model=student, output_dir=str(out / "vocabulary"),
+                                                    data=config.data)))
         student = str(out / "vocabulary")
     plan.append(("bundle", replace(config.export, model=student, output=str(out / "bundle"), data=config.data,
                                    candidates_dir=str(out / "candidates"), force=True)))
@@ -200,7 +202,8 @@ def _run_stage(name: str, verb, stage_config, **made_from) -> Path:
 
                 log.info(f"{name} on validation: {describe(made['validation'])}")
             return out
-        raise TinyshipError(f"{out} was made with other settings or another teacher: delete it, or choose another --out")
+        raise TinyshipError(f"{out} was made with other settings or another teacher: "
+                            "delete it, or choose another --out")
     log.info(f"== {name}")
     return Path(verb(stage_config))
 
@@ -225,7 +228,8 @@ def from_dict(cls, values, where: str):
         raise TinyshipError(f"{where}: expected a mapping of {cls.__name__} settings, got {values!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    owned = set() if cls is CompressConfig else OWNED_BY_PIPELINE | ({"model"} if cls in (ExportConfig, PruneConfig) else set())
+    owned = (set() if cls is CompressConfig
+             else OWNED_BY_PIPELINE | ({"model"} if cls in (ExportConfig, PruneConfig) else set()))
     for key in values:
         if key not in known or key in owned:
             allowed = sorted(known - owned)

@@ -39,7 +39,8 @@ PRESETS = {
     "avx512_vnni": QuantPreset("int8", per_channel=False, why="u8s8: VNNI multiplies uint8 by int8 without saturation"),
     "avx2": QuantPreset("uint8", per_channel=False,
                         why="u8u8: AVX2's u8s8 multiply-add (VPMADDUBSW) can saturate, u8u8 cannot"),
-    "arm64": QuantPreset("int8", per_channel=True, why="u8s8: as fast as u8u8 on large ARM64 cores, faster on small ones"),
+    "arm64": QuantPreset("int8", per_channel=True,
+                         why="u8s8: as fast as u8u8 on large ARM64 cores, faster on small ones"),
 }
 
 
@@ -219,7 +220,8 @@ def _int8_embeddings(path: Path) -> None:
         at = list(graph.node).index(lookup) + 1
         for offset, node in enumerate([
             helper.make_node("Gather", [f"{name}_scale", ids], [f"{out}_scale"], name=f"{lookup.name}_scale"),
-            helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], to=TensorProto.FLOAT, name=f"{lookup.name}_cast"),
+            helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], to=TensorProto.FLOAT,
+                             name=f"{lookup.name}_cast"),
             helper.make_node("Mul", [f"{out}_float", f"{out}_scale"], [out], name=f"{lookup.name}_dequantize"),
         ]):
             graph.node.insert(at + offset, node)
@@ -256,7 +258,8 @@ def _unquantize_other_consumers(path: Path) -> None:
             node.input[:] = [original.get(name, name) for name in node.input]
     while True:  # drop the pairs nothing reads any more
         read = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
-        unread = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.output[0] not in read]
+        unread = [n for n in graph.node
+                  if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.output[0] not in read]
         if not unread:
             break
         for node in unread:

@@ -75,8 +75,8 @@ def scores(predicted: np.ndarray, examples: Examples) -> dict:
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
 
 
-def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typical: dict, max_length: int, parameters: int,
-             disabled_optimizers: list[str], batch_invariant: bool) -> dict:
+def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typical: dict, max_length: int,
+             parameters: int, disabled_optimizers: list[str], batch_invariant: bool) -> dict:
     """An ONNX model, loaded with the session settings its export chose and scored as the runtime serves it."""
     run = session(model_file, threads=1, disabled_optimizers=disabled_optimizers)
     feed = {i.name: typical[i.name] for i in run.get_inputs()}
@@ -91,8 +91,8 @@ def onnx_row(name: str, model_file: Path, model_dir: Path, test: Examples, typic
     }
 
 
-def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[str, Path], data: DataConfig, out_dir: Path,
-                       gate: dict | None = None, warnings: list[str] | None = None) -> dict:
+def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[str, Path], data: DataConfig,
+                       out_dir: Path, gate: dict | None = None, warnings: list[str] | None = None) -> dict:
     """Measure teacher, student and the student's ONNX candidates; write report.json and report.md to out_dir.
     gate: the bundle manifest's metrics, whose candidate table the report repeats (with the validation split's
     majority-class baseline); warnings: lines the report states first (e.g. a weak teacher, let through)."""
@@ -103,8 +103,8 @@ def compression_report(teacher_dir: Path, student_dir: Path, candidates: dict[st
     rows.append(torch_row("student (PyTorch fp32)", student_dir, test, typical, data.max_length))
     for name, path in candidates.items():
         disabled = gate["candidates"][name]["disabled_optimizers"] if gate else []
-        rows.append(onnx_row(f"student (ONNX {name})", path, student_dir, test, typical, data.max_length, rows[1]["parameters"],
-                             disabled, batch_invariant_of(name)))
+        rows.append(onnx_row(f"student (ONNX {name})", path, student_dir, test, typical, data.max_length,
+                             rows[1]["parameters"], disabled, batch_invariant_of(name)))
     teacher = rows[0]
     for row in rows:
         row["speedup"] = teacher["median_ms"] / row["median_ms"]
@@ -166,7 +166,8 @@ def markdown(report: dict) -> str:
     for r in report["rows"]:
         lines.append(
             f"| {r['model']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
-            f"{'n/a' if r['accuracy_kept'] is None else format(r['accuracy_kept'], '.1%')} | {r['size_bytes'] / 1e6:.1f} | "
+            f"{'n/a' if r['accuracy_kept'] is None else format(r['accuracy_kept'], '.1%')} | "
+            f"{r['size_bytes'] / 1e6:.1f} | "
             f"{r['size_reduction']:.1f}x | {r['parameters'] / 1e6:.1f} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | "
             f"{r['speedup']:.1f}x |"
         )

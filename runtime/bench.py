@@ -45,7 +45,8 @@ def cold_start(bundle: Path, pairs: bool) -> dict:
     """Seconds from a fresh interpreter's launch, through its imports and the load, to its first prediction (on 1
     thread), and the process's peak RSS: `python -m tinyship.runtime.bench`."""
     first = sample_input(pairs, 16, 1)[0]
-    result = subprocess.run([sys.executable, "-m", "tinyship.runtime.bench", str(bundle), json.dumps(first), repr(time.time())],
+    result = subprocess.run([sys.executable, "-m", "tinyship.runtime.bench", str(bundle), json.dumps(first),
+                             repr(time.time())],
                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if result.returncode != 0:
         raise TinyshipError(f"the cold-start process failed: {result.stderr.strip().splitlines()[-1]}")
@@ -111,15 +112,16 @@ def markdown(report: dict) -> str:
         f"{report['machine']['cpu']}, {report['machine']['cores']} cores.",
         f"Cold start to first prediction: {cold['seconds']:.2f} s, peak RSS {cold['peak_rss_mb']:.0f} MB.",
         "Batches run padded in one model run." if report["batch_invariant"] else
-        "Not batch-invariant (as dynamic INT8): a batch runs one input per run, so that no input changes another's answer.",
+        "Not batch-invariant (as dynamic INT8): a batch runs one input per run, "
+        "so that no input changes another's answer.",
         f"End-to-end latency (tokenization included), {report['repeat']} runs each:",
         "",
         "| batch | tokens | threads | median ms | p90 ms | p99 ms | inputs/s |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in report["latency"]:
-        lines.append(f"| {p['batch_size']} | {p['tokens']} | {p['threads']} | {p['median_ms']:.2f} | {p['p90_ms']:.2f} | "
-                     f"{p['p99_ms']:.2f} | {p['per_second']:.0f} |")
+        lines.append(f"| {p['batch_size']} | {p['tokens']} | {p['threads']} | {p['median_ms']:.2f} | "
+                     f"{p['p90_ms']:.2f} | {p['p99_ms']:.2f} | {p['per_second']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

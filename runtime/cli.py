@@ -157,7 +157,8 @@ def _reader_left() -> int:
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags that choose a data set: a built-in one, or the user's own files. Unset flags keep the config's value."""
+    """The flags that choose a data set: a built-in one, or the user's own files. Unset flags keep the config's
+    value."""
     add_flags(parser.add_argument_group("data (a built-in set, or your own CSV/TSV/JSONL files)"), DataConfig,
               optional=True)
 

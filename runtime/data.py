@@ -302,7 +302,8 @@ class SpanExamples:
 def load_token_examples(config: DataConfig, split: str, label_names: list[str] | None = None) -> TokenExamples:
     """A token-classification split from JSONL: the text column a list of words, the label column a tag per word."""
     rows, source = _user_rows(_needs_file(config, "token classification"), split, _read_token_rows)
-    names = label_names or config.labels or sorted({t for r in _read_token_rows(Path(config.train_file), config) for t in r[3]})
+    names = label_names or config.labels or sorted({t for r in _read_token_rows(Path(config.train_file), config)
+                                                    for t in r[3]})
     ids = {name: i for i, name in enumerate(names)}
     for path, _, _, tags, line in rows:
         unknown = [t for t in tags if t not in ids]
@@ -355,12 +356,14 @@ def _read_span_rows(path: Path, config: DataConfig) -> list[tuple]:
                             "--text-pair-column CONTEXT --label-column ANSWERS")
     rows = []
     for line, record in _records(path, config, [config.text_column, config.text_pair_column, config.label_column]):
-        question, context, answers = record[config.text_column], record[config.text_pair_column], record[config.label_column]
+        question, context, answers = (record[config.text_column], record[config.text_pair_column],
+                                      record[config.label_column])
         try:
             texts, starts = answers["text"], answers["answer_start"]
             text, start = (texts[0], int(starts[0])) if isinstance(texts, list) else (texts, int(starts))
         except (TypeError, KeyError, IndexError, ValueError):
-            raise TinyshipError(f"{path} line {line}: answers must be {{\"text\": [...], \"answer_start\": [...]}}") from None
+            raise TinyshipError(f"{path} line {line}: answers must be "
+                                f"{{\"text\": [...], \"answer_start\": [...]}}") from None
         if context[start : start + len(text)] != text:
             raise TinyshipError(f"{path} line {line}: the answer {text!r} is not at character {start} of the context")
         rows.append((path, question + "\n" + context, (question, context), (text, start), line))

@@ -133,7 +133,8 @@ class Predictor:
     def _run(self, encodings: list[Encoding]) -> list[list[np.ndarray]]:
         """Each encoding's rows of every model output, in the order given; one encoding per run unless the model is
         batch-invariant."""
-        rows = [{"input_ids": e.ids, "attention_mask": e.attention_mask, "token_type_ids": e.type_ids} for e in encodings]
+        rows = [{"input_ids": e.ids, "attention_mask": e.attention_mask, "token_type_ids": e.type_ids}
+                for e in encodings]
         return run_rows(self.session, rows, self.pad_id, self.batch_size if self.batch_invariant else 1, self.per_token)
 
 

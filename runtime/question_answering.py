@@ -38,7 +38,8 @@ class QuestionAnswerer(Predictor):
             spans = []
             for window in group:
                 start_logits, end_logits = next(outputs)
-                spans += best_spans(start_logits, end_logits, window.sequence_ids, window.offsets, top_k, max_answer_length)
+                spans += best_spans(start_logits, end_logits, window.sequence_ids, window.offsets, top_k,
+                                    max_answer_length)
             spans = sorted(spans, key=lambda s: -s[0])
             unique, seen = [], set()
             for score, start, end in spans:  # overlapping windows can find the same span

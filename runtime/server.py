@@ -54,7 +54,8 @@ class ServeConfig:
     max_chars: int = 20_000  # characters per text
     max_body_bytes: int = 1_000_000
     threads: int | None = None  # onnxruntime threads per model (default: all cores)
-    api_key: str | None = field(default=None, repr=False)  # set: every route but /healthz needs `Authorization: Bearer <api_key>`
+    # set: every route but /healthz needs `Authorization: Bearer <api_key>`
+    api_key: str | None = field(default=None, repr=False)
     insecure: bool = False  # allow listening beyond loopback without an API key (e.g. behind an authenticating proxy)
     allowed_hosts: tuple[str, ...] = ()  # Host header names answered; empty: any
     request_timeout_s: float = 30.0  # a request still unanswered this long after it arrived gets 504
@@ -163,8 +164,10 @@ class Metrics:
                                 registry=self.registry)
         self.latency = Histogram("tinyship_request_seconds", "Time to answer a request, by path.", ["path"],
                                  buckets=LATENCY_BUCKETS_S, registry=self.registry)
-        self.batch_size = Histogram("tinyship_batch_size", "Inputs per batch handed to the model (a bundle that is not batch-invariant runs them one at a time).", buckets=BATCH_BUCKETS,
-                                    registry=self.registry)
+        self.batch_size = Histogram("tinyship_batch_size",
+                                    "Inputs per batch handed to the model (a bundle that is not batch-invariant "
+                                    "runs them one at a time).",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
 
     def request(self, path: str, status: int, seconds: float) -> None:
         # Known routes by name, every other path as one label: clients can neither grow the output nor shape its lines.
@@ -244,7 +247,8 @@ class FrontDoor:
         """The whole body; refused as soon as it passes max_body_bytes (413) or takes over body_timeout_s (408)."""
         try:
             # the body's time counts against the request's too: a body still arriving then is late (408)
-            return await asyncio.wait_for(self._body(receive), min(self.config.body_timeout_s, self.config.request_timeout_s))
+            return await asyncio.wait_for(self._body(receive),
+                                          min(self.config.body_timeout_s, self.config.request_timeout_s))
         except asyncio.TimeoutError:
             raise Refusal(408, f"the request body did not arrive within "
                                f"{min(self.config.body_timeout_s, self.config.request_timeout_s):g} s: send it whole",
@@ -307,11 +311,13 @@ def create_app(bundles: dict[str, str | Path], config: ServeConfig = ServeConfig
         inputs: Union[str, list[str], list[tuple[str, str]]] = Field(
             description="a text, a list of texts, or a list of [text, pair] lists (sentence pairs; question answering)")
         model: str | None = Field(None, description="which bundle, by name; optional when the server has one")
-        top_k: int = Field(1, ge=1, le=100, description="labels (classification) or answers (question answering) per input")
+        top_k: int = Field(1, ge=1, le=100,
+                           description="labels (classification) or answers (question answering) per input")
 
     if not bundles:
         raise TinyshipError("give at least one bundle to serve")
-    predictors = {name: load(path, threads=config.threads, batch_size=config.max_batch) for name, path in bundles.items()}
+    predictors = {name: load(path, threads=config.threads, batch_size=config.max_batch)
+                  for name, path in bundles.items()}
     metrics = Metrics()
     batchers: dict[str, Batcher] = {}
 
@@ -336,7 +342,8 @@ def create_app(bundles: dict[str, str | Path], config: ServeConfig = ServeConfig
         """Starlette's own errors (unknown route, wrong method) in the one error shape."""
         message = error.detail
         if error.status_code == 404:
-            message = f"no route {request.url.path}: this server answers POST {ROUTES[0]} and GET {', '.join(ROUTES[1:])}"
+            message = (f"no route {request.url.path}: this server answers POST {ROUTES[0]} "
+                       f"and GET {', '.join(ROUTES[1:])}")
         elif error.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}: use {(error.headers or {}).get('Allow')}"
         return _error(error.status_code, message, error.headers)
@@ -422,7 +429,8 @@ def uvicorn_server(app, host: str, port: int, config: ServeConfig, **options):
                                          timeout_graceful_shutdown=math.ceil(config.request_timeout_s) + 1, **options))
 
 
-def serve(bundles: dict[str, str | Path], host: str = "127.0.0.1", port: int = 8000, config: ServeConfig = ServeConfig()):
+def serve(bundles: dict[str, str | Path], host: str = "127.0.0.1", port: int = 8000,
+          config: ServeConfig = ServeConfig()):
     """Run the server until interrupted. A bad address or port is a clear error, not a traceback."""
     from uvicorn.config import LOGGING_CONFIG
 
@@ -450,7 +458,8 @@ def _check_address(host: str, port: int, config: ServeConfig) -> None:
         except OSError as e:
             option = "--port" if e.errno in (errno.EADDRINUSE, errno.EACCES) else "--host"
             raise TinyshipError(f"cannot listen on {host}:{port} ({e.strerror}): choose another {option}") from None
-    if not (config.api_key or config.insecure) and not all(ipaddress.ip_address(a[4][0]).is_loopback for a in addresses):
+    if not (config.api_key or config.insecure) and not all(ipaddress.ip_address(a[4][0]).is_loopback
+                                                           for a in addresses):
         raise TinyshipError(f"--host {host} is reachable from other machines and no API key guards it: give a key with "
                             "--api-key-file FILE or the TINYSHIP_API_KEY variable, or pass --insecure if something "
                             "else (a proxy, a firewall) guards it")

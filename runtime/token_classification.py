@@ -27,7 +27,8 @@ class TokenClassifier(Predictor):
         for text, encoding, (logits,) in zip(texts, encodings, self._run(encodings)):
             words = first_pieces(encoding.word_ids, encoding.offsets)
             probs = softmax(logits)
-            labelled = [(self.labels[int(probs[k].argmax())], float(probs[k].max()), start, end) for k, start, end in words]
+            labelled = [(self.labels[int(probs[k].argmax())], float(probs[k].max()), start, end)
+                        for k, start, end in words]
             results.append({"entities": entities(labelled, text), "truncated": bool(encoding.overflowing)})
         return results[0] if single else results
 

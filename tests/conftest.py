@@ -39,8 +39,8 @@ def make_tiny_model(path, minilm_dir, layers=4, seed=0, initializer_range=0.02):
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=128, num_labels=2, id2label=dict(enumerate(LABELS)), initializer_range=initializer_range,
-        label2id={n: i for i, n in enumerate(LABELS)},
+        max_position_embeddings=128, num_labels=2, id2label=dict(enumerate(LABELS)),
+        initializer_range=initializer_range, label2id={n: i for i, n in enumerate(LABELS)},
     )
     model = BertForSequenceClassification(config).eval()
     model.save_pretrained(path)

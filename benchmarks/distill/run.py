@@ -63,7 +63,8 @@ def main() -> None:
     results = json.loads(state_file.read_text()) if state_file.is_file() else {"file": str(state_file)}
 
     teacher = timed(results, "teacher", work / "teacher",
-                    lambda: finetune(FinetuneConfig(output_dir=str(work / "teacher"), data=data, epochs=epochs, min_steps=0)))
+                    lambda: finetune(FinetuneConfig(output_dir=str(work / "teacher"), data=data, epochs=epochs,
+                                                    min_steps=0)))
     augmented = work / "augmented.jsonl"
     if not augmented.exists():
         start = time.perf_counter()
@@ -100,16 +101,19 @@ def main() -> None:
 
     test = load_examples(data, "test")
     typical = typical_input(test, teacher / "tokenizer.json", data.max_length)
-    rows = [{**torch_row("teacher", teacher, test, typical, data.max_length), "layers": 6, "method": "fine-tuned MiniLM-L6"}]
+    rows = [{**torch_row("teacher", teacher, test, typical, data.max_length), "layers": 6,
+             "method": "fine-tuned MiniLM-L6"}]
     for (layers, method), out in variants.items():
-        rows.append({**torch_row(f"student {layers}L", out, test, typical, data.max_length), "layers": layers, "method": method})
+        rows.append({**torch_row(f"student {layers}L", out, test, typical, data.max_length), "layers": layers,
+                     "method": method})
     for row in rows:
         row["accuracy_kept"] = row["accuracy"] / rows[0]["accuracy"]
         row["speedup"] = rows[0]["median_ms"] / row["median_ms"]
     report = {
         "benchmark": "distill", "quick": args.quick, "date": time.strftime("%Y-%m-%d"),
         "task": "rotten_tomatoes (built-in split)", "test_examples": len(test),
-        "latency": {"batch_size": 1, "threads": 1, "input_tokens": int(typical["input_ids"].shape[1]), "runtime": "PyTorch fp32"},
+        "latency": {"batch_size": 1, "threads": 1, "input_tokens": int(typical["input_ids"].shape[1]),
+                    "runtime": "PyTorch fp32"},
         "augmentation": results.get("augmentation"), "training_seconds": results.get("seconds"),
         "rows": rows, "machine": machine(), "versions": versions(),
     }
@@ -137,7 +141,8 @@ def markdown(report: dict) -> str:
     lines += ["", f"Augmentation: {aug['examples']} examples x {aug['copies']} copies in {aug['seconds']} s: "
               f"{aug['examples_per_second']} examples/s ({aug['augmented_per_second']} augmented rows/s), "
               "word-vector candidates from the teacher's input embeddings.", "",
-              "Training wall times (s): " + ", ".join(f"{k} {v}" for k, v in (report["training_seconds"] or {}).items()), ""]
+              "Training wall times (s): "
+              + ", ".join(f"{k} {v}" for k, v in (report["training_seconds"] or {}).items()), ""]
     return "\n".join(lines)
 
 
@@ -154,8 +159,8 @@ def plot(report: dict, path: Path) -> None:
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
         chosen = [r for r in rows[1:] if r["method"] == method]
-        ax.bar([r["layers"] + (i - (len(methods) - 1) / 2) * width for r in chosen], [100 * r["accuracy"] for r in chosen],
-               width, label=method)
+        ax.bar([r["layers"] + (i - (len(methods) - 1) / 2) * width for r in chosen],
+               [100 * r["accuracy"] for r in chosen], width, label=method)
     ax.axhline(100 * teacher, color="black", linestyle="--", label=f"teacher (6 layers) {100 * teacher:.1f}%")
     ax.axhline(98 * teacher, color="grey", linestyle=":", label="98% of the teacher")
     sizes = sorted({r["layers"] for r in rows[1:]})

@@ -74,8 +74,8 @@ def main() -> None:
 
 def measure_model(model_dir: Path, work: Path, data: DataConfig, repeat: int) -> dict:
     """Export with every variant kept, then measure each on the test split and the latency grid."""
-    config = ExportConfig(model=str(model_dir), output=str(work / "bundle"), data=data, candidates_dir=str(work / "candidates"),
-                          force=True)
+    config = ExportConfig(model=str(model_dir), output=str(work / "bundle"), data=data,
+                          candidates_dir=str(work / "candidates"), force=True)
     export(config)
     manifest = read_manifest(work / "bundle")
     task = TASKS["classification"]
@@ -107,7 +107,8 @@ def measure_model(model_dir: Path, work: Path, data: DataConfig, repeat: int) ->
         variants[name] = {
             "precision": precision_of(name),
             "target_with_all_load_time_fusions": fused_at_load if disabled else None,
-            "test_accuracy": evaluate(path, rows, task, tokenizer.pad_token_id or 0, disabled, batch_invariant_of(name)),
+            "test_accuracy": evaluate(path, rows, task, tokenizer.pad_token_id or 0, disabled,
+                                      batch_invariant_of(name)),
             "disabled_optimizers": disabled,
             "validation_accuracy": candidate["accuracy"],
             "size_bytes": path.stat().st_size,
@@ -115,8 +116,8 @@ def measure_model(model_dir: Path, work: Path, data: DataConfig, repeat: int) ->
         }
         print(f"{model_dir.name} {name}: test accuracy {variants[name]['test_accuracy']:.4f}, "
               f"{latency_at(variants[name], **TARGET)['median_ms']:.2f} ms at b1 s128 1 thread")
-    return {"model": str(model_dir), "test_set": test.source, "test_examples": len(test), "shipped": manifest["variant"],
-            "gate_reason": manifest["metrics"]["gate"]["reason"], "variants": variants}
+    return {"model": str(model_dir), "test_set": test.source, "test_examples": len(test),
+            "shipped": manifest["variant"], "gate_reason": manifest["metrics"]["gate"]["reason"], "variants": variants}
 
 
 def target_check(student: dict) -> dict:
@@ -147,7 +148,8 @@ def achieved_gops(student_dir: Path, student: dict, ceiling: dict) -> dict:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['flags'])}). onnxruntime {report['versions'].get('onnxruntime')}. "
+        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['flags'])}). "
+        f"onnxruntime {report['versions'].get('onnxruntime')}. "
         f"Latency: median and p99 of {report['repeat']} runs on random token ids (full attention mask).",
         "",
         "GEMM ceilings (1024^3, onnxruntime): "
@@ -156,8 +158,10 @@ def markdown(report: dict) -> str:
     ]
     for role, model in report["models"].items():
         lines += [f"## {role}: {model['model']}", "",
-                  f"Test: {model['test_set']}, {model['test_examples']} examples. Shipped by the gate: {model['gate_reason']}", "",
-                  "| variant | test acc | MB | fusions off | " + " | ".join(f"b{b} s{s} t{t}" for b in BATCHES for s in LENGTHS for t in THREADS) + " |",
+                  f"Test: {model['test_set']}, {model['test_examples']} examples. "
+                  f"Shipped by the gate: {model['gate_reason']}", "",
+                  "| variant | test acc | MB | fusions off | "
+                  + " | ".join(f"b{b} s{s} t{t}" for b in BATCHES for s in LENGTHS for t in THREADS) + " |",
                   "|---|---:|---:|---|" + "---:|" * (len(BATCHES) * len(LENGTHS) * len(THREADS))]
         for name, v in model["variants"].items():
             if "error" in v:
@@ -168,7 +172,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | {v['test_accuracy']:.4f} | {v['size_bytes'] / 1e6:.1f} | "
                          f"{', '.join(v['disabled_optimizers']) or '-'} | " + " | ".join(cells) + " |")
         lines += ["", "Cells: median / p99 ms; b batch size, s tokens, t threads.", ""]
-        effects = [f"{name} {latency_at(v, **TARGET)['median_ms']:.2f} ms without {', '.join(v['disabled_optimizers'])}, "
+        effects = [f"{name} {latency_at(v, **TARGET)['median_ms']:.2f} ms "
+                   f"without {', '.join(v['disabled_optimizers'])}, "
                    f"{v['target_with_all_load_time_fusions']['median_ms']:.2f} ms with it"
                    for name, v in model["variants"].items() if v.get("target_with_all_load_time_fusions")]
         if effects:
@@ -182,14 +187,16 @@ def markdown(report: dict) -> str:
     else:
         lines.append(f"Target: NOT met ({check['why']}).")
     gops = report["student_gops"]
-    lines += ["", f"Student at batch 1, 128 tokens, 1 thread: {gops['gop_per_sequence']:.2f} GOP of matrix products per sequence.",
+    lines += ["", f"Student at batch 1, 128 tokens, 1 thread: {gops['gop_per_sequence']:.2f} GOP of matrix products "
+              "per sequence.",
               "", "| variant | achieved GOP/s | of the ceiling |", "|---|---:|---:|"]
     lines += [f"| {n} | {g['gops']:.0f} | {g['of_ceiling']:.1%} |" for n, g in gops["variants"].items()]
     profile = report["student_profile"]
     lines += ["", "Where the student's time goes at batch 1, 128 tokens, 1 thread (onnxruntime profiler, ms per run; "
               "the operators onnxruntime fuses at load time):", "", "| operator | " + " | ".join(profile) + " |",
               "|---|" + "---:|" * len(profile)]
-    for op in sorted({op for spent in profile.values() for op in spent}, key=lambda op: -max(p.get(op, 0) for p in profile.values()))[:12]:
+    for op in sorted({op for spent in profile.values() for op in spent},
+                     key=lambda op: -max(p.get(op, 0) for p in profile.values()))[:12]:
         lines.append(f"| {op} | " + " | ".join(f"{p.get(op, 0):.3f}" for p in profile.values()) + " |")
     lines.append("| total | " + " | ".join(f"{sum(p.values()):.3f}" for p in profile.values()) + " |")
     return "\n".join(lines) + "\n"

@@ -54,7 +54,8 @@ def gemm_ceilings(threads=(1, 2), repeat: int = 20, size: int = 1024) -> dict:
 
 
 def op_profile(path: Path, disabled_optimizers: list[str], tokens: int = 128, runs: int = 50) -> dict[str, float]:
-    """Milliseconds per run spent in each operator type at batch 1, `tokens` tokens, 1 thread (onnxruntime's profiler)."""
+    """Milliseconds per run spent in each operator type at batch 1, `tokens` tokens, 1 thread (onnxruntime's
+    profiler)."""
     import tempfile
 
     import onnxruntime as ort

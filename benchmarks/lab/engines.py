@@ -37,7 +37,8 @@ class System:
 
 def latency_at(system: dict, batch_size: int, tokens: int, threads: int) -> dict | None:
     """A measured system's latency point at one grid setting, if measured."""
-    return next((p for p in system["latency"] if (p["batch_size"], p["tokens"], p["threads"]) == (batch_size, tokens, threads)),
+    return next((p for p in system["latency"]
+                 if (p["batch_size"], p["tokens"], p["threads"]) == (batch_size, tokens, threads)),
                 None)
 
 
@@ -128,7 +129,8 @@ def tinyship_runtime(spec: dict, threads: int) -> System:
 
     predict = load(spec["model"], threads=threads)
     names = predict.labels
-    size = (Path(spec["model"]) / read_manifest(spec["model"])["model"]).stat().st_size  # the model file, as for the others
+    # the model file, as for the others
+    size = (Path(spec["model"]) / read_manifest(spec["model"])["model"]).stat().st_size
     return System(lambda texts: [names.index(r["label"]) for r in predict(texts)], None, size, spec.get("parameters"))
 
 
@@ -155,7 +157,8 @@ def transformers_pipeline(spec: dict, threads: int) -> System:
 
 @engine("optimum-pipeline", END_TO_END)
 def optimum_pipeline(spec: dict, threads: int) -> System:
-    """transformers.pipeline over optimum's ORTModelForSequenceClassification on the same ONNX file, default settings."""
+    """transformers.pipeline over optimum's ORTModelForSequenceClassification on the same ONNX file, default
+    settings."""
     import tempfile
 
     import onnxruntime as ort

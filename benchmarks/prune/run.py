@@ -65,7 +65,8 @@ def main() -> None:
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
     def measure(model_dir: Path, name: str) -> dict:
-        """Test accuracy and latency of the model's INT8 dynamic export (kept as a candidate, whatever the gate ships)."""
+        """Test accuracy and latency of the model's INT8 dynamic export (kept as a candidate, whatever the gate
+        ships)."""
         bundle, candidates = work / f"{name}-bundle", work / f"{name}-candidates"
         if not (bundle / "tinyship.json").is_file():
             export(ExportConfig(model=str(model_dir), output=str(bundle), data=data, quantize="dynamic", optimize=False,
@@ -91,7 +92,8 @@ def main() -> None:
                                   phases=recovery, min_steps=0))
         model = load_model(recovered)
         stage = json.loads((pruned / "tinyship_stage.json").read_text())
-        point = {"flops_kept": encoder_flops(model) / full_flops, "parameters": sum(p.numel() for p in model.parameters()),
+        point = {"flops_kept": encoder_flops(model) / full_flops,
+                 "parameters": sum(p.numel() for p in model.parameters()),
                  "heads_kept": stage["heads_kept"], "ffn_kept": stage["ffn_kept"],
                  "test_accuracy_before_recovery": pytorch_accuracy(pruned, test_rows, task),
                  "test_accuracy": pytorch_accuracy(recovered, test_rows, task), **measure(recovered, name)}
@@ -124,7 +126,8 @@ def pytorch_accuracy(model_dir: Path, rows: list[dict], task) -> float:
 
 def markdown(report: dict) -> str:
     unpruned = report["points"][0]
-    lines = [f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores. Pruned: {report.get('model', report['teacher'])}; recovery "
+    lines = [f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores. "
+             f"Pruned: {report.get('model', report['teacher'])}; recovery "
              f"teacher {report['teacher']}; test split, {report['test_examples']} examples. Recovery: "
              + ", then ".join(f"{', '.join(p['losses'])} for {p['epochs']} epoch(s)" for p in report["recovery"])
              + ". INT8 latency: batch 1, 128 tokens, 1 thread, median of the runs.", "",
@@ -142,7 +145,8 @@ def markdown(report: dict) -> str:
     if at_60:
         lost = (unpruned["test_accuracy"] - at_60["test_accuracy"]) * 100
         lines += ["", f"Target (40% of FLOPs removed, <= 1 point lost after recovery): {lost:.2f} points lost, "
-                      f"{'met' if lost <= 1 else 'NOT met'}; INT8 latency {base_ms / at_60['int8_latency']['median_ms']:.2f}x "
+                      f"{'met' if lost <= 1 else 'NOT met'}; "
+                      f"INT8 latency {base_ms / at_60['int8_latency']['median_ms']:.2f}x "
                       "the unpruned model's."]
     return "\n".join(lines) + "\n"
 

@@ -88,13 +88,15 @@ def measure(spec: dict) -> dict:
     classify(spec["texts"]["short"])
     cold, rss = time.time() - spec["launched_at"], peak_rss_mb()
     repeat = spec["repeat"]
-    latency = {name: timed(lambda: classify(text), max(5, repeat // 10), repeat) for name, text in spec["texts"].items()}
+    latency = {name: timed(lambda: classify(text), max(5, repeat // 10), repeat)
+               for name, text in spec["texts"].items()}
     return {"cold_start_s": cold, "peak_rss_mb": rss, "latency": latency}
 
 
 def run_contender(name: str, bundle: str, model: str, texts: dict[str, str], repeat: int) -> dict:
     """measure() in a fresh process, on 1 thread."""
-    spec = {"name": name, "bundle": bundle, "model": model, "texts": texts, "repeat": repeat, "launched_at": time.time()}
+    spec = {"name": name, "bundle": bundle, "model": model, "texts": texts, "repeat": repeat,
+            "launched_at": time.time()}
     return in_fresh_process("benchmarks.runtime.contenders", spec, name, 3600, env={"OMP_NUM_THREADS": "1"})
 
 

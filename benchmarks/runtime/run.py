@@ -47,7 +47,8 @@ def main() -> None:
     configure_logging()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="runs/demo/teacher", help="default: %(default)s")
-    parser.add_argument("--bundle", default="runs/demo/bundle", help="the demo bundle, for the server (default: %(default)s)")
+    parser.add_argument("--bundle", default="runs/demo/bundle",
+                        help="the demo bundle, for the server (default: %(default)s)")
     parser.add_argument("--work", default="runs/bench-runtime", help="default: %(default)s")
     parser.add_argument("--results", default="benchmarks/results/runtime", help="default: %(default)s")
     parser.add_argument("--quick", action="store_true", help="few repeats")
@@ -69,10 +70,12 @@ def main() -> None:
         report["contenders"][name] = measured
         print(name, json.dumps(measured))
     demo = run_contender("tinyship", args.bundle, args.teacher, texts, repeat)
-    report["demo_bundle"] = {"bundle": args.bundle, "cold_start_s": demo["cold_start_s"], "peak_rss_mb": demo["peak_rss_mb"]}
+    report["demo_bundle"] = {"bundle": args.bundle, "cold_start_s": demo["cold_start_s"],
+                             "peak_rss_mb": demo["peak_rss_mb"]}
     report["server"] = {f"{mode}, max wait {wait} ms": serve_under_load(Path(args.bundle), batch, wait, 32,
                                                                        50 if args.quick else 2000)
-                        for mode, batch, wait in (("micro-batched", 32, 0), ("micro-batched", 32, 2), ("one at a time", 1, 0))}
+                        for mode, batch, wait in (("micro-batched", 32, 0), ("micro-batched", 32, 2),
+                                                  ("one at a time", 1, 0))}
     print(json.dumps(report["server"]))
     report["batch_invariance"] = batch_invariance(Path(args.bundle), 10 if args.quick else 100)
     print(json.dumps(report["batch_invariance"]))
@@ -142,8 +145,8 @@ def serve_under_load(bundle: Path, max_batch: int, max_wait_ms: float, clients: 
     finally:
         server.terminate()
         server.wait(30)
-    return {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "clients": clients, "requests": requests, "errors": errors,
-            "requests_per_s": requests / seconds, "median_ms": float(np.median(latencies)),
+    return {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "clients": clients, "requests": requests,
+            "errors": errors, "requests_per_s": requests / seconds, "median_ms": float(np.median(latencies)),
             "p99_ms": float(np.percentile(latencies, 99))}
 
 
@@ -157,7 +160,8 @@ def batch_invariance(bundle: Path, repeat: int) -> dict:
     batches = {"8 test texts": test.texts[:8], "1 text x 8": [median] * 8}
     report = {"variant": read_manifest(bundle)["variant"], "served_batch_invariant": predict.batch_invariant,
               "test_examples": len(test.texts), "repeat": repeat,
-              "tokens": {name: [len(e.ids) for e in predict.tokenizer.encode_batch(texts)] for name, texts in batches.items()}}
+              "tokens": {name: [len(e.ids) for e in predict.tokenizer.encode_batch(texts)]
+                         for name, texts in batches.items()}}
     for mode, invariant in (("batched", True), ("one per run", False)):
         predict.batch_invariant = invariant  # True: padded batches, whatever the bundle says
         labels = {}
@@ -181,20 +185,24 @@ def markdown(report: dict) -> str:
              "| contender | short: median ms | p99 | vs raw | 128 tokens: median ms | p99 | vs raw | cold start s | "
              "peak RSS MB | installed MB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, c in report["contenders"].items():
-        s, l = c["latency"]["short"], c["latency"]["long"]
-        lines.append(f"| {name} | {s['median_ms']:.2f} | {s['p99_ms']:.2f} | {s['median_ms'] / raw['short']['median_ms']:.2f}x | "
-                     f"{l['median_ms']:.2f} | {l['p99_ms']:.2f} | {l['median_ms'] / raw['long']['median_ms']:.2f}x | "
+        short, long_ = c["latency"]["short"], c["latency"]["long"]
+        lines.append(f"| {name} | {short['median_ms']:.2f} | {short['p99_ms']:.2f} | "
+                     f"{short['median_ms'] / raw['short']['median_ms']:.2f}x | "
+                     f"{long_['median_ms']:.2f} | {long_['p99_ms']:.2f} | "
+                     f"{long_['median_ms'] / raw['long']['median_ms']:.2f}x | "
                      f"{c['cold_start_s']:.2f} | {c['peak_rss_mb']:.0f} | {c['installed_mb']:.0f} |")
     d = report["demo_bundle"]
     lines += ["", f"Demo bundle ({d['bundle']}) with tinyship: cold start {d['cold_start_s']:.2f} s, peak RSS "
-              f"{d['peak_rss_mb']:.0f} MB.", "", "| server | clients | requests | errors | requests/s | median ms | p99 ms |",
+              f"{d['peak_rss_mb']:.0f} MB.", "",
+              "| server | clients | requests | errors | requests/s | median ms | p99 ms |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for mode, s in report["server"].items():
         lines.append(f"| {mode} (max batch {s['max_batch']}) | {s['clients']} | {s['requests']} | {s['errors']} | "
                      f"{s['requests_per_s']:.0f} | {s['median_ms']:.1f} | {s['p99_ms']:.1f} |")
     one = report["server"]["one at a time, max wait 0 ms"]["requests_per_s"]
     best = max(report["server"], key=lambda mode: report["server"][mode]["requests_per_s"])
-    lines += ["", f"Best: {best}, {report['server'][best]['requests_per_s'] / one:.2f}x the throughput of one request at a time."]
+    lines += ["", f"Best: {best}, {report['server'][best]['requests_per_s'] / one:.2f}x the throughput of one request "
+              "at a time."]
     b = report["batch_invariance"]
     served = "batched" if b["served_batch_invariant"] else "one input per run"
     names = list(b["tokens"])

@@ -162,7 +162,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"`tinyship {report['server']}` (its own process), {report['clients']} concurrent clients (threads of one "
         f"process on the same machine), {len(report['rounds'])} rounds of {report['seconds_per_round']:g} s. "
-        f"Machine: {m['cpu']}, {m['cores']} cores. Server RSS after start-up: {report['server_rss_mb_at_start']:.0f} MB.",
+        f"Machine: {m['cpu']}, {m['cores']} cores. "
+        f"Server RSS after start-up: {report['server_rss_mb_at_start']:.0f} MB.",
         "",
         "| round | requests | errors | requests/s | p50 ms | p99 ms | server RSS MB |",
         "|---:|---:|---:|---:|---:|---:|---:|",

@@ -9,7 +9,8 @@ from pathlib import Path
 from benchmarks.lab.engines import latency_at as point
 from benchmarks.lab.plots import save_figure
 
-BASE_TARGET = {"faster": 40, "smaller": 30, "accuracy_kept": 0.968}  # the goal for a base-size teacher (TinyBERT-4's kept)
+# the goal for a base-size teacher (TinyBERT-4's kept)
+BASE_TARGET = {"faster": 40, "smaller": 30, "accuracy_kept": 0.968}
 VOCABULARY_TARGET = {"smaller": 1.5, "accuracy_loss": 0.005}
 
 
@@ -44,11 +45,12 @@ def headline_markdown(report: dict, details: str) -> str:
     for p in report["papers"]:
         lines.append(f"| {p['method']}, published | {_ratio(p['smaller'])} | {_ratio(p['faster'])} | "
                      f"{_percent(p['accuracy_kept'])} |")
-    lines += ["", f"Measured by `make bench{'-quick' if report['mode'] == 'quick' else ''}` on {report['date']} on "
-              f"{m['cpu']}, {m['cores']} cores: each shipped model against its teacher in PyTorch fp32, size of the model "
-              f"file, latency at {_setting(report)} (median), accuracy on {report['settings']['test_set']} "
-              f"({report['settings']['test_examples']} test examples). The papers' ratios are against BERT-base on their "
-              f"own tasks and hardware: context, not a like-for-like comparison. Details: [{details}]({details}/results.md)."]
+    lines += ["", f"Measured by `make bench{'-quick' if report['mode'] == 'quick' else ''}` on {report['date']} "
+              f"on {m['cpu']}, {m['cores']} cores: each shipped model against its teacher in PyTorch fp32, size of "
+              f"the model file, latency at {_setting(report)} (median), accuracy on "
+              f"{report['settings']['test_set']} ({report['settings']['test_examples']} test examples). The papers' "
+              "ratios are against BERT-base on their own tasks and hardware: context, not a like-for-like "
+              f"comparison. Details: [{details}]({details}/results.md)."]
     if report["mode"] == "quick":
         lines += ["", "Quick mode: one grid point and 64 test examples, a check that the suite runs. Its accuracies "
                   "move by whole examples (1/64 each): not results."]
@@ -62,10 +64,12 @@ def headline_markdown(report: dict, details: str) -> str:
                       "compares every student it tried (benchmarks/results/distill-base)."]
     v = report.get("vocabulary")
     if v:
-        met = v["smaller"] >= VOCABULARY_TARGET["smaller"] and v["accuracy_change"] >= -VOCABULARY_TARGET["accuracy_loss"]
+        met = (v["smaller"] >= VOCABULARY_TARGET["smaller"]
+               and v["accuracy_change"] >= -VOCABULARY_TARGET["accuracy_loss"])
         lines += ["", f"Vocabulary pruning (the student's INT8 ONNX with its vocabulary cut to the pieces its training "
                   f"texts use, every special token and single character kept): {v['size_bytes'][0] / 1e6:.1f} MB -> "
-                  f"{v['size_bytes'][1] / 1e6:.1f} MB ({v['smaller']:.2f}x smaller), test accuracy {v['accuracy'][0]:.4f} "
+                  f"{v['size_bytes'][1] / 1e6:.1f} MB ({v['smaller']:.2f}x smaller), test accuracy "
+                  f"{v['accuracy'][0]:.4f} "
                   f"-> {v['accuracy'][1]:.4f}; the goal, at least {VOCABULARY_TARGET['smaller']}x smaller within "
                   f"{100 * VOCABULARY_TARGET['accuracy_loss']:g} points, {'met' if met else 'NOT met'}."]
     return "\n".join(lines) + "\n"
@@ -105,10 +109,12 @@ def markdown(report: dict, details: str) -> str:
         p = point(x, **at)
         ratio = x["vs_teacher"]
         lines.append(
-            f"| {x['id']} | {x['scope']} | {x['precision']} | {x['accuracy']:.4f} | {_percent(ratio['accuracy_kept'])} | "
+            f"| {x['id']} | {x['scope']} | {x['precision']} | {x['accuracy']:.4f} | "
+            f"{_percent(ratio['accuracy_kept'])} | "
             f"{x['size_bytes'] / 1e6:.1f} | {_ratio(ratio['smaller'])} | "
             f"{'' if x['parameters'] is None else format(x['parameters'] / 1e6, '.1f')} | {x['cold_start_s']:.2f} | "
-            f"{x['rss_after_first_prediction_mb']:.0f} / {x['peak_rss_mb']:.0f} | {'' if p is None else format(p['median_ms'], '.2f')} | "
+            f"{x['rss_after_first_prediction_mb']:.0f} / {x['peak_rss_mb']:.0f} | "
+            f"{'' if p is None else format(p['median_ms'], '.2f')} | "
             f"{'' if p is None else format(p['p99_ms'], '.2f')} | {_ratio(ratio['faster'])} | "
             f"{max(q['per_second'] for q in x['latency']):.0f} |")
     grid = s["grid"]
@@ -128,8 +134,8 @@ def markdown(report: dict, details: str) -> str:
     for x in report["systems"]:
         if "achieved" in x:
             lines.append(f"| {x['id']} | {x['achieved']['gops']:.0f} | {x['achieved']['of_ceiling']:.1%} |")
-    lines += ["", "## Plots", "", "![accuracy against latency](accuracy_latency.png)", "", "![size on disk](size.png)", "",
-              "![latency against input length](latency_length.png)"]
+    lines += ["", "## Plots", "", "![accuracy against latency](accuracy_latency.png)", "",
+              "![size on disk](size.png)", "", "![latency against input length](latency_length.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -170,7 +176,8 @@ def _accuracy_latency(plt, report: dict, systems: list[dict], colors: dict, path
         ax.scatter(ms, x["accuracy"], color=colors[x["role"]], marker=MARKERS[x["scope"]], s=60, zorder=3)
         ax.annotate(str(number), (ms, x["accuracy"]), fontsize=7.5, xytext=(4, 4), textcoords="offset points")
     front = pareto([(point(x, **at)["median_ms"], x["accuracy"]) for x in systems])
-    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", linestyle="--", linewidth=1, zorder=2)
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", linestyle="--", linewidth=1,
+            zorder=2)
     ax.scatter([p[0] for p in front], [p[1] for p in front], s=220, facecolors="none", edgecolors="black", zorder=2,
                label="Pareto front (no system both faster and more accurate)")
     for role in dict.fromkeys(x["role"] for x in systems):
@@ -182,8 +189,8 @@ def _accuracy_latency(plt, report: dict, systems: list[dict], colors: dict, path
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"median latency (ms, log scale), {_setting(report)}")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"Accuracy against latency, built-in task ({report['settings']['test_set']}, {report['machine']['cpu']})",
-                 fontsize=9)
+    ax.set_title(f"Accuracy against latency, built-in task ({report['settings']['test_set']}, "
+                 f"{report['machine']['cpu']})", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     key.axis("off")
@@ -194,7 +201,8 @@ def _accuracy_latency(plt, report: dict, systems: list[dict], colors: dict, path
 
 def _sizes(plt, systems: list[dict], colors: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(systems) + 1.5))
-    ax.barh([x["id"] for x in systems], [x["size_bytes"] / 1e6 for x in systems], color=[colors[x["role"]] for x in systems])
+    ax.barh([x["id"] for x in systems], [x["size_bytes"] / 1e6 for x in systems],
+            color=[colors[x["role"]] for x in systems])
     for i, x in enumerate(systems):
         ax.annotate(f"{x['size_bytes'] / 1e6:.1f}", (x["size_bytes"] / 1e6, i), fontsize=7, xytext=(3, -3),
                     textcoords="offset points")
@@ -209,13 +217,15 @@ def _latency_length(plt, report: dict, systems: list[dict], path: Path) -> None:
     """Colour by how a model is served, line style by which model, one panel per scope."""
     kinds = list(dict.fromkeys(x["id"].split(" · ", 1)[1] for x in systems))
     kind_colors = {kind: plt.get_cmap("tab10")(i % 10) for i, kind in enumerate(kinds)}
-    styles = dict(zip(dict.fromkeys(x["role"] for x in systems), itertools.cycle(["-", "--", ":", "-.", (0, (5, 1, 1, 1))])))
+    styles = dict(zip(dict.fromkeys(x["role"] for x in systems),
+                      itertools.cycle(["-", "--", ":", "-.", (0, (5, 1, 1, 1))])))
     fig, axes = plt.subplots(1, 2, figsize=(14, 7.5), sharey=True)
     for ax, scope in zip(axes, MARKERS):
         for x in systems:
             if x["scope"] != scope:
                 continue
-            found = sorted((p["tokens"], p["median_ms"]) for p in x["latency"] if p["batch_size"] == 1 and p["threads"] == 1)
+            found = sorted((p["tokens"], p["median_ms"]) for p in x["latency"]
+                           if p["batch_size"] == 1 and p["threads"] == 1)
             ax.plot([f[0] for f in found], [f[1] for f in found], marker=MARKERS[scope], linestyle=styles[x["role"]],
                     color=kind_colors[x["id"].split(" · ", 1)[1]], label=x["id"])
         ax.set_yscale("log")

@@ -15,8 +15,8 @@ achieved rate against them. Writes results.json (checked against schema.json), r
 under their inputs' fingerprints (model files, settings, package versions), so a rerun resumes where it stopped and
 anything that changed is made or measured again.
 
-    python -m benchmarks.suite.run --readme README.md      # `make bench`: after `make demo`, about 11 minutes on 2 cores
-    python -m benchmarks.suite.run --quick                 # `make bench-quick`: a few minutes, one grid point, 64 examples
+    python -m benchmarks.suite.run --readme README.md  # `make bench`: after `make demo`, about 11 minutes on 2 cores
+    python -m benchmarks.suite.run --quick             # `make bench-quick`: minutes, one grid point, 64 examples
     python -m benchmarks.suite.run --base-teacher runs/bench-distill-base/teacher \\
         --base-bundle runs/bench-distill-base/minilm-l4/bundle   # add the base-size pair of benchmarks/distill/base.py
 """
@@ -81,7 +81,8 @@ def main() -> None:
     parser.add_argument("--prune-flops", type=float, default=0.6,
                         help="share of the student's encoder FLOPs to prune away (default: %(default)s)")
     parser.add_argument("--base-teacher", help="a base-size teacher (e.g. runs/bench-distill-base/teacher)")
-    parser.add_argument("--base-bundle", help="the bundle shipped from it (e.g. runs/bench-distill-base/minilm-l4/bundle)")
+    parser.add_argument("--base-bundle",
+                        help="the bundle shipped from it (e.g. runs/bench-distill-base/minilm-l4/bundle)")
     parser.add_argument("--work", help="models and measured systems (default: runs/bench, quick: runs/bench-quick)")
     parser.add_argument("--results", help="default: benchmarks/results/suite, quick: runs/bench-quick/results")
     parser.add_argument("--readme", help="a README whose headline block to rewrite from the results (full mode only)")
@@ -126,13 +127,14 @@ def suite(args) -> dict:
     measuring = {"repeat": repeat, "warmup": max(2, repeat // 10), "data": data_fields(data), "versions": versions(),
                  "method": MEASURING_METHOD}
     models = {"teacher": Path(args.teacher), "student": Path(args.student),
-              "pruned student": pruned_student(Path(args.teacher), Path(args.student), work, args.prune_flops, data, quick),
+              "pruned student": pruned_student(Path(args.teacher), Path(args.student), work, args.prune_flops, data,
+                                               quick),
               "student, vocabulary pruned": vocabulary_pruned(Path(args.student), work, data)}
     if args.base_teacher:
         models["base teacher"] = Path(args.base_teacher)
     ceilings_repeat = 5 if quick else 20
-    report = {"schema_version": SCHEMA_VERSION, "date": datetime.date.today().isoformat(), "mode": "quick" if quick else "full",
-              "machine": machine(), "versions": measuring["versions"],
+    report = {"schema_version": SCHEMA_VERSION, "date": datetime.date.today().isoformat(),
+              "mode": "quick" if quick else "full", "machine": machine(), "versions": measuring["versions"],
               "settings": {"grid": grid, "repeat": repeat, "warmup": measuring["warmup"],
                            "headline_at": HEADLINE_AT, "prune_flops_removed": args.prune_flops,
                            "recovery": [{"losses": p.losses, "epochs": recovery_epochs(p, quick)} for p in RECOVERY]},
@@ -145,7 +147,8 @@ def suite(args) -> dict:
     specs = []
     for role, model_dir in models.items():
         config = plain_config(model_dir)
-        report["models"][role] = {"dir": str(model_dir), "parameters": sum(p.numel() for p in load_model(model_dir).parameters()),
+        report["models"][role] = {"dir": str(model_dir),
+                                  "parameters": sum(p.numel() for p in load_model(model_dir).parameters()),
                                   "gop_per_sequence": {str(t): config_flops(config, t) / 1e9 for t in FULL["lengths"]}}
         common = {**measuring, "role": role, "model": str(model_dir), "fingerprint": fingerprint(model_dir),
                   "labels": model_labels(model_dir), "max_length": data.max_length,
@@ -154,8 +157,8 @@ def suite(args) -> dict:
         specs += systems_of(common, work / "exports", data)
     specs += bundle_systems(Path(args.bundle), "bundle", report, {**measuring, "grid": grid})
     if args.base_bundle:
-        specs += bundle_systems(Path(args.base_bundle), "base bundle", report, {**measuring, "grid": BASE if not quick else grid},
-                                runtime=False)
+        specs += bundle_systems(Path(args.base_bundle), "base bundle", report,
+                                {**measuring, "grid": BASE if not quick else grid}, runtime=False)
     for spec in specs:
         report["systems"].append(measured(spec, work / "systems"))
     add_ratios(report)
@@ -194,8 +197,8 @@ def pruned_student(teacher: Path, student: Path, work: Path, flops: float, data:
     if not (recovered / "config.json").is_file():
         if not (pruned / "config.json").is_file():
             prune(PruneConfig(model=str(student), output_dir=str(pruned), data=data, flops=flops, force=True))
-        distill(DistillConfig(teacher=str(teacher), student=str(pruned), output_dir=str(recovered), data=data, force=True,
-                              phases=[Phase(p.losses, recovery_epochs(p, quick)) for p in RECOVERY],
+        distill(DistillConfig(teacher=str(teacher), student=str(pruned), output_dir=str(recovered), data=data,
+                              force=True, phases=[Phase(p.losses, recovery_epochs(p, quick)) for p in RECOVERY],
                               min_steps=0))  # the recovery as RECOVERY states it, however small the data
     return recovered
 
@@ -213,8 +216,8 @@ def exported(model_dir: Path, exports: Path, data: DataConfig) -> Path:
     """The model's ONNX export with its fp32 and INT8 (dynamic) candidates kept beside the bundle."""
     out = exports / f"{model_dir.name}-{fingerprint(model_dir, data_fields(data))}"
     if not (out / "bundle" / "tinyship.json").is_file():
-        export(ExportConfig(model=str(model_dir), output=str(out / "bundle"), data=data, quantize="dynamic", optimize=False,
-                            candidates_dir=str(out / "candidates"), force=True))
+        export(ExportConfig(model=str(model_dir), output=str(out / "bundle"), data=data, quantize="dynamic",
+                            optimize=False, candidates_dir=str(out / "candidates"), force=True))
     return out
 
 
@@ -231,7 +234,8 @@ def systems_of(common: dict, exports: Path, data: DataConfig) -> list[dict]:
     if kept != ["PyTorch fp32"]:  # every other set needs the ONNX export
         export_dir = exported(model_dir, exports, data)
         candidates = read_manifest(export_dir / "bundle")["metrics"]["candidates"]
-        onnx = {name: {"onnx": str(export_dir / "candidates" / name / "model.onnx"), "config": str(export_dir / "bundle" / "config.json"),
+        onnx = {name: {"onnx": str(export_dir / "candidates" / name / "model.onnx"),
+                       "config": str(export_dir / "bundle" / "config.json"),
                        "disabled_optimizers": candidates[name]["disabled_optimizers"],
                        "batch_invariant": batch_invariant_of(name)} for name in onnx}
     every = {
@@ -253,8 +257,8 @@ def bundle_systems(chosen: Path, role: str, report: dict, common: dict, runtime:
     config = plain_config(chosen)
     report["models"][role] = {
         "dir": str(chosen), "gop_per_sequence": {str(t): config_flops(config, t) / 1e9 for t in FULL["lengths"]},
-        "parameters": sum(p.numel() for p in load_model(source).parameters()) if (source / "model.safetensors").is_file()
-        else None}
+        "parameters": sum(p.numel() for p in load_model(source).parameters())
+        if (source / "model.safetensors").is_file() else None}
     common = {**common, "role": role, "model": str(chosen), "fingerprint": fingerprint(chosen),
               "labels": manifest["labels"], "max_length": manifest["max_length"], "vocab_size": config["vocab_size"],
               "parameters": report["models"][role]["parameters"], "precision": manifest["precision"]}
@@ -267,7 +271,8 @@ def bundle_systems(chosen: Path, role: str, report: dict, common: dict, runtime:
 def measured(spec: dict, store: Path) -> dict:
     """A system's measurement, in a fresh process (or as stored, when measured before from the same inputs)."""
     name = re.sub(r"[^a-z0-9]+", "-", spec["id"].lower()).strip("-")
-    return stored(store / f"{name}.json", spec, lambda: {**run(spec), "role": spec["role"], "precision": spec["precision"]},
+    return stored(store / f"{name}.json", spec,
+                  lambda: {**run(spec), "role": spec["role"], "precision": spec["precision"]},
                   f"{spec['id']} ({ENGINES[spec['engine']].scope})")
 
 

@@ -20,7 +20,8 @@ def load(name: str):
 
 
 def run_suite(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmarks.suite.run", *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "benchmarks.suite.run", *args], capture_output=True, text=True,
+                          cwd=ROOT)
 
 
 @pytest.fixture(scope="module")

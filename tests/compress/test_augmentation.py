@@ -34,7 +34,8 @@ def test_vector_files_are_read_and_bad_ones_named(tmp_path):
 
 @pytest.fixture
 def train_file(tmp_path):
-    rows = [{"text": "Good film", "label": "pos"}, {"text": "awful film!", "label": "neg"}, {"text": "fine", "label": "pos"}]
+    rows = [{"text": "Good film", "label": "pos"}, {"text": "awful film!", "label": "neg"},
+            {"text": "fine", "label": "pos"}]
     return write(tmp_path / "train.jsonl", "\n".join(map(json.dumps, rows)) + "\n")
 
 
@@ -63,7 +64,8 @@ def test_probability_zero_copies_the_words(tmp_path, train_file):
 
 
 def test_a_masked_lm_gives_candidates_for_single_piece_words(tmp_path, train_file, minilm_dir):
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)
     BertForMaskedLM(config).save_pretrained(tmp_path / "mlm")
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
     tokenizer.save_pretrained(tmp_path / "mlm")
@@ -71,7 +73,8 @@ def test_a_masked_lm_gives_candidates_for_single_piece_words(tmp_path, train_fil
     for row in rows[1:3]:
         words = row["text"].split()
         assert len(words) == 2 and words != ["good", "film"]
-        assert all(len(tokenizer.tokenize(w)) == 1 and w.isalpha() for w in words)  # whole words from the MLM's vocabulary
+        # whole words from the MLM's vocabulary
+        assert all(len(tokenizer.tokenize(w)) == 1 and w.isalpha() for w in words)
 
 
 def test_bad_settings_are_refused(tmp_path):

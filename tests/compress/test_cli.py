@@ -9,7 +9,8 @@ from tinyship.runtime.cli import main
 
 
 def test_phases_are_written_loss_weight_epochs():
-    assert parse_phase("embedding,hidden,attention:2") == Phase({"embedding": 1.0, "hidden": 1.0, "attention": 1.0}, 2.0)
+    assert (parse_phase("embedding,hidden,attention:2")
+            == Phase({"embedding": 1.0, "hidden": 1.0, "attention": 1.0}, 2.0))
     assert parse_phase("prediction=1,labels=0.5:3") == Phase({"prediction": 1.0, "labels": 0.5}, 3.0)
     with pytest.raises(argparse.ArgumentTypeError, match="LOSS\\[=WEIGHT\\],...:EPOCHS"):
         parse_phase("prediction")
@@ -52,7 +53,8 @@ def test_augment_writes_a_training_file(tmp_path, capsys):
     (["finetune", "--epochs", "nan"], "argument --epochs: nan is out of range"),
     (["augment", "--probability", "1.5"], "argument --probability: 1.5 is out of range: give 0 to 1"),
     (["export", "m", "--threads", "100000"], "argument --threads: 100000 is out of range: give 1 to"),
-    (["export", "m", "--calibration-examples", "many"], "argument --calibration-examples: 'many' is not a whole number"),
+    (["export", "m", "--calibration-examples", "many"],
+     "argument --calibration-examples: 'many' is not a whole number"),
     (["compress", "--prune-flops", "abc"], "argument --prune-flops: 'abc' is not a number: give 0 to 1"),
     (["compress", "--student-layers", "-3"], "argument --student-layers: -3 is out of range: give 1 or more"),
     (["compress", "--min-steps", "-1"], "argument --min-steps: -1 is out of range: give 0 or more"),

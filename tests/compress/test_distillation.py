@@ -60,12 +60,14 @@ def test_student_with_every_layer_computes_the_teacher(tiny_model_dir):
 @pytest.mark.parametrize("layers", [[], [0, 2], [2, 2], [5]])
 def test_bad_layers_are_refused(tiny_model_dir, small_data, tmp_path, layers):
     with pytest.raises(TinyshipError, match="distinct teacher layer numbers from 1 to 4"):
-        distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data, layers=layers))
+        distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
+                              layers=layers))
 
 
 def test_a_bad_layer_map_is_refused(tiny_model_dir, small_data, tmp_path):
     with pytest.raises(TinyshipError, match=r"layer map \[1, 5\]: give one teacher layer \(1 to 4\)"):
-        distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data, layer_map=[1, 5]))
+        distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
+                              layer_map=[1, 5]))
 
 
 def soft_cross_entropy(student, teacher, tokenizer, texts):
@@ -78,7 +80,8 @@ def hidden_distance(student, teacher, tokenizer, texts, layer_map):
     batch = dict(tokenizer(texts, padding=True, return_tensors="pt"))
     with torch.inference_mode():
         s, t = forward_states(student.eval(), batch), forward_states(teacher.eval(), batch)
-    return sum(LOSSES["hidden"](s.hidden[m], t.hidden[n], batch["attention_mask"]).item() for m, n in enumerate(layer_map, 1))
+    return sum(LOSSES["hidden"](s.hidden[m], t.hidden[n], batch["attention_mask"]).item()
+               for m, n in enumerate(layer_map, 1))
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +115,8 @@ def test_task_distillation_runs_intermediate_then_prediction_phases(wide_teacher
 
 
 def test_the_intermediate_phase_pulls_hidden_states_toward_the_teacher(wide_teacher, small_data, tmp_path):
-    config = DistillConfig(min_steps=0, teacher=str(wide_teacher), output_dir=str(tmp_path / "s"), data=small_data, batch_size=16,
-                           learning_rate=1e-3, phases=[Phase({"hidden": 1}, 3)], layers=[1, 3])
+    config = DistillConfig(min_steps=0, teacher=str(wide_teacher), output_dir=str(tmp_path / "s"), data=small_data,
+                           batch_size=16, learning_rate=1e-3, phases=[Phase({"hidden": 1}, 3)], layers=[1, 3])
     student = AutoModelForSequenceClassification.from_pretrained(distill(config))
     teacher = AutoModelForSequenceClassification.from_pretrained(wide_teacher)
     tokenizer, texts = AutoTokenizer.from_pretrained(str(wide_teacher)), load_examples(small_data, "validation").texts
@@ -122,12 +125,13 @@ def test_the_intermediate_phase_pulls_hidden_states_toward_the_teacher(wide_teac
 
 
 def test_a_tinybert_shaped_student_learns_through_projections(tiny_model_dir, small_data, tmp_path):
-    out = distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"), data=small_data,
-                                student="tinybert-4", batch_size=32,
+    out = distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), output_dir=str(tmp_path / "s"),
+                                data=small_data, student="tinybert-4", batch_size=32,
                                 phases=[Phase({"embedding": 1, "hidden": 1}, 1), Phase({"prediction": 1}, 1)]))
     student = AutoModelForSequenceClassification.from_pretrained(out)
     shape = student.config
-    assert (shape.num_hidden_layers, shape.hidden_size, shape.intermediate_size, shape.num_attention_heads) == (4, 312, 1200, 12)
+    assert ((shape.num_hidden_layers, shape.hidden_size, shape.intermediate_size, shape.num_attention_heads)
+            == (4, 312, 1200, 12))
     assert not any("projection" in name for name in load_file(out / "model.safetensors"))  # projections stay behind
     assert json.loads((out / "tinyship_stage.json").read_text())["layer_map"] == [1, 2, 3, 4]
 
@@ -142,8 +146,8 @@ def test_the_attention_loss_compares_head_averaged_maps_when_head_counts_differ(
     assert attention_distance(same, teacher, mask).item() == pytest.approx(1.0)  # per head, not averaged first (0)
 
 
-def test_a_smaller_pretrained_student_cut_to_k_layers_learns_by_every_loss(tiny_model_dir, minilm_dir, small_data, tmp_path,
-                                                                          monkeypatch, capsys):
+def test_a_smaller_pretrained_student_cut_to_k_layers_learns_by_every_loss(tiny_model_dir, minilm_dir, small_data,
+                                                                          tmp_path, monkeypatch, capsys):
     """A student from another directory (24 wide, 2 heads, 3 layers), cut to 2 of its layers: embeddings and hidden
     states through projections to the teacher's width 32, attention maps averaged over heads, predictions."""
     seen = {}
@@ -154,7 +158,8 @@ def test_a_smaller_pretrained_student_cut_to_k_layers_learns_by_every_loss(tiny_
         def record(student, teacher, *args):  # heads of attention maps, else widths; and the projection's input width
             projection = args[1] if len(args) > 1 else None
             axis = 1 if student.dim() == 4 else -1
-            seen.setdefault(name, set()).add((student.shape[axis], teacher.shape[axis], getattr(projection, "in_features", None)))
+            seen.setdefault(name, set()).add((student.shape[axis], teacher.shape[axis],
+                                              getattr(projection, "in_features", None)))
             value = loss(student, teacher, *args)
             assert torch.isfinite(value)
             return value
@@ -168,11 +173,13 @@ def test_a_smaller_pretrained_student_cut_to_k_layers_learns_by_every_loss(tiny_
                                 output_dir=str(tmp_path / "s"), data=small_data, batch_size=32,
                                 phases=[Phase({**INTERMEDIATE, "prediction": 1}, 1)]))
     printed = capsys.readouterr().out
-    assert "the student has 2 attention heads and the teacher 4: the attention loss compares each model's maps averaged" in printed
+    assert ("the student has 2 attention heads and the teacher 4: the attention loss compares each model's maps "
+            "averaged") in printed
     assert seen["embedding"] == seen["hidden"] == {(24, 32, 24)}  # a projection from 24 to the teacher's 32
     assert seen["attention"] == {(1, 1, None)} and seen["prediction"] == {(2, 2, None)}  # 2 and 4 heads, averaged
     student = AutoModelForSequenceClassification.from_pretrained(out)
-    assert (student.config.num_hidden_layers, student.config.hidden_size, student.config.num_attention_heads) == (2, 24, 2)
+    assert ((student.config.num_hidden_layers, student.config.hidden_size, student.config.num_attention_heads)
+            == (2, 24, 2))
     stage = json.loads((out / "tinyship_stage.json").read_text())
     assert stage["layer_map"] == [2, 4] and stage["tokenizers"] == "same"  # g(m) = m*4/2
     assert stage["config"]["student_layers"] == 2 and stage["student_sha256"] == weights_digest(student_dir)
@@ -199,21 +206,24 @@ def test_misaligned_tokenizers_fall_back_to_the_prediction_loss_each_model_readi
     teacher_states = DistillationTrainer.teacher_states
 
     def recording(self, inputs, index, split):
-        teacher_inputs.extend(ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]))
+        teacher_inputs.extend(ids[mask.bool()].tolist()
+                              for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]))
         return teacher_states(self, inputs, index, split)
 
     monkeypatch.setattr(DistillationTrainer, "teacher_states", recording)
-    out = distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), student=str(student_dir), output_dir=str(tmp_path / "s"),
-                                data=small_data, batch_size=32, phases=[Phase(INTERMEDIATE, 1), Phase({"prediction": 1}, 1)]))
+    out = distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), student=str(student_dir),
+                                output_dir=str(tmp_path / "s"), data=small_data, batch_size=32,
+                                phases=[Phase(INTERMEDIATE, 1), Phase({"prediction": 1}, 1)]))
     printed = capsys.readouterr().out
     assert ("the teacher's and the student's tokenizers cut text into different pieces (" in printed
             and "pieces by the student's tokenizer and" in printed)
-    assert ("the embedding, hidden, attention losses compare states position by position and are dropped; the prediction "
-            "and labels losses run, each model reading its own tokenization") in printed
+    assert ("the embedding, hidden, attention losses compare states position by position and are dropped; "
+            "the prediction and labels losses run, each model reading its own tokenization") in printed
     stage = json.loads((out / "tinyship_stage.json").read_text())
     assert stage["tokenizers"] == "different: prediction loss only" and len(stage["phases"]) == 1
     teacher_tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    texts = [t for split in ("train", "validation") for t in load_examples(small_data, split).texts]  # trained, evaluated
+    # trained, evaluated
+    texts = [t for split in ("train", "validation") for t in load_examples(small_data, split).texts]
     teacher_ids = {tuple(ids) for ids in teacher_tokenizer(texts, truncation=True, max_length=64)["input_ids"]}
     assert {tuple(ids) for ids in teacher_inputs} == teacher_ids
 
@@ -234,17 +244,20 @@ def test_config_errors_are_clear(tiny_model_dir, small_data, tmp_path):
 def test_distill_needs_a_fine_tuned_teacher_with_safetensors(tmp_path, small_data, minilm_dir):
     with pytest.raises(TinyshipError, match="no teacher"):
         distill(DistillConfig(min_steps=0, output_dir=str(tmp_path / "s")))
-    with pytest.raises(TinyshipError, match="a BertModel, not a fine-tuned model of a task tinyship distils.*--stage general"):
+    with pytest.raises(TinyshipError,
+                       match="a BertModel, not a fine-tuned model of a task tinyship distils.*--stage general"):
         distill(DistillConfig(min_steps=0, teacher=minilm_dir, output_dir=str(tmp_path / "s"), data=small_data))
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "config.json").write_text("{}")
     (tmp_path / "t" / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(TinyshipError, match="no model.safetensors.*pickles"):
-        distill(DistillConfig(min_steps=0, teacher=str(tmp_path / "t"), output_dir=str(tmp_path / "s"), data=small_data))
+        distill(DistillConfig(min_steps=0, teacher=str(tmp_path / "t"), output_dir=str(tmp_path / "s"),
+                              data=small_data))
 
 
 def run(teacher, data, out, callbacks=(), **settings):
-    defaults = {"batch_size": 16, "save_steps": 3, "min_steps": 0, "phases": [Phase(INTERMEDIATE, 1), Phase({"prediction": 1}, 2)]}
+    defaults = {"batch_size": 16, "save_steps": 3, "min_steps": 0,
+                "phases": [Phase(INTERMEDIATE, 1), Phase({"prediction": 1}, 2)]}
     config = DistillConfig(teacher=str(teacher), output_dir=str(out), data=data, **{**defaults, **settings})
     return load_file(distill(config, callbacks=list(callbacks)) / "model.safetensors")
 
@@ -255,7 +268,8 @@ def test_each_phase_takes_the_minimum_steps_and_one_that_predicts_keeps_its_best
         phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)])
     stage = json.loads((tmp_path / "s" / "tinyship_stage.json").read_text())
     assert capsys.readouterr().out.count("fewer than the minimum of 7 optimiser steps: training 2 epochs (8 steps") == 2
-    assert [(p["epochs"], p["steps"]) for p in stage["phases"]] == [(2, 8), (2, 8)]  # 64 examples / 16: 4 steps an epoch
+    # 64 examples / 16: 4 steps an epoch
+    assert [(p["epochs"], p["steps"]) for p in stage["phases"]] == [(2, 8), (2, 8)]
     assert stage["phases"][0]["best_checkpoint_step"] is None  # matching hidden states: no validation metric to pick by
     assert stage["phases"][1]["best_checkpoint_step"] in (4, 8)
     validation = stage["validation"]
@@ -303,13 +317,15 @@ def test_a_larger_training_set_takes_the_rows_it_shares_from_an_earlier_cache(ti
                                                                               capsys):
     import numpy as np
 
-    (tmp_path / "transfer.txt").write_text("\n".join(f"the film number {i} was a fine piece of work ." for i in range(40)))
+    (tmp_path / "transfer.txt").write_text("\n".join(f"the film number {i} was a fine piece of work ."
+                                                     for i in range(40)))
     shared, prediction = tmp_path / "logits", [Phase({"prediction": 1}, 1)]
-    run(tiny_model_dir, small_data, tmp_path / "a", cache_teacher=True, teacher_logits_dir=str(shared), phases=prediction)
+    run(tiny_model_dir, small_data, tmp_path / "a", cache_teacher=True, teacher_logits_dir=str(shared),
+        phases=prediction)
     first = {p: np.load(p) for p in logit_files(shared)}
     capsys.readouterr()
-    run(tiny_model_dir, small_data, tmp_path / "b", cache_teacher=True, teacher_logits_dir=str(shared), phases=prediction,
-        transfer=str(tmp_path / "transfer.txt"), transfer_examples=32)
+    run(tiny_model_dir, small_data, tmp_path / "b", cache_teacher=True, teacher_logits_dir=str(shared),
+        phases=prediction, transfer=str(tmp_path / "transfer.txt"), transfer_examples=32)
     printed = capsys.readouterr().out
     assert "teacher logits: 64 of 96 examples found" in printed and "teacher: 32 examples in" in printed
     (larger,) = [np.load(p) for p in logit_files(shared) if p not in first]
@@ -372,7 +388,8 @@ def test_a_teacher_bundle_of_another_model_is_refused(tiny_model_dir, fp32_bundl
     other = shutil.copytree(fp32_bundle, tmp_path / "other")
     manifest = json.loads((other / "tinyship.json").read_text())
     (other / "tinyship.json").write_text(json.dumps({**manifest, "labels": ["bad", "good"]}))
-    with pytest.raises(TinyshipError, match=r"predicts labels \['bad', 'good'\].*give the bundle exported from this teacher"):
+    with pytest.raises(TinyshipError,
+                       match=r"predicts labels \['bad', 'good'\].*give the bundle exported from this teacher"):
         run(tiny_model_dir, small_data, tmp_path / "s", teacher_bundle=str(other))
     with pytest.raises(TinyshipError, match="leave out --no-cache-teacher"):
         DistillConfig(teacher_bundle=str(fp32_bundle), cache_teacher=False)
@@ -415,16 +432,18 @@ def test_a_teacher_with_another_tokenizer(kind, tiny_model_dir, minilm_dir, smal
     if kind == "shifted":
         vocab = [f"[unused-{i}]" for i in range(4)] + vocab
     else:
-        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [c for c in "abcdefghijklmnopqrstuvwxyz"] + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+        vocab = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [c for c in "abcdefghijklmnopqrstuvwxyz"]
+                 + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"])
     teacher = teacher_with_tokenizer(tmp_path / "teacher", tokenizer_with_vocab(tmp_path / "vocab", vocab))
-    out = distill(DistillConfig(min_steps=0, teacher=str(teacher), student=str(tiny_model_dir), output_dir=str(tmp_path / "s"),
-                                data=small_data, batch_size=32, layer_map=[1, 1, 2, 2],
+    out = distill(DistillConfig(min_steps=0, teacher=str(teacher), student=str(tiny_model_dir),
+                                output_dir=str(tmp_path / "s"), data=small_data, batch_size=32, layer_map=[1, 1, 2, 2],
                                 phases=[Phase(INTERMEDIATE, 1), Phase({"prediction": 1}, 1)]))
     stage = json.loads((out / "tinyship_stage.json").read_text())
     printed = capsys.readouterr().out
     if kind == "shifted":
         assert stage["tokenizers"] == "aligned by position" and len(stage["phases"]) == 2
-        assert AutoTokenizer.from_pretrained(teacher)("a film")["input_ids"] == [i + 4 for i in AutoTokenizer.from_pretrained(tiny_model_dir)("a film")["input_ids"]]
+        assert (AutoTokenizer.from_pretrained(teacher)("a film")["input_ids"]
+                == [i + 4 for i in AutoTokenizer.from_pretrained(tiny_model_dir)("a film")["input_ids"]])
     else:
         assert stage["tokenizers"] == "different: prediction loss only" and len(stage["phases"]) == 1
         assert "the embedding, hidden, attention losses compare states position by position and are dropped" in printed
@@ -480,7 +499,8 @@ def test_each_phase_records_its_examples_per_second(tiny_model_dir, small_data, 
     assert stage["phases"][0]["examples_per_second"] > 0
 
 
-def test_transfer_text_joins_the_training_set_labelled_by_the_teacher_alone(tiny_model_dir, small_data, tmp_path, capsys):
+def test_transfer_text_joins_the_training_set_labelled_by_the_teacher_alone(tiny_model_dir, small_data, tmp_path,
+                                                                           capsys):
     sentences = [f"the film number {i} was a {'fine' if i % 2 else 'dull'} piece of work ." for i in range(40)]
     (tmp_path / "transfer.txt").write_text("\n".join(sentences))
     run(tiny_model_dir, small_data, tmp_path / "s", cache_teacher=True, transfer=str(tmp_path / "transfer.txt"),
@@ -506,7 +526,8 @@ def test_transfer_text_is_refused_where_it_cannot_teach():
     pairs = Examples(texts=["a"], labels=[0], label_names=["x"], text_pairs=["b"])
     with pytest.raises(TinyshipError, match="the general stage reads unlabelled text through --corpus"):
         DistillConfig(stage="general", transfer="imdb")
-    with pytest.raises(TinyshipError, match="transfer text teaches classifiers of single texts; this is token-classification"):
+    with pytest.raises(TinyshipError,
+                       match="transfer text teaches classifiers of single texts; this is token-classification"):
         _with_transfer(DistillConfig(transfer="imdb"), TASKS["token-classification"], pairs, None)
     with pytest.raises(TinyshipError, match="this is classification of text pairs: leave out --transfer"):
         _with_transfer(DistillConfig(transfer="imdb"), TASKS["classification"], pairs, None)

@@ -10,8 +10,8 @@ from tinyship.runtime.errors import TinyshipError
 
 
 def test_finetune_saves_a_classifier_with_label_names(tiny_model_dir, small_data, tmp_path):
-    out = finetune(FinetuneConfig(min_steps=0, model=str(tiny_model_dir), output_dir=str(tmp_path / "teacher"), data=small_data,
-                                  epochs=1, batch_size=16))
+    out = finetune(FinetuneConfig(min_steps=0, model=str(tiny_model_dir), output_dir=str(tmp_path / "teacher"),
+                                  data=small_data, epochs=1, batch_size=16))
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.id2label == {0: "negative", 1: "positive"}
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -27,8 +27,9 @@ def test_finetune_is_reproducible_from_a_headless_model(tiny_model_dir, small_da
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         (tmp_path / "base" / name).write_bytes((tiny_model_dir / name).read_bytes())
     runs = [
-        load_file(finetune(FinetuneConfig(min_steps=0, model=str(tmp_path / "base"), output_dir=str(tmp_path / f"run{i}"),
-                                          data=small_data, epochs=1, batch_size=16)) / "model.safetensors")
+        load_file(finetune(FinetuneConfig(min_steps=0, model=str(tmp_path / "base"),
+                                          output_dir=str(tmp_path / f"run{i}"), data=small_data, epochs=1,
+                                          batch_size=16)) / "model.safetensors")
         for i in range(2)
     ]
     assert all(torch.equal(runs[0][name], runs[1][name]) for name in runs[0])
@@ -65,7 +66,8 @@ def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, small_data, tmp_
 def test_existing_output_is_refused_without_force(tiny_model_dir, small_data, tmp_path):
     (tmp_path / "teacher").mkdir()
     with pytest.raises(TinyshipError, match="already exists: pass --force"):
-        finetune(FinetuneConfig(min_steps=0, model=str(tiny_model_dir), output_dir=str(tmp_path / "teacher"), data=small_data))
+        finetune(FinetuneConfig(min_steps=0, model=str(tiny_model_dir), output_dir=str(tmp_path / "teacher"),
+                                data=small_data))
 
 
 def test_checkpoints_of_other_settings_are_not_resumed(tiny_model_dir, small_data, tmp_path):
@@ -86,7 +88,8 @@ class Evaluations(TrainerCallback):
         self.accuracy.setdefault(state.global_step, metrics["eval_accuracy"])
 
 
-def test_small_data_trains_the_minimum_steps_and_keeps_the_best_checkpoint(tiny_model_dir, small_data, tmp_path, capsys):
+def test_small_data_trains_the_minimum_steps_and_keeps_the_best_checkpoint(tiny_model_dir, small_data, tmp_path,
+                                                                           capsys):
     seen = Evaluations()
     out = run(tiny_model_dir, small_data, tmp_path / "teacher", [seen], epochs=1, min_steps=14, save_steps=100,
               learning_rate=1e-2)

@@ -20,5 +20,6 @@ def test_flops_from_config_count_what_the_pruned_model_computes(tiny_model_dir, 
     for tokens in (16, 128):
         assert config_flops(config, tokens) == encoder_flops(model, tokens)
     # by hand at 16 tokens, hidden 32: kept heads of 8 give widths 24, 32, 16, 24; FFN widths 42, 63, 24, 64
-    by_hand = sum(2 * (4 * 16 * 32 * w + 2 * 16 * 16 * w + 2 * 16 * 32 * f) for w, f in zip((24, 32, 16, 24), (42, 63, 24, 64)))
+    by_hand = sum(2 * (4 * 16 * 32 * w + 2 * 16 * 16 * w + 2 * 16 * 32 * f)
+                  for w, f in zip((24, 32, 16, 24), (42, 63, 24, 64)))
     assert config_flops(config, 16) == by_hand

@@ -20,7 +20,8 @@ def test_a_corpus_streams_windows_of_long_documents(tiny_model_dir, tmp_path):
     assert list(corpus_lines(str(tmp_path / "docs"))) == ["one short line", " ".join(["word"] * 150), "another line"]
     corpus = TextCorpus(str(tmp_path / "docs"), AutoTokenizer.from_pretrained(tiny_model_dir), max_length=64)
     windows = list(corpus.windows())
-    assert [len(w["input_ids"]) for w in windows] == [5, 64, 64, 28, 4]  # 150 pieces: 62 + 62 + 26, each with [CLS] and [SEP]
+    # 150 pieces: 62 + 62 + 26, each with [CLS] and [SEP]
+    assert [len(w["input_ids"]) for w in windows] == [5, 64, 64, 28, 4]
     assert corpus.count() == 5
     first = [w["input_ids"] for w in corpus]
     corpus.set_epoch(1)
@@ -40,7 +41,8 @@ def test_general_distillation_saves_an_encoder_closer_to_the_teacher(tiny_model_
     AutoModel.from_pretrained(teacher_dir).save_pretrained(tmp_path / "pretrained")  # a pre-trained encoder
     AutoTokenizer.from_pretrained(teacher_dir).save_pretrained(tmp_path / "pretrained")
     (tmp_path / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
-    config = DistillConfig(min_steps=0, stage="general", teacher=str(tmp_path / "pretrained"), corpus=str(tmp_path / "corpus.txt"),
+    config = DistillConfig(min_steps=0, stage="general", teacher=str(tmp_path / "pretrained"),
+                           corpus=str(tmp_path / "corpus.txt"),
                            output_dir=str(tmp_path / "general"), student_layers=2, batch_size=8, learning_rate=3e-3,
                            phases=[Phase({"embedding": 1, "hidden": 1, "attention": 1}, 6)])
     out = distill(config)
@@ -55,13 +57,14 @@ def test_general_distillation_saves_an_encoder_closer_to_the_teacher(tiny_model_
     def distance(model):
         with torch.no_grad():
             s, t = forward_states(model, batch), forward_states(teacher, batch)
-        return sum(LOSSES["hidden"](s.hidden[m], t.hidden[n], batch["attention_mask"]).item() for m, n in ((1, 2), (2, 4)))
+        return sum(LOSSES["hidden"](s.hidden[m], t.hidden[n], batch["attention_mask"]).item()
+                   for m, n in ((1, 2), (2, 4)))
 
     assert distance(student) < 0.9 * distance(student_from_teacher(teacher, [2, 4]))
 
     # the general student then starts a task distillation, with a fresh head
-    task = distill(DistillConfig(min_steps=0, teacher=str(teacher_dir), student=str(out), output_dir=str(tmp_path / "task"),
-                                 data=DataConfig(limit=32, max_length=64),
+    task = distill(DistillConfig(min_steps=0, teacher=str(teacher_dir), student=str(out),
+                                 output_dir=str(tmp_path / "task"), data=DataConfig(limit=32, max_length=64),
                                  batch_size=16, phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)]))
     model = AutoModelForSequenceClassification.from_pretrained(task)
     assert model.config.num_hidden_layers == 2 and model.config.id2label == {0: "negative", 1: "positive"}

@@ -39,7 +39,8 @@ def masked_logits(model, inputs, heads, neurons):
             output[..., dead] = 0
             return output
 
-        hooks += [layer.attention.self.register_forward_hook(zero_heads), layer.intermediate.register_forward_hook(zero_neurons)]
+        hooks += [layer.attention.self.register_forward_hook(zero_heads),
+                  layer.intermediate.register_forward_hook(zero_neurons)]
     with torch.inference_mode():
         logits = model(**inputs).logits
     for hook in hooks:
@@ -131,10 +132,12 @@ def test_bad_pruning_inputs(tiny_model_dir, tmp_path):
         PruneConfig(importance="random")
     from transformers import MPNetConfig, MPNetForSequenceClassification
 
-    MPNetForSequenceClassification(MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    MPNetForSequenceClassification(MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2,
+                                               num_attention_heads=4,
                                                intermediate_size=64)).save_pretrained(tmp_path / "mpnet")
     AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(tmp_path / "mpnet")
-    with pytest.raises(TinyshipError, match="tinyship prunes bert, roberta, xlm-roberta, camembert, electra models, not mpnet"):
+    with pytest.raises(TinyshipError,
+                       match="tinyship prunes bert, roberta, xlm-roberta, camembert, electra models, not mpnet"):
         prune(PruneConfig(model=str(tmp_path / "mpnet"), output_dir=str(tmp_path / "out"), importance="magnitude"))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text((tiny_model_dir / "config.json").read_text())
@@ -148,14 +151,16 @@ def test_a_pruned_student_recovers_by_distillation_and_keeps_its_shape(tiny_mode
     pruned = prune(PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "p"), data=small_data, heads=0.25,
                                ffn=0.5, importance="magnitude"))
     before = load_model(pruned)
-    out = distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), student=str(pruned), output_dir=str(tmp_path / "s"),
-                                data=small_data, batch_size=16, phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)]))
+    out = distill(DistillConfig(min_steps=0, teacher=str(tiny_model_dir), student=str(pruned),
+                                output_dir=str(tmp_path / "s"), data=small_data, batch_size=16,
+                                phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)]))
     after = load_model(out)
     shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
     assert shapes(after) == shapes(before)  # recovery trains the slim layers, it does not regrow them
     assert any(not torch.equal(a, b) for a, b in zip(after.state_dict().values(), before.state_dict().values()))
     stage = json.loads((out / "tinyship_stage.json").read_text())  # what it was made from: a rerun's check
-    assert stage["student_sha256"] == weights_digest(pruned) and stage["teacher_sha256"] == weights_digest(tiny_model_dir)
+    assert (stage["student_sha256"] == weights_digest(pruned)
+            and stage["teacher_sha256"] == weights_digest(tiny_model_dir))
 
 
 def test_a_flops_target_removes_that_share_of_encoder_flops(tiny_model_dir, small_data, tmp_path):
@@ -175,7 +180,8 @@ def test_a_flops_target_removes_that_share_of_encoder_flops(tiny_model_dir, smal
 def test_a_parameters_target_removes_that_share_of_all_parameters(tiny_model_dir, small_data, tmp_path):
     from tinyship.compress.pruning import prunable_parameters
 
-    assert prunable_parameters(load_model(tiny_model_dir)) == 4 * (3 * 33 * 32 + 32 * 32 + (32 + 1 + 32) * 64)  # q, k, v with biases; output; FFN
+    # q, k, v with biases; output; FFN
+    assert prunable_parameters(load_model(tiny_model_dir)) == 4 * (3 * 33 * 32 + 32 * 32 + (32 + 1 + 32) * 64)
     out = prune(PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "p"), data=small_data,
                             parameters=0.02, importance="magnitude", scope="uniform"))
     removed = json.loads((out / "tinyship_stage.json").read_text())["parameters"]

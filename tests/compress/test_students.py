@@ -53,7 +53,8 @@ def test_a_student_directory_is_cut_to_its_own_layers(choice, kept, layer_map, t
 @pytest.mark.parametrize("choice, error", [
     (dict(student_layers=4), r"a student of 4 layers from a 3-layer student \(.*\): use 1 to 3"),
     (dict(layers=[1, 4]), r"layers \[1, 4\]: give distinct student \(.*\) layer numbers from 1 to 3"),
-    (dict(student_layers=2, layer_map=[1, 2, 3]), r"layer map \[1, 2, 3\]: give one teacher layer .* student's 2 layers"),
+    (dict(student_layers=2, layer_map=[1, 2, 3]),
+     r"layer map \[1, 2, 3\]: give one teacher layer .* student's 2 layers"),
 ])
 def test_a_bad_cut_of_a_student_directory_is_refused(choice, error, tiny_model_dir, other_student):
     with pytest.raises(TinyshipError, match=error):

@@ -43,8 +43,8 @@ def test_token_tags_go_on_each_words_first_piece(token_data, tiny_model_dir):
 
 def test_token_classification_distils(token_data, tiny_model_dir, tmp_path):
     teacher = tiny_tagger(tmp_path / "teacher", tiny_model_dir)
-    out = distill(DistillConfig(min_steps=0, teacher=str(teacher), output_dir=str(tmp_path / "s"), data=token_data, batch_size=16,
-                                phases=PHASES))
+    out = distill(DistillConfig(min_steps=0, teacher=str(teacher), output_dir=str(tmp_path / "s"), data=token_data,
+                                batch_size=16, phases=PHASES))
     stage = json.loads((out / "tinyship_stage.json").read_text())
     assert stage["task"] == "token-classification" and 0 <= stage["validation"]["eval_accuracy"] <= 1
     assert AutoModelForTokenClassification.from_pretrained(out).config.num_hidden_layers == 2
@@ -69,7 +69,8 @@ def test_answer_spans_point_at_the_answer_or_at_the_first_token(tmp_path, tiny_m
 def test_question_answering_distils(tmp_path, tiny_model_dir):
     data = squad_data(tmp_path, max_length=64)
     teacher = tiny(BertForQuestionAnswering, tmp_path / "teacher", tiny_model_dir)
-    out = distill(DistillConfig(min_steps=0, teacher=str(teacher), output_dir=str(tmp_path / "s"), data=data, batch_size=8, phases=PHASES))
+    out = distill(DistillConfig(min_steps=0, teacher=str(teacher), output_dir=str(tmp_path / "s"), data=data,
+                                batch_size=8, phases=PHASES))
     stage = json.loads((out / "tinyship_stage.json").read_text())
     assert stage["task"] == "question-answering" and 0 <= stage["validation"]["eval_exact_match"] <= 1
     assert AutoModelForQuestionAnswering.from_pretrained(out).config.num_hidden_layers == 2
@@ -81,8 +82,10 @@ def test_regression_and_sentence_pairs_distil(tmp_path, tiny_model_dir):
     (tmp_path / "sts.csv").write_text("\n".join(lines) + "\n")
     data = DataConfig(train_file=str(tmp_path / "sts.csv"), text_column="premise", text_pair_column="hypothesis",
                       label_column="score")
-    teacher = tiny(BertForSequenceClassification, tmp_path / "teacher", tiny_model_dir, num_labels=1, problem_type="regression")
-    out = distill(DistillConfig(min_steps=0, teacher=str(teacher), output_dir=str(tmp_path / "s"), data=data, batch_size=16, phases=PHASES))
+    teacher = tiny(BertForSequenceClassification, tmp_path / "teacher", tiny_model_dir, num_labels=1,
+                   problem_type="regression")
+    out = distill(DistillConfig(min_steps=0, teacher=str(teacher), output_dir=str(tmp_path / "s"), data=data,
+                                batch_size=16, phases=PHASES))
     stage = json.loads((out / "tinyship_stage.json").read_text())
     assert stage["task"] == "regression" and stage["validation"]["eval_mse"] >= 0
     assert AutoModelForSequenceClassification.from_pretrained(out).config.num_labels == 1
@@ -157,7 +160,8 @@ def test_a_teacher_must_beat_the_majority_class_clearly():
     assert weakness({**big, "accuracy": 0.63}) is None  # above 0.6 + 0.02 (two standard errors: 0.0098)
     assert "accuracy 0.610 against a majority-class baseline of 0.600 (clearly better is above 0.620" in weakness(
         {**big, "accuracy": 0.61})
-    assert "macro-F1 0.250 against the majority predictor's 0.250" in weakness({**big, "accuracy": 0.9, "macro_f1": 0.25})
+    assert ("macro-F1 0.250 against the majority predictor's 0.250"
+            in weakness({**big, "accuracy": 0.9, "macro_f1": 0.25}))
     small = {f"eval_{k}": v for k, v in {**big, "examples": 100, "accuracy": 0.69}.items()}  # as the Trainer keys them
     assert "clearly better is above 0.698" in weakness(small)  # two standard errors: 2 * sqrt(0.6 * 0.4 / 100)
     assert weakness({**small, "eval_accuracy": 0.7}) is None

@@ -10,7 +10,8 @@ from tinyship.runtime.errors import TinyshipError
 
 def measured(**latency_and_accuracy):
     """Hand-made candidates: name=(median ms, accuracy[, MB]); their runs spread 1% (p90 over the median)."""
-    return {name: {"accuracy": accuracy, "median_ms": ms, "p90_ms": 1.01 * ms, "size_bytes": int(mb[0] * 1e6) if mb else 10**6}
+    return {name: {"accuracy": accuracy, "median_ms": ms, "p90_ms": 1.01 * ms,
+                   "size_bytes": int(mb[0] * 1e6) if mb else 10**6}
             for name, (ms, accuracy, *mb) in latency_and_accuracy.items()}
 
 
@@ -44,14 +45,16 @@ def test_within_noise_of_the_fastest_the_smallest_ships():
     # static INT8 3% faster than dynamic, within noise (issue 14): the three times smaller dynamic file ships
     choice = choose(demo(int8_static_entropy=(0.5330, 0.5420)), "accuracy", 0.01)
     assert choice.winner == "int8-dynamic-fused" and choice.noise_band == pytest.approx(0.05)
-    assert "as fast as the fastest (int8-static-entropy, 0.53 ms; as fast: a median latency within 5.0% of it" in choice.reason
+    assert ("as fast as the fastest (int8-static-entropy, 0.53 ms; as fast: a median latency within 5.0% of it"
+            in choice.reason)
     # clearly faster (10%): static ships, size notwithstanding
     assert choose(demo(int8_static_entropy=(0.4950, 0.5000)), "accuracy", 0.01).winner == "int8-static-entropy"
 
 
 def test_the_noise_band_is_the_fastests_own_spread_when_wider_than_five_percent():
     steady, jittery = (0.5100, 0.5150), (0.5100, 0.5610)  # p90 1% and 10% over the median
-    assert choose(demo(int8_static_entropy=steady), "accuracy", 0.01).winner == "int8-static-entropy"  # dynamic 7.6% slower
+    # dynamic 7.6% slower
+    assert choose(demo(int8_static_entropy=steady), "accuracy", 0.01).winner == "int8-static-entropy"
     choice = choose(demo(int8_static_entropy=jittery), "accuracy", 0.01)
     assert choice.winner == "int8-dynamic-fused" and choice.noise_band == pytest.approx(0.10)
     assert "within 10.0% of it, the larger of 5% and its own run-to-run spread (p90 - median) / median" in choice.reason
@@ -111,7 +114,8 @@ def test_gate_budget_edge_failed_variants_and_fp32_fallback():
     assert choose(within, "accuracy", budget=0.005).winner == "fp32"  # nothing quantized passes: fp32 ships
     broken = {**within, "fp16": {"error": "cannot run here: no kernel"}}
     choice = choose(broken, "accuracy", budget=0.005)
-    assert choice.winner == "fp32" and not choice.passed["fp16"] and "fp16 (cannot run here: no kernel)" in choice.reason
+    assert (choice.winner == "fp32" and not choice.passed["fp16"]
+            and "fp16 (cannot run here: no kernel)" in choice.reason)
 
 
 def test_gate_for_a_metric_where_lower_is_better():
@@ -157,7 +161,8 @@ def span_model(path):
     ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"])
     outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "tokens"])
                for name in ("start_logits", "end_logits")]
-    nodes = [helper.make_node("Cast", ["input_ids"], [name], to=TensorProto.FLOAT) for name in ("start_logits", "end_logits")]
+    nodes = [helper.make_node("Cast", ["input_ids"], [name], to=TensorProto.FLOAT)
+             for name in ("start_logits", "end_logits")]
     graph = helper.make_graph(nodes, "spans", [ids], outputs)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
@@ -188,6 +193,7 @@ def test_a_load_time_fusion_is_turned_off_only_when_clearly_faster(monkeypatch):
             "median_ms": 10.0 / (speedup if "SkipLayerNormFusion" in disabled_optimizers else 1.0), "p99_ms": 11.0}
 
     monkeypatch.setattr(evaluation, "latency", timed(1.25))
-    assert evaluation.fastest_session("model.onnx", {}, 1) == (["SkipLayerNormFusion"], {"median_ms": 8.0, "p99_ms": 11.0})
+    assert (evaluation.fastest_session("model.onnx", {}, 1)
+            == (["SkipLayerNormFusion"], {"median_ms": 8.0, "p99_ms": 11.0}))
     monkeypatch.setattr(evaluation, "latency", timed(1.02))  # within timing noise: keep onnxruntime's default
     assert evaluation.fastest_session("model.onnx", {}, 1) == ([], {"median_ms": 10.0, "p99_ms": 11.0})

@@ -34,16 +34,19 @@ def test_auto_measures_every_variant_and_ships_the_fastest_within_budget(auto_bu
     fp32 = measured["fp32"]["accuracy"]
     for name, m in measured.items():
         assert m["passed"] == (fp32 - m["accuracy"] <= 0.01 + 1e-12)
-        assert m["size_bytes"] == (candidates / name / "model.onnx").stat().st_size and m["p99_ms"] >= m["median_ms"] > 0
+        assert (m["size_bytes"] == (candidates / name / "model.onnx").stat().st_size
+                and m["p99_ms"] >= m["median_ms"] > 0)
     winner = manifest["variant"]
     passed = [n for n in measured if measured[n]["passed"]]
     fastest = min(measured[n]["median_ms"] for n in passed)
-    as_fast = [n for n in passed if measured[n]["median_ms"] <= (1 + manifest["metrics"]["gate"]["noise_band"]) * fastest]
+    as_fast = [n for n in passed
+               if measured[n]["median_ms"] <= (1 + manifest["metrics"]["gate"]["noise_band"]) * fastest]
     assert winner == min(as_fast, key=lambda n: (measured[n]["size_bytes"], measured[n]["median_ms"]))
     assert manifest["metrics"]["gate"]["winner"] == winner and manifest["precision"] == measured[winner]["precision"]
     assert (bundle / "model.onnx").read_bytes() == (candidates / winner / "model.onnx").read_bytes()
     assert manifest["metrics"]["validation"] == measured[winner]["accuracy"]
-    assert manifest["quantization"]["mode"] == "auto" and manifest["quantization"]["preset"] in ("avx512_vnni", "avx2", "arm64")
+    assert (manifest["quantization"]["mode"] == "auto"
+            and manifest["quantization"]["preset"] in ("avx512_vnni", "avx2", "arm64"))
 
 
 def test_parity_is_checked_at_every_shape(auto_bundle):
@@ -79,7 +82,8 @@ def test_static_int8_quantizes_matmul_inputs_only(auto_bundle):
             consumers.setdefault(name, []).append(node.op_type)
     dequantized = [out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output]
     assert dequantized and {op for out in dequantized for op in consumers[out]} == {"MatMul"}
-    quantized_matmuls = {node.name for node in graph.node if node.op_type == "MatMul" and set(node.input) & set(dequantized)}
+    quantized_matmuls = {node.name for node in graph.node
+                         if node.op_type == "MatMul" and set(node.input) & set(dequantized)}
     assert len(quantized_matmuls) >= 8 * 4  # q, k, v, scores, context, output and two FFN projections per layer
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) >= 6 * 4
@@ -96,10 +100,12 @@ def test_bundle_loads_in_optimum_and_bare_onnxruntime(auto_bundle):
     session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     bare = session.run(None, {n: encoded[n].astype(np.int64) for n in manifest["inputs"]})[0]
     optimum = ORTModelForSequenceClassification.from_pretrained(bundle)
-    np.testing.assert_allclose(optimum(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.numpy(), bare, atol=1e-5)
+    np.testing.assert_allclose(optimum(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.numpy(), bare,
+                               atol=1e-5)
     if not batch_invariant(manifest):  # dynamic INT8: the runtime runs each text alone, as it was measured
         alone = [tokenizer([text], return_tensors="np") for text in TEXTS]
-        bare = np.concatenate([session.run(None, {n: e[n].astype(np.int64) for n in manifest["inputs"]})[0] for e in alone])
+        bare = np.concatenate([session.run(None, {n: e[n].astype(np.int64) for n in manifest["inputs"]})[0]
+                               for e in alone])
     np.testing.assert_allclose(load(bundle).logits(TEXTS), bare, atol=1e-5)
 
 
@@ -166,13 +172,14 @@ def test_interrupted_export_leaves_no_bundle(tiny_model_dir, small_data, tmp_pat
 
     monkeypatch.setattr(bundling.shutil, "copyfile", copy_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        export(ExportConfig(model=str(tiny_model_dir), output=str(tmp_path / "bundle"), data=small_data, quantize="none"))
+        export(ExportConfig(model=str(tiny_model_dir), output=str(tmp_path / "bundle"), data=small_data,
+                            quantize="none"))
     assert len(copies) == 2 and list(tmp_path.iterdir()) == []
 
 
 def test_torch_exporter_passes_the_same_parity_check(tiny_model_dir, small_data, tmp_path):
-    bundle = export(ExportConfig(model=str(tiny_model_dir), output=str(tmp_path / "b"), data=small_data, quantize="none",
-                                 optimize=False, exporter="torch"))
+    bundle = export(ExportConfig(model=str(tiny_model_dir), output=str(tmp_path / "b"), data=small_data,
+                                 quantize="none", optimize=False, exporter="torch"))
     manifest = read_manifest(bundle)
     assert max(manifest["metrics"]["parity_max_abs_diff"].values()) <= 1e-4 and manifest["outputs"] == ["logits"]
 
@@ -195,7 +202,8 @@ def test_bad_inputs(tiny_model_dir, small_data, tmp_path):
     with pytest.raises(TinyshipError, match="cannot create .*a_file.*choose another --out"):
         export(ExportConfig(model=str(tiny_model_dir), output=str(tmp_path / "a_file" / "b"), data=small_data))
     with pytest.raises(TinyshipError, match="is a classification model .*pass --task classification"):
-        export(ExportConfig(model=str(tiny_model_dir), output=str(tmp_path / "b"), task="question-answering", data=small_data))
+        export(ExportConfig(model=str(tiny_model_dir), output=str(tmp_path / "b"), task="question-answering",
+                            data=small_data))
     config = json.loads((tmp_path / "no_tokenizer" / "config.json").read_text())
     (tmp_path / "no_tokenizer" / "config.json").write_text(json.dumps({**config, "id2label": {"0": "a", "5": "b"}}))
     (tmp_path / "no_tokenizer" / "tokenizer.json").write_bytes((tiny_model_dir / "tokenizer.json").read_bytes())
@@ -206,7 +214,8 @@ def test_bad_inputs(tiny_model_dir, small_data, tmp_path):
 
 def test_a_model_without_a_task_head_is_refused_with_what_is_supported(minilm_dir, tmp_path):
     with pytest.raises(TinyshipError, match=r"is a BertModel: tinyship exports models with a task head "
-                                            r"\(\*ForSequenceClassification, \*ForTokenClassification, \*ForQuestionAnswering\)"):
+                                            r"\(\*ForSequenceClassification, \*ForTokenClassification, "
+                                            r"\*ForQuestionAnswering\)"):
         export(ExportConfig(model=str(minilm_dir), output=str(tmp_path / "b")))
 
 
@@ -220,5 +229,6 @@ def test_calibration_data_must_exist_and_fit_the_task(tiny_model_dir, tmp_path):
     ner = tmp_path / "ner.jsonl"
     ner.write_text(json.dumps({"tokens": ["alice"], "tags": ["PER"]}) + "\n")
     with pytest.raises(TinyshipError, match="ner.jsonl"):
-        export(ExportConfig(model=str(tiny_model_dir), output=str(tmp_path / "b"), data=DataConfig(train_file=str(ner))))
+        export(ExportConfig(model=str(tiny_model_dir), output=str(tmp_path / "b"),
+                            data=DataConfig(train_file=str(ner))))
     assert not (tmp_path / "b").exists()

@@ -51,7 +51,8 @@ def test_every_task_exports_with_parity_and_loads_in_optimum_and_onnxruntime(nam
                                  quantize="dynamic", optimize=False))
     manifest = read_manifest(bundle)
     assert manifest["task"] == manifest_task and manifest["outputs"] == outputs
-    windows = {"strategy": "only_second", "stride": 32} if name == "question-answering" else {"strategy": "longest_first", "stride": 0}
+    windows = ({"strategy": "only_second", "stride": 32} if name == "question-answering"
+               else {"strategy": "longest_first", "stride": 0})
     assert manifest["truncation"] == windows and manifest["pairs"] == (name in ("pairs", "question-answering"))
     parity = manifest["metrics"]["parity_max_abs_diff"]
     assert {"b1_s1", "b3_s17_padded", "b8_s128", "b8_s128_padded"} <= set(parity) and max(parity.values()) <= 1e-4
@@ -116,7 +117,8 @@ def test_architectures_optimum_lacks_go_through_torch_onnx(tiny_model_dir, small
 
 
 def test_a_head_pruned_model_exports_with_parity(tiny_model_dir, small_data, tmp_path):
-    """Heads removed with transformers' prune_heads: config.json records them and the exporter rebuilds the slimmer layers."""
+    """Heads removed with transformers' prune_heads: config.json records them and the exporter rebuilds the slimmer
+    layers."""
     model = BertForSequenceClassification.from_pretrained(tiny_model_dir)
     model.prune_heads({0: [0, 1], 2: [3]})
     model.save_pretrained(tmp_path / "pruned")

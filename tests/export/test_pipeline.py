@@ -24,7 +24,8 @@ def test_pipeline_writes_bundle_and_report_and_reuses_finished_stages(tiny_model
         data=small_data,
         allow_weak_teacher=True,  # a tiny random model learns little from 64 examples
         finetune=FinetuneConfig(min_steps=0, model=str(tiny_model_dir), epochs=1, batch_size=16),
-        distill=DistillConfig(min_steps=0, phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)], batch_size=16),
+        distill=DistillConfig(min_steps=0, phases=[Phase({"hidden": 1}, 1), Phase({"prediction": 1}, 1)],
+                              batch_size=16),
     )
     bundle = compress(config)
     assert load(bundle)(["a fine film"])[0]["label"] in ("negative", "positive")
@@ -72,7 +73,8 @@ def test_bad_quantize_is_refused_before_any_training(tmp_path):
 
 def test_recipe_and_flags(tmp_path):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("output_dir: runs/x\ndata: {dataset: imdb, labels: [neg, pos]}\ndistill: {layers: [2, 4], phases: [{losses: {hidden: 1, attention: 0.5}, epochs: 1}]}\n")
+    recipe.write_text("output_dir: runs/x\ndata: {dataset: imdb, labels: [neg, pos]}\n"
+                      "distill: {layers: [2, 4], phases: [{losses: {hidden: 1, attention: 0.5}, epochs: 1}]}\n")
     config = load_recipe(recipe)
     assert config.data.dataset == "imdb" and config.data.labels == ("neg", "pos")
     assert config.distill.layers == [2, 4] and config.distill.phases == [Phase({"hidden": 1, "attention": 0.5}, 1)]
@@ -83,7 +85,8 @@ def test_recipe_and_flags(tmp_path):
     _configure_compress(parser)
     args = parser.parse_args(["--recipe", str(recipe), "--distill-phase", "prediction:3", "--limit", "10"])
     config = compress_config_from_args(args)
-    assert config.output_dir == "runs/x" and config.distill.phases == [Phase({"prediction": 1}, 3)] and config.distill.layers == [2, 4]
+    assert (config.output_dir == "runs/x" and config.distill.phases == [Phase({"prediction": 1}, 3)]
+            and config.distill.layers == [2, 4])
     assert config.data.dataset == "imdb" and config.data.limit == 10
     assert config.distill.transfer is None
     config = compress_config_from_args(parser.parse_args(["--transfer", "imdb", "--transfer-examples", "500"]))
@@ -118,7 +121,9 @@ def test_pipeline_prunes_and_recovers_when_asked(tiny_model_dir, small_data, tmp
 
     config = CompressConfig(
         output_dir=str(tmp_path / "run"), teacher=str(tiny_model_dir), data=small_data, allow_weak_teacher=True,
-        distill=DistillConfig(min_steps=0, phases=[Phase({"hidden": 1, "attention": 1}, 1), Phase({"prediction": 1}, 1)], batch_size=16),
+        distill=DistillConfig(min_steps=0,
+                              phases=[Phase({"hidden": 1, "attention": 1}, 1), Phase({"prediction": 1}, 1)],
+                              batch_size=16),
         prune=PruneConfig(flops=0.5, importance="magnitude"), export=ExportConfig(quantize="dynamic", optimize=False),
     )
     bundle = compress(config)
@@ -152,7 +157,8 @@ def test_iterative_pruning_reaches_the_target_in_rounds():
 
     rounds = prune_rounds(PruneConfig(flops=0.64, steps=2))
     assert len(rounds) == 2 and rounds[0] == {"heads": pytest.approx(0.4), "ffn": pytest.approx(0.4), "flops": None}
-    assert prune_rounds(PruneConfig()) == [] and prune_rounds(PruneConfig(heads=0.5)) == [{"heads": 0.5, "ffn": 0.0, "flops": None}]
+    assert (prune_rounds(PruneConfig()) == []
+            and prune_rounds(PruneConfig(heads=0.5)) == [{"heads": 0.5, "ffn": 0.0, "flops": None}])
     assert prune_rounds(PruneConfig(parameters=0.2)) == [{}]
     with pytest.raises(TinyshipError, match="steps 0"):
         PruneConfig(steps=0)
@@ -246,10 +252,12 @@ def noise_reviews(path, rows=300):
     return path
 
 
-def test_a_weak_teacher_stops_the_run_unless_allowed_then_the_report_shows_the_baseline(tiny_model_dir, tmp_path, capsys):
+def test_a_weak_teacher_stops_the_run_unless_allowed_then_the_report_shows_the_baseline(tiny_model_dir, tmp_path,
+                                                                                        capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("finetune: {epochs: 1, batch_size: 16}\ndata: {max_length: 32}\nprune: {importance: magnitude}\n"
-                      "distill: {batch_size: 16, phases: [{losses: {hidden: 1}, epochs: 1}, {losses: {prediction: 1}, epochs: 1}]}\n"
+                      "distill: {batch_size: 16, phases: [{losses: {hidden: 1}, epochs: 1}, "
+                      "{losses: {prediction: 1}, epochs: 1}]}\n"
                       "export: {quantize: none, optimize: false}\n")
     reviews = noise_reviews(tmp_path / "reviews.csv")
     out = tmp_path / "run"

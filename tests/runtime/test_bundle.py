@@ -62,7 +62,8 @@ def test_the_manifest_session_settings_reach_onnxruntime(bundle_copy, monkeypatc
 
     monkeypatch.setattr(predictor.ort, "InferenceSession", recording)
     before = load(bundle_copy).logits(["a fine film"])
-    (bundle_copy / MANIFEST_NAME).write_text(json.dumps({**manifest, "session": {"disabled_optimizers": ["SkipLayerNormFusion"]}}))
+    (bundle_copy / MANIFEST_NAME).write_text(
+        json.dumps({**manifest, "session": {"disabled_optimizers": ["SkipLayerNormFusion"]}}))
     assert load(bundle_copy).logits(["a fine film"]) == pytest.approx(before, abs=1e-5)
     assert seen[-1] == ["SkipLayerNormFusion"]
     (bundle_copy / MANIFEST_NAME).write_text(json.dumps({**manifest, "session": {"disabled_optimizers": "all"}}))

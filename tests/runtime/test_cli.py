@@ -24,7 +24,8 @@ def test_predict_reads_stdin_and_never_loads_torch(fp32_bundle):
         "import sys; from tinyship.runtime.cli import main; rc = main(['predict', sys.argv[1], '--top-k', '2']);"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules; sys.exit(rc)"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(fp32_bundle)], input="great\nawful\n", capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, str(fp32_bundle)], input="great\nawful\n", capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 2 and lines[0].endswith("great") and "negative" in lines[0] and "positive" in lines[0]
@@ -42,14 +43,16 @@ def test_missing_extra_names_the_extra_to_install():
         "import sys, importlib.abc\n"
         "class Block(importlib.abc.MetaPathFinder):\n"
         "    def find_spec(self, name, *a):\n"
-        "        if name.split('.')[0] in ('torch', 'transformers'): raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "        if name.split('.')[0] in ('torch', 'transformers'):"
+        " raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "from tinyship.runtime.cli import main\n"
         "sys.exit(main(['distill', '--teacher', 'x']))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 3, out.stderr
-    assert "tinyship distill needs the [compress] extra" in out.stderr and "pip install 'tinyship[compress]'" in out.stderr
+    assert ("tinyship distill needs the [compress] extra" in out.stderr
+            and "pip install 'tinyship[compress]'" in out.stderr)
 
 
 def test_a_utf8_bom_on_stdin_is_dropped(fp32_bundle, monkeypatch, capsys):

@@ -53,11 +53,13 @@ def test_user_csv_tsv_jsonl_with_custom_columns_and_pairs(tmp_path):
     tsv_file = write(tmp_path / "d.tsv", "sentence\tother\ty\nhi\tb\tpos\n")
     jsonl_file = write(tmp_path / "d.jsonl", json.dumps({"sentence": "hi", "other": "b", "y": "neg"}) + "\n\n")
     columns = dict(text_column="sentence", text_pair_column="other", label_column="y")
-    train = load_examples(DataConfig(train_file=csv_file, validation_file=tsv_file, test_file=jsonl_file, **columns), "train")
+    train = load_examples(DataConfig(train_file=csv_file, validation_file=tsv_file, test_file=jsonl_file, **columns),
+                          "train")
     assert train.texts == ["hi, there", "bye"] and train.text_pairs == ["b", "c"]
     assert train.label_names == ["neg", "pos"] and train.labels == [1, 0]
     assert train.inputs() == [("hi, there", "b"), ("bye", "c")]
-    test = load_examples(DataConfig(train_file=csv_file, validation_file=tsv_file, test_file=jsonl_file, **columns), "test")
+    test = load_examples(DataConfig(train_file=csv_file, validation_file=tsv_file, test_file=jsonl_file, **columns),
+                         "test")
     assert test.texts == ["hi"] and test.labels == [0]
 
 
@@ -114,7 +116,8 @@ def test_label_outside_the_label_set_names_file_and_line(tmp_path):
     train = write(tmp_path / "train.csv", "text,label\na,pos\nb,neg\n")
     test = write(tmp_path / "test.csv", "text,label\nc,pos\nd,neutral\n")
     config = DataConfig(train_file=train, validation_file=train, test_file=test)
-    with pytest.raises(TinyshipError, match=r"test.csv line 3: label 'neutral' is not in the label set \['neg', 'pos'\]"):
+    with pytest.raises(TinyshipError,
+                       match=r"test.csv line 3: label 'neutral' is not in the label set \['neg', 'pos'\]"):
         load_examples(config, "test")
 
 

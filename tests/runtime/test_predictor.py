@@ -25,7 +25,8 @@ def torch_logits(model_dir, inputs, max_length=64):
     rows = []
     with torch.inference_mode():
         for i in range(len(first)):  # one at a time: no padding on the PyTorch side
-            enc = tokenizer(first[i], second[i] if second else None, truncation=True, max_length=max_length, return_tensors="pt")
+            enc = tokenizer(first[i], second[i] if second else None, truncation=True, max_length=max_length,
+                            return_tensors="pt")
             rows.append(model(**enc).logits[0].numpy())
     return np.stack(rows)
 
@@ -78,8 +79,8 @@ def test_bad_settings_get_clear_errors(fp32_bundle):
     with pytest.raises(TinyshipError, match="execution provider CUDAExecutionProvider is not in this onnxruntime"):
         load(fp32_bundle, providers=["CUDAExecutionProvider"])
     for level in ("disable", "all"):  # the same logits whatever the graph optimizations
-        np.testing.assert_allclose(load(fp32_bundle, optimization_level=level).logits(TEXTS), load(fp32_bundle).logits(TEXTS),
-                                   atol=1e-5)
+        np.testing.assert_allclose(load(fp32_bundle, optimization_level=level).logits(TEXTS),
+                                   load(fp32_bundle).logits(TEXTS), atol=1e-5)
 
 
 @pytest.mark.parametrize("bad", [[], None, [1, "a"], ["a", None], [("a",)], 3.5, "", ["fine", "  "]])
@@ -101,8 +102,10 @@ def test_lone_surrogates_are_refused_by_check_with_the_input_index(fp32_bundle, 
 
 def test_nul_characters_are_taken_as_the_tokenizer_takes_them(fp32_bundle):
     classify = load(fp32_bundle)
-    assert classify.tokenizer.encode("a\x00b").tokens == classify.tokenizer.encode("ab").tokens  # its normalizer drops NUL
-    np.testing.assert_allclose(classify.logits(["dull\x00 film", "\x00"]), classify.logits(["dull film", "\x00"]), atol=1e-6)
+    # its normalizer drops NUL
+    assert classify.tokenizer.encode("a\x00b").tokens == classify.tokenizer.encode("ab").tokens
+    np.testing.assert_allclose(classify.logits(["dull\x00 film", "\x00"]), classify.logits(["dull film", "\x00"]),
+                               atol=1e-6)
 
 
 class SumSession:
@@ -133,7 +136,8 @@ class Recording:
 def test_pad_fills_ids_with_pad_id_and_missing_inputs_with_zeros():
     rows = [{"input_ids": [1, 1, 1], "attention_mask": [1, 1, 1]}, {"input_ids": [1], "attention_mask": [1]}]
     feed = pad(rows, ["input_ids", "attention_mask", "token_type_ids"], pad_id=7)
-    assert feed["input_ids"].tolist() == [[1, 1, 1], [1, 7, 7]] and feed["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert (feed["input_ids"].tolist() == [[1, 1, 1], [1, 7, 7]]
+            and feed["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]])
     assert feed["token_type_ids"].tolist() == [[0, 0, 0], [0, 0, 0]]  # rows without token types get zeros
 
 

@@ -19,8 +19,8 @@ QUESTIONS = ["who wrote the letter?", "when did bob read it?", "what was the let
 def reader(tmp_path_factory, minilm_dir):
     work = tmp_path_factory.mktemp("reader")
     model_dir = tiny(BertForQuestionAnswering, work / "model", minilm_dir)
-    bundle = export(ExportConfig(model=str(model_dir), output=str(work / "bundle"), data=squad_data(work, max_length=64),
-                                 quantize="none", optimize=False))
+    bundle = export(ExportConfig(model=str(model_dir), output=str(work / "bundle"),
+                                 data=squad_data(work, max_length=64), quantize="none", optimize=False))
     return model_dir, bundle
 
 
@@ -42,7 +42,8 @@ def expected_best(model_dir, question, context, max_length, max_answer_length=30
             for b in range(a, min(a + max_answer_length, len(context_tokens))):
                 if start[a] * end[b] > best[0]:
                     offsets = encoded["offset_mapping"][w]
-                    best = (float(start[a] * end[b]), int(offsets[context_tokens[a]][0]), int(offsets[context_tokens[b]][1]))
+                    best = (float(start[a] * end[b]), int(offsets[context_tokens[a]][0]),
+                            int(offsets[context_tokens[b]][1]))
     return best
 
 
@@ -89,7 +90,8 @@ def test_top_k_answers_and_bad_inputs(reader):
         with pytest.raises(TinyshipError, match="must be a \\(str, str\\) tuple|input 0 is empty"):
             answer(bad)
     for pair in [(json.loads(r'"who\ud800?"'), CONTEXT), (QUESTIONS[0], CONTEXT + json.loads(r'"\udfff"'))]:
-        with pytest.raises(TinyshipError, match="input 1 is not valid Unicode"):  # question or context: tokenizers refuses both
+        # question or context: tokenizers refuses both
+        with pytest.raises(TinyshipError, match="input 1 is not valid Unicode"):
             answer([(QUESTIONS[1], CONTEXT), pair])
 
 

@@ -77,7 +77,8 @@ def test_docs_load_nothing_from_other_servers(server):
     ({"inputs": "fine \ud800"}, 422, "input 0 is not valid Unicode"),
 ])
 def test_bad_requests_get_clear_json_errors(server, body, status, message):
-    response = httpx.post(f"{server.url}/v1/predict", content=json.dumps(body), headers={"content-type": "application/json"})
+    response = httpx.post(f"{server.url}/v1/predict", content=json.dumps(body),
+                          headers={"content-type": "application/json"})
     assert response.status_code == status
     assert response.json()["error"] and re.search(message, response.json()["error"])
 
@@ -87,7 +88,8 @@ def test_bad_requests_get_clear_json_errors(server, body, status, message):
     ("GET", "/v1/predict", {}, b"", 405, "GET is not allowed on /v1/predict: use POST"),
     ("POST", "/v1/predict", {"content-type": "text/plain"}, b"dull", 415, "content type 'text/plain'"),
     ("POST", "/v1/predict", {"content-type": "application/json"}, b'{"inputs": ', 400, "not JSON"),
-    ("POST", "/v1/predict", {"content-type": "application/json"}, b"[" * 100_000 + b"]" * 100_000, 413, "over the limit"),
+    ("POST", "/v1/predict", {"content-type": "application/json"}, b"[" * 100_000 + b"]" * 100_000, 413,
+     "over the limit"),
     ("POST", "/v1/predict", {"content-type": "application/json"}, b"[" * 10_000, 400, "nested too deeply"),
 ])
 def test_every_error_has_one_shape(server, method, path, headers, content, status, message):
@@ -193,7 +195,8 @@ def test_metrics_cannot_be_forged_or_grown_and_count_500s(fp32_bundle):
 def test_a_half_sent_body_gets_408_and_does_not_hold_the_shutdown(fp32_bundle):
     config = ServeConfig(body_timeout_s=1)
     running = Running(create_app({"reviews": fp32_bundle}, config), config).__enter__()
-    head = b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+    head = (b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 40\r\n\r\n")
     start = time.monotonic()
     answer = raw_request(running.port, head + b'{"inputs": "half', timeout=10)
     assert time.monotonic() - start < 5

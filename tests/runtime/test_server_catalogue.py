@@ -29,8 +29,8 @@ def chunks(total: int, size: int = 65_536):
 
 @dataclass
 class Ask:
-    """One request. body: JSON-able (sent as ASCII JSON, so a lone surrogate travels as a \\ud800 escape), bytes (sent as
-    they are) or a callable giving chunks (sent chunked). Headers override GOOD's; an empty value removes one.
+    """One request. body: JSON-able (sent as ASCII JSON, so a lone surrogate travels as a \\ud800 escape), bytes
+    (sent as they are) or a callable giving chunks (sent chunked). Headers override GOOD's; an empty value removes one.
     raw: written to a socket as it is, with `cut` bytes of the body left unsent (httpx would fix the Host or length)."""
 
     body: object = field(default_factory=lambda: {"inputs": "dull"})
@@ -96,7 +96,8 @@ CATALOGUE = {
     "lone surrogate": (422, "input 0 is not valid Unicode", Ask({"inputs": "dull \ud800"})),
     "lone surrogate in a list": (422, "input 1 is not valid Unicode", Ask({"inputs": ["dull", "\udfff fine"]})),
     "wrong method": (405, "GET is not allowed on /v1/predict: use POST", Ask(method="GET")),
-    "wrong method on healthz": (405, "DELETE is not allowed on /healthz: use GET", Ask(method="DELETE", path="/healthz")),
+    "wrong method on healthz": (405, "DELETE is not allowed on /healthz: use GET",
+                                Ask(method="DELETE", path="/healthz")),
     "text/plain": (415, "content type 'text/plain'", Ask(headers={"Content-Type": "text/plain"})),
     "form content type": (415, "content type 'application/x-www-form-urlencoded'",
                           Ask(headers={"Content-Type": "application/x-www-form-urlencoded"})),

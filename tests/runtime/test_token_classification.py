@@ -7,15 +7,16 @@ from tinyship.runtime import TokenClassifier, load
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.token_classification import entities
 
-TEXTS = ["Alice visited Paris with Bob in June.", "tinyship ships models", "bob", "In June, alice wrote to Bob from Paris!"]
+TEXTS = ["Alice visited Paris with Bob in June.", "tinyship ships models", "bob",
+         "In June, alice wrote to Bob from Paris!"]
 
 
 @pytest.fixture(scope="module")
 def tagger(tmp_path_factory, minilm_dir):
     work = tmp_path_factory.mktemp("tagger")
     model_dir = tiny_tagger(work / "model", minilm_dir)
-    bundle = export(ExportConfig(model=str(model_dir), output=str(work / "bundle"), data=token_data(work), quantize="none",
-                                 optimize=False))
+    bundle = export(ExportConfig(model=str(model_dir), output=str(work / "bundle"), data=token_data(work),
+                                 quantize="none", optimize=False))
     return model_dir, bundle
 
 
@@ -30,15 +31,16 @@ def test_entities_match_the_transformers_pipeline_on_the_pytorch_model(tagger):
     for text, result, expected in zip(TEXTS, results, reference(TEXTS)):
         assert [(e["entity"], e["start"], e["end"]) for e in result["entities"]] == \
                [(e["entity_group"], e["start"], e["end"]) for e in expected]
-        assert [e["score"] for e in result["entities"]] == pytest.approx([float(e["score"]) for e in expected], abs=1e-4)
+        assert ([e["score"] for e in result["entities"]]
+                == pytest.approx([float(e["score"]) for e in expected], abs=1e-4))
         assert all(e["word"] == text[e["start"] : e["end"]] for e in result["entities"])
         assert result["truncated"] is False
     assert tag(TEXTS[0]) == results[0]
 
 
 def test_words_group_into_entities():
-    words = [("B-PER", 0.9, 0, 5), ("I-PER", 0.7, 6, 11), ("O", 0.99, 12, 15), ("LOC", 0.8, 16, 21), ("LOC", 0.6, 22, 27),
-             ("B-LOC", 0.5, 28, 30)]
+    words = [("B-PER", 0.9, 0, 5), ("I-PER", 0.7, 6, 11), ("O", 0.99, 12, 15), ("LOC", 0.8, 16, 21),
+             ("LOC", 0.6, 22, 27), ("B-LOC", 0.5, 28, 30)]
     text = "Alice Smith saw North Korea or NK"
     assert entities(words, text) == [
         {"entity": "PER", "score": pytest.approx(0.8), "word": "Alice Smith", "start": 0, "end": 11},
