@@ -23,6 +23,8 @@ from tinyship.runtime.errors import TinyshipError
 
 SPEED_FLAGS = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
                "asimddp", "i8mm"}
+
+
 def sample_input(pairs: bool, tokens: int, batch: int):
     """Inputs of about `tokens` tokens each (one per repeated word): texts, or (question, context) pairs."""
     if pairs:

@@ -155,7 +155,6 @@ def _reader_left() -> int:
     return SIGPIPE_EXIT
 
 
-
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that choose a data set: a built-in one, or the user's own files. Unset flags keep the config's
     value."""

@@ -43,6 +43,7 @@ from tinyship.runtime.data import DataConfig, load_examples
 SHORT = "a gripping , funny and moving film that never loses sight of its characters"
 LONG = " ".join(["the film is a quiet and moving portrait of a family"] * 12)
 
+
 def main() -> None:
     configure_logging()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
