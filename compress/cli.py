@@ -7,6 +7,7 @@ import argparse
 from dataclasses import fields
 
 from tinyship.compress.config import (
+    STUDENT_FIELDS,
     AugmentConfig,
     DistillConfig,
     FinetuneConfig,
@@ -19,7 +20,6 @@ from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.flags import add_flags, flagged
 
 TRAINING = [f.name for f in fields(TrainingConfig)]  # the flags every training stage shares, grouped
-STUDENT = ("student", "student_layers", "layers")
 
 
 def _names(config: type, *left_out: str) -> list[str]:
@@ -44,9 +44,10 @@ def _run_finetune(args: argparse.Namespace) -> None:
 
 def _configure_distill(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, DistillConfig, names=["stage", "teacher"])
-    add_flags(parser.add_argument_group("student (default: half the teacher's layers)"), DistillConfig, names=STUDENT)
+    add_flags(parser.add_argument_group("student (default: half the teacher's layers)"), DistillConfig,
+              names=STUDENT_FIELDS)
     add_flags(parser.add_argument_group("method"), DistillConfig,
-              names=_names(DistillConfig, *TRAINING, *STUDENT, "stage", "teacher"))
+              names=_names(DistillConfig, *TRAINING, *STUDENT_FIELDS, "stage", "teacher"))
     add_flags(parser.add_argument_group("training"), DistillConfig, names=TRAINING)
     add_data_arguments(parser)
 

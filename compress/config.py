@@ -111,6 +111,9 @@ def general_phases() -> list[Phase]:
     return [Phase(dict.fromkeys(INTERMEDIATE_LOSSES, 1.0), 1.0)]
 
 
+STUDENT_FIELDS = ("student", "student_layers", "layers")  # DistillConfig's ways to name its student (Student)
+
+
 @dataclass(frozen=True)
 class Student:
     """The student, parsed once from the ways a user names it (DistillConfig's student, student_layers and layers):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from tinyship.compress.config import DistillConfig, FinetuneConfig, PruneConfig, TrainingConfig
+from tinyship.compress.config import STUDENT_FIELDS, DistillConfig, FinetuneConfig, PruneConfig, TrainingConfig
 from tinyship.export.config import ExportConfig
 from tinyship.export.pipeline import CompressConfig, load_recipe
 from tinyship.runtime.cli import Command, add_data_arguments, data_config_from_args
@@ -24,13 +24,12 @@ def _run_export(args: argparse.Namespace) -> None:
     export(ExportConfig(**flagged(ExportConfig, args), data=data_config_from_args(args)))
 
 
-STUDENT = ("student", "student_layers", "layers")  # given together: the student's flags replace the recipe's choice
 NO_PRUNE_TARGET = {"heads": 0.0, "ffn": 0.0, "flops": None, "parameters": None, "latency": None}  # --prune-flops: ditto
 STAGE_FLAGS = [  # the stage flags `tinyship compress` offers: (the stages they set, the config declaring them, its
     # fields (or field -> flag name), flag prefix)
     (("finetune",), FinetuneConfig, {"model": "--base-model", "epochs": None}, "finetune"),
     (("finetune", "distill"), TrainingConfig, ["min_steps"], ""),
-    (("distill",), DistillConfig, [*STUDENT, "transfer", "transfer_examples"], ""),
+    (("distill",), DistillConfig, [*STUDENT_FIELDS, "transfer", "transfer_examples"], ""),
     (("distill",), DistillConfig, ["phases"], "distill"),
     (("prune",), PruneConfig, ["flops", "steps"], "prune"),
     (("export",), ExportConfig, ["quantize", "accuracy_budget", "objective"], ""),
@@ -53,8 +52,8 @@ def compress_config_from_args(args: argparse.Namespace) -> CompressConfig:
     for stages, stage_config, names, prefix in STAGE_FLAGS:
         for stage in stages:
             changes[stage].update(flagged(stage_config, args, prefix, names))
-    if set(STUDENT) & changes["distill"].keys():
-        changes["distill"] = {**dict.fromkeys(STUDENT), **changes["distill"]}
+    if set(STUDENT_FIELDS) & changes["distill"].keys():  # the student's flags replace the recipe's choice whole
+        changes["distill"] = {**dict.fromkeys(STUDENT_FIELDS), **changes["distill"]}
     if "flops" in changes["prune"]:
         changes["prune"] = {**NO_PRUNE_TARGET, **changes["prune"]}
     return replace(config, **flagged(CompressConfig, args), data=data_config_from_args(args, config.data),
