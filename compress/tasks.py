@@ -137,7 +137,7 @@ TASKS = {
     "question-answering": _task("question-answering", encode=_encode_spans, prediction=_span_prediction,
                                 labels=_span_labels, score=_exact_spans),
 }
-HEADS = list(dict.fromkeys(t.head.removeprefix("AutoModel") for t in TASKS.values()))  # task models' class suffixes
+HEADS = list(dict.fromkeys(t.architecture_suffix for t in TASKS.values()))  # task models' class suffixes
 
 
 def task_of(config) -> Task:
@@ -145,7 +145,7 @@ def task_of(config) -> Task:
     single output, or problem_type regression, is a regression."""
     regression = config.problem_type == "regression" or config.num_labels == 1
     for architecture in config.architectures or []:
-        heads = [t for t in TASKS.values() if architecture.endswith(t.head.removeprefix("AutoModel"))]
+        heads = [t for t in TASKS.values() if architecture.endswith(t.architecture_suffix)]
         if heads:
             return next((t for t in heads if (t.name == "regression") == regression), heads[0])
     raise TinyshipError(

@@ -138,7 +138,16 @@ class Predictor:
         return run_rows(self.session, rows, self.pad_id, self.batch_size if self.batch_invariant else 1, self.per_token)
 
 
-class TextClassifier(Predictor):
+class SequencePredictor(Predictor):
+    """A predictor whose model's first output has one row per input (classification, regression)."""
+
+    def _first_output(self, inputs) -> tuple[list[Encoding], np.ndarray]:
+        """The checked inputs' encodings, and the model's first output for them, a row per input in input order."""
+        encodings = self.encode(self.check(inputs))
+        return encodings, np.stack([rows[0] for rows in self._run(encodings)])
+
+
+class TextClassifier(SequencePredictor):
     """Labels and probabilities for texts or (text, pair) tuples. A multi-label model scores each label on its own
     (sigmoid) and also returns every label at 0.5 or above; otherwise the scores are a softmax over the labels."""
 
@@ -152,8 +161,7 @@ class TextClassifier(Predictor):
         if top_k is not None and top_k < 1:
             raise TinyshipError(f"top_k {top_k}: give a positive number of labels, or None for all")
         single = isinstance(inputs, (str, tuple))
-        encodings = self.encode(self.check(inputs))
-        logits = np.stack([rows[0] for rows in self._run(encodings)])
+        encodings, logits = self._first_output(inputs)
         probs = 1 / (1 + np.exp(-logits)) if self.multi_label else softmax(logits)
         results = []
         for row, encoding in zip(probs, encodings):
@@ -171,18 +179,18 @@ class TextClassifier(Predictor):
 
     def logits(self, inputs) -> np.ndarray:
         """The model's logits, one row per input, in input order."""
-        return np.stack([rows[0] for rows in self._run(self.encode(self.check(inputs)))])
+        return self._first_output(inputs)[1]
 
 
-class TextRegressor(Predictor):
+class TextRegressor(SequencePredictor):
     """A number for each text or (text, pair) tuple: the model's single output."""
 
     def __call__(self, inputs):
         """For one input a dict, for a list a list of dicts: score, and whether the input was truncated."""
         single = isinstance(inputs, (str, tuple))
-        encodings = self.encode(self.check(inputs))
-        results = [{"score": float(rows[0][0]), "truncated": bool(encoding.overflowing)}
-                   for rows, encoding in zip(self._run(encodings), encodings)]
+        encodings, scores = self._first_output(inputs)
+        results = [{"score": float(score[0]), "truncated": bool(encoding.overflowing)}
+                   for score, encoding in zip(scores, encodings)]
         return results[0] if single else results
 
 

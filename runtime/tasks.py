@@ -28,6 +28,11 @@ class TaskSpec:
     per_sequence: bool = True  # one output row per input, not one per token
     outputs: tuple[str, ...] = ("logits",)  # the model's outputs, in order
 
+    @property
+    def architecture_suffix(self) -> str:
+        """How its models' architectures end (AutoModelForTokenClassification: ForTokenClassification)."""
+        return self.head.removeprefix("AutoModel")
+
     def truncation(self, max_length: int) -> dict:
         """How inputs over max_length tokens are cut, in training as at serving time."""
         return self.predictor.default_truncation(max_length)
