@@ -142,3 +142,25 @@ def test_committed_results_follow_the_schema_and_the_readme_quotes_them():
     readme = (ROOT / "README.md").read_text()
     block = readme[readme.index(run.MARKERS[0]) + len(run.MARKERS[0]) + 1 : readme.index(run.MARKERS[1])]
     assert block == (results / "headline.md").read_text()
+
+
+def test_compare_reports_changed_fields_and_latency_ratios():
+    compare = load("compare")
+    before = json.loads((ROOT / "benchmarks" / "results" / "suite" / "results.json").read_text())
+    after = json.loads(json.dumps(before))
+    changed, dropped = after["systems"][0], after["systems"].pop()
+    accuracy = changed["accuracy"]
+    changed["accuracy"] = accuracy + 0.01
+    for point in changed["latency"]:
+        point["median_ms"] *= 1.25
+    result = compare.compare(before, after)
+    rows = {row["system"]: row for row in result["rows"]}
+    assert result["only_in_a"] == [dropped["id"]] and result["only_in_b"] == []
+    assert rows[changed["id"]]["differs"] == {"accuracy": (accuracy, accuracy + 0.01)}
+    assert list(rows[changed["id"]]["ratios"].values()) == pytest.approx([1.25] * len(changed["latency"]))
+    unchanged = [row for name, row in rows.items() if name != changed["id"]]
+    assert all(not row["differs"] and set(row["ratios"].values()) == {1.0} for row in unchanged)
+    text = compare.markdown(result, "a.json", "b.json")
+    assert f"| {changed['id']} | accuracy: " in text and f"Only in A: {dropped['id']}." in text
+    with pytest.raises(Exception, match="share no measured grid point"):
+        compare.markdown(compare.compare(before, {"systems": []}), "a", "b")
