@@ -41,25 +41,26 @@ def check_bundle_output(out: Path, force: bool) -> None:
         raise TinyshipError(f"cannot write to {parent}: choose an --out in a writable directory")
 
 
-def write_bundle(out: Path, model_file: Path, model_dir: Path, manifest: dict) -> Path:
-    """Copy the model, tokenizer and config into a temporary directory, add the manifest, rename into place.
-    The manifest is checked against the schema the runtime loads with first: a bundle it would refuse is not written."""
+def write_bundle(out: Path, model_file: Path, model_dir: Path, manifest: dict, targets=()) -> Path:
+    """Copy the model, tokenizer and config into a temporary directory, add the edge targets' files and the manifest,
+    rename into place."""
     from tinyship.compress.tinyship_pruned import plain_config  # torch and transformers: export time only
+    from tinyship.export.targets import add_targets
 
     with writing_directory(out) as tmp:
         shutil.copyfile(model_file, tmp / "model.onnx")
         shutil.copyfile(model_dir / "tokenizer.json", tmp / "tokenizer.json")
         (tmp / "config.json").write_text(json.dumps(plain_config(model_dir), indent=2) + "\n", encoding="utf-8")
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            **manifest,
-            "model": "model.onnx",
-            "tokenizer": "tokenizer.json",
-            "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": versions(),
-        }
-        validate(manifest, SCHEMA, f"the manifest for {out}", "nothing was written; labels come from the model's "
-                 "config.json id2label, anything else is a bug in tinyship export to report")
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        manifest = {"format_version": FORMAT_VERSION, **manifest, "model": "model.onnx", "tokenizer": "tokenizer.json"}
+        seal_bundle(tmp, add_targets(tmp, manifest, targets), out)
     return out
+
+
+def seal_bundle(tmp: Path, manifest: dict, out: Path) -> None:
+    """Write the manifest of the bundle in tmp (to be renamed to out), listing every file with its sha256. It is
+    checked against the schema the runtime loads with first: a bundle it would refuse is not written."""
+    manifest = {**manifest, "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST_NAME},
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions()}
+    validate(manifest, SCHEMA, f"the manifest for {out}", "nothing was written; labels come from the model's "
+             "config.json id2label, anything else is a bug in tinyship export to report")
+    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

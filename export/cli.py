@@ -9,6 +9,7 @@ from dataclasses import replace
 from tinyship.compress.config import STUDENT_FIELDS, DistillConfig, FinetuneConfig, PruneConfig, TrainingConfig
 from tinyship.export.config import ExportConfig
 from tinyship.export.pipeline import CompressConfig, load_recipe
+from tinyship.export.targets import ConvertConfig
 from tinyship.runtime.cli import Command, add_data_arguments, data_config_from_args
 from tinyship.runtime.flags import add_flags, flagged
 
@@ -16,6 +17,12 @@ from tinyship.runtime.flags import add_flags, flagged
 def _configure_export(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, ExportConfig)
     add_data_arguments(parser)
+
+
+def _run_convert(args: argparse.Namespace) -> None:
+    from tinyship.export.targets import ConvertConfig, convert
+
+    convert(ConvertConfig(**flagged(ConvertConfig, args)))
 
 
 def _run_export(args: argparse.Namespace) -> None:
@@ -32,7 +39,7 @@ STAGE_FLAGS = [  # the stage flags `tinyship compress` offers: (the stages they 
     (("distill",), DistillConfig, [*STUDENT_FIELDS, "transfer", "transfer_examples"], ""),
     (("distill",), DistillConfig, ["phases"], "distill"),
     (("prune",), PruneConfig, ["flops", "steps"], "prune"),
-    (("export",), ExportConfig, ["quantize", "accuracy_budget", "objective"], ""),
+    (("export",), ExportConfig, ["quantize", "accuracy_budget", "objective", "targets"], ""),
 ]
 
 
@@ -71,6 +78,12 @@ EXPORT = Command(
          "INT8 and FP16 variants that keeps accuracy within the budget",
     configure=_configure_export,
     run=_run_export,
+)
+CONVERT = Command(
+    help="add edge targets to a bundle already made (mobile: the ORT-format model and the operators a reduced "
+         "onnxruntime build needs); the bundle is rewritten whole",
+    configure=lambda parser: add_flags(parser, ConvertConfig),
+    run=_run_convert,
 )
 COMPRESS = Command(
     help="the whole pipeline: fine-tune a teacher (unless given), distil, prune (if asked), export, quantize, report",

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 
 from tinyship.export.quantization import CALIBRATIONS, PRESETS, QUANTIZE_MODES
+from tinyship.export.targets import TARGETS_FLAG, check_targets
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.flags import POSITIVE, THREADS, comma_separated, flag, number
@@ -61,9 +62,11 @@ class ExportConfig:
         "keep every candidate model in DIR as NAME/model.onnx (default: discard them)", "--keep-candidates",
         metavar="DIR"))
     force: bool = field(default=False, metadata=flag("replace an existing bundle at --out", action="store_true"))
+    targets: tuple[str, ...] = field(default=(), metadata=TARGETS_FLAG)
 
     def __post_init__(self):
         self.calibration = tuple(self.calibration)
+        self.targets = check_targets(self.targets)
         checks = [
             ("task", self.task, TASK_NAMES),
             ("quantize", self.quantize, QUANTIZE_MODES),

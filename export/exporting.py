@@ -206,6 +206,7 @@ def _export(job: _Job, variants: list[str], model_dir: Path, work: Path, out: Pa
             "source_model": str(model_dir),
             **vocabulary_record(model_dir),
         },
+        config.targets,
     )
     log.info(f"bundle written to {bundle}")
     return bundle

@@ -43,38 +43,42 @@ def peak_rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cold_start(bundle: Path, pairs: bool) -> dict:
+def cold_start(bundle: Path, pairs: bool, model_format: str = "onnx") -> dict:
     """Seconds from a fresh interpreter's launch, through its imports and the load, to its first prediction (on 1
     thread), and the process's peak RSS: `python -m tinyship.runtime.bench`."""
     first = sample_input(pairs, 16, 1)[0]
     result = subprocess.run([sys.executable, "-m", "tinyship.runtime.bench", str(bundle), json.dumps(first),
-                             repr(time.time())],
+                             repr(time.time()), model_format],
                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if result.returncode != 0:
         raise TinyshipError(f"the cold-start process failed: {result.stderr.strip().splitlines()[-1]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _first_prediction(bundle: str, first: str, launched_at: str) -> dict:
+def _first_prediction(bundle: str, first: str, launched_at: str, model_format: str) -> dict:
     """The cold-start process's measurement: load the bundle and predict once."""
     from tinyship.runtime import load
 
-    predict = load(bundle, threads=1)
+    predict = load(bundle, threads=1, model_format=model_format)
     first = json.loads(first)
     predict(tuple(first) if isinstance(first, list) else first)  # a (question, context) pair arrives as a list
     return {"seconds": time.time() - float(launched_at), "peak_rss_mb": peak_rss_mb()}
 
 
-def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads=(1, None), repeat: int = 50) -> dict:
-    """Measure a bundle on this machine; threads None means all cores."""
-    from tinyship.runtime import load
+def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads=(1, None), repeat: int = 50,
+          model_format: str = "onnx") -> dict:
+    """Measure a bundle on this machine; threads None means all cores; model_format as load() takes it. The size is
+    that of the files a device needs: the model run, the tokenizer and the bundle's small files."""
+    from tinyship.runtime.bundle import model_file, model_files
+    from tinyship.runtime.loader import load
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
+    run = model_file(manifest, model_format, bundle)
     task = manifest["task"]
     grid = []
     for count in threads:
-        predict = load(bundle, threads=count, batch_size=max(batch_sizes))
+        predict = load(bundle, threads=count, batch_size=max(batch_sizes), model_format=model_format)
         for batch in batch_sizes:
             for tokens in lengths:
                 inputs = sample_input(predict.pairs, min(tokens, manifest["max_length"]), batch)
@@ -86,8 +90,10 @@ def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads
         "task": task,
         "precision": manifest.get("precision"),
         "batch_invariant": predict.batch_invariant,
-        "size_bytes": sum((bundle / name).stat().st_size for name in manifest["files"]),
-        "cold_start": cold_start(bundle, bool(predict.pairs)),
+        "model_format": model_format,
+        "size_bytes": sum((bundle / name).stat().st_size for name in manifest["files"]
+                          if name == run or name not in model_files(manifest)),
+        "cold_start": cold_start(bundle, bool(predict.pairs), model_format),
         "latency": grid,
         "repeat": repeat,
         "machine": machine(),
@@ -110,7 +116,8 @@ def timed(run, warmup: int, repeat: int) -> dict[str, float]:
 def markdown(report: dict) -> str:
     cold = report["cold_start"]
     lines = [
-        f"Bundle {report['bundle']} ({report['task']}, {report['precision']}, {report['size_bytes'] / 1e6:.1f} MB) on "
+        f"Bundle {report['bundle']} ({report['task']}, {report['precision']}, {report['model_format']} model, "
+        f"{report['size_bytes'] / 1e6:.1f} MB) on "
         f"{report['machine']['cpu']}, {report['machine']['cores']} cores.",
         f"Cold start to first prediction: {cold['seconds']:.2f} s, peak RSS {cold['peak_rss_mb']:.0f} MB.",
         "Batches run padded in one model run." if report["batch_invariant"] else
@@ -143,4 +150,4 @@ def machine() -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_first_prediction(*sys.argv[1:4])))
+    print(json.dumps(_first_prediction(*sys.argv[1:5])))

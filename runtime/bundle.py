@@ -20,6 +20,7 @@ MANIFEST_NAME = "tinyship.json"
 SCHEMA = json.loads(package_files("tinyship.runtime").joinpath("manifest.schema.json").read_text(encoding="utf-8"))
 POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "mpnet": 2}  # positions start after the pad id
 FIX = "re-export the bundle"
+MODEL_FORMATS = {"onnx": None, "ort": "mobile"}  # the model file to run: the bundle's own, or a target's
 
 
 def read_manifest(bundle: str | Path) -> dict:
@@ -133,3 +134,22 @@ def batch_invariant(manifest: dict) -> bool:
     and fp16's rounding moves with padding."""
     variant = manifest.get("variant", "")
     return manifest.get("batch_invariant", not (variant.startswith("int8-dynamic") or variant == "fp16"))
+
+
+def model_file(manifest: dict, model_format: str, bundle) -> str:
+    """The name of the bundle's model file in model_format."""
+    if model_format not in MODEL_FORMATS:
+        raise TinyshipError(f"model_format {model_format!r}: use one of {', '.join(MODEL_FORMATS)}")
+    target = MODEL_FORMATS[model_format]
+    if target is None:
+        return manifest["model"]
+    record = manifest.get("targets", {}).get(target)
+    if not isinstance(record, dict) or record.get("model") not in manifest["files"]:
+        raise TinyshipError(f"{bundle} has no {model_format} model: add it with `tinyship convert {bundle} --target "
+                            f"{target}`")
+    return record["model"]
+
+
+def model_files(manifest: dict) -> set[str]:
+    """Every model file of the bundle: its own and its targets'."""
+    return {manifest["model"], *(t["model"] for t in manifest.get("targets", {}).values() if "model" in t)}

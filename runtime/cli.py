@@ -176,6 +176,7 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=THREADS, help=f"onnxruntime threads, {THREADS_HELP} (default: all cores)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per text")
     parser.add_argument("--question", help="for a question-answering bundle: the question; the texts are contexts")
+    _model_format_argument(parser)
 
 
 def _run_predict(args: argparse.Namespace) -> None:
@@ -185,7 +186,7 @@ def _run_predict(args: argparse.Namespace) -> None:
     if not texts:
         raise TinyshipError("no texts: pass them as arguments or one per line on stdin")
     question = args.question and _utf8(args.question, "--question")
-    predict = load(args.bundle, threads=args.threads)
+    predict = load(args.bundle, threads=args.threads, model_format=args.model_format)
     if isinstance(predict, QuestionAnswerer):
         if not question:
             raise TinyshipError("a question-answering bundle needs --question; the texts are the contexts")
@@ -227,6 +228,14 @@ def _stdin_texts() -> list[str]:
     return [line.rstrip("\n") for line in io.StringIO(text, newline=None) if line.strip()]
 
 
+def _model_format_argument(parser: argparse.ArgumentParser) -> None:
+    from tinyship.runtime.bundle import MODEL_FORMATS
+
+    parser.add_argument("--model-format", choices=MODEL_FORMATS, default="onnx",
+                        help="the model file to run: onnx, or ort (the ORT-format model `tinyship convert --target "
+                             "mobile` adds, as onnxruntime's mobile packages run it) (default: %(default)s)")
+
+
 def _configure_bench(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="a bundle directory")
     parser.add_argument("--batch-sizes", type=comma_separated(POSITIVE), default=(1, 8),
@@ -238,6 +247,7 @@ def _configure_bench(parser: argparse.ArgumentParser) -> None:
                         "every core (default: 1,all)")
     parser.add_argument("--repeat", type=POSITIVE, default=50, help="timed runs per setting (default: %(default)s)")
     parser.add_argument("--out", help="write bench.json and bench.md to this directory")
+    _model_format_argument(parser)
 
 
 def _run_bench(args: argparse.Namespace) -> None:
@@ -249,7 +259,7 @@ def _run_bench(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)  # before measuring: an unusable --out fails at once
-    report = bench(args.bundle, args.batch_sizes, args.lengths, args.threads, args.repeat)
+    report = bench(args.bundle, args.batch_sizes, args.lengths, args.threads, args.repeat, args.model_format)
     print(markdown(report))
     if out:
         write_text_atomic(out / "bench.json", json.dumps(report, indent=2) + "\n")

@@ -90,7 +90,8 @@ def flagged(config: type, args: argparse.Namespace, prefix: str = "", names=None
 
 def _help(text: str, default, options: dict) -> str:
     """A flag's help, with its default unless the text says it already or the flag is a switch."""
-    if "default" not in text and default is not None and options.get("action") not in ("store_true", "store_false"):
+    shown_anything = default not in (None, "", ())
+    if "default" not in text and shown_anything and options.get("action") not in ("store_true", "store_false"):
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         text = f"{text} (default: {shown})"
     return text.replace("%", "%%")  # argparse formats help with %

@@ -296,3 +296,13 @@ def test_a_weak_teacher_stops_the_run_unless_allowed_then_the_report_shows_the_b
     kept = manifest["vocabulary"]["kept"]
     assert kept < manifest["vocabulary"]["before"] and 0 <= manifest["vocabulary"]["pieces"]["changed_rate"] < 1
     assert Tokenizer.from_file(str(bundle / "tokenizer.json")).get_vocab_size() == kept
+
+
+def test_edge_targets_reach_the_export_stage_from_flags_and_recipes(tmp_path):
+    (tmp_path / "recipe.yaml").write_text("export: {targets: [mobile]}\n")
+    for config in (compress_args("--target", "mobile"), compress_args("--recipe", str(tmp_path / "recipe.yaml"))):
+        assert dict(stages(config))["bundle"].targets == ("mobile",)
+    with pytest.raises(SystemExit):
+        compress_args("--target")
+    with pytest.raises(TinyshipError, match="unknown target 'watch': use one of mobile"):
+        compress_args("--target", "watch")

@@ -1,0 +1,110 @@
+"""Edge targets: what a bundle needs to run beyond CPython on x86, added at export (`tinyship export --target`) or to
+a bundle already made (`tinyship convert`). Each target (TARGETS) writes its files into the bundle being written and
+returns what the manifest records of it under targets[name]. Needs onnxruntime, not torch."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tinyship.runtime.bundle import MANIFEST_NAME, read_manifest
+from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.flags import comma_separated, flag
+
+log = logging.getLogger(__name__)
+
+TARGETS: dict[str, Callable[[Path, dict], dict]] = {}
+ORT_MODEL, OPERATORS_CONFIG = "model.ort", "required_operators.config"
+TARGETS_FLAG = flag("comma-separated edge targets to add to the bundle: mobile (model.ort, onnxruntime's own format, "
+                    "and required_operators.config, the operators a reduced onnxruntime build needs)", "--target",
+                    type=comma_separated(str), metavar="TARGETS")
+DEVICE_SPECIFIC = ["NchwcTransformer"]  # x86 blocked layouts: an ORT-format model for every CPU leaves them out
+
+
+def target(name: str):
+    def add(fn):
+        TARGETS[name] = fn
+        return fn
+
+    return add
+
+
+def check_targets(names) -> tuple[str, ...]:
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        raise TinyshipError(f"unknown target {unknown[0]!r}: use one of {', '.join(TARGETS)}")
+    return tuple(names)
+
+
+def add_targets(bundle: Path, manifest: dict, names) -> dict:
+    """Write each named target's files into bundle (a directory being written) and record them in manifest."""
+    for name in check_targets(names):
+        log.info(f"target {name}: {TARGETS[name].__doc__.split(',')[0]}")
+        manifest.setdefault("targets", {})[name] = TARGETS[name](bundle, manifest)
+    return manifest
+
+
+@target("mobile")
+def mobile(bundle: Path, manifest: dict) -> dict:
+    """model.ort, the model in onnxruntime's own format (what onnxruntime-android, onnxruntime-objc and minimal
+    builds load), its graph optimised once here with the bundle's session settings; and required_operators.config,
+    the operators it uses, which a reduced-operator build of onnxruntime takes (build.py --include_ops_by_config)."""
+    import onnxruntime as ort
+    from onnxruntime.tools.ort_format_model import create_config_from_models
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(bundle / ORT_MODEL)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    arm = manifest.get("quantization", {}).get("preset") == "arm64"
+    options.add_session_config_entry("session.qdqisint8allowed", "1" if arm else "0")  # as onnxruntime's converter
+    disabled = [*manifest.get("session", {}).get("disabled_optimizers", []), *DEVICE_SPECIFIC]
+    try:
+        ort.InferenceSession(str(bundle / manifest["model"]), options, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=disabled)
+        logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs the temporary path
+        create_config_from_models([bundle / ORT_MODEL], bundle / OPERATORS_CONFIG, False)
+    except Exception as e:  # onnxruntime's errors are untyped
+        raise TinyshipError(f"cannot convert {manifest['model']} to the ORT format: {e}") from None
+    return {"model": ORT_MODEL, "operators_config": OPERATORS_CONFIG,
+            "operators": operators(bundle / OPERATORS_CONFIG), "optimized_without": disabled}
+
+
+def operators(config_file: Path) -> dict[str, list[str]]:
+    """The operators a required_operators.config lists, as {"domain;opset": [op, ...]}."""
+    found = {}
+    for line in config_file.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            domain, opset, ops = line.split(";")
+            found[f"{domain};{opset}"] = sorted(ops.split(","))
+    return found
+
+
+@dataclass
+class ConvertConfig:
+    """Add edge targets to a bundle already made; the bundle is rewritten whole (its manifest lists the new files)."""
+
+    bundle: str = field(default="", metadata=flag("a bundle directory (from `tinyship export`)", "bundle"))
+    targets: tuple[str, ...] = field(default=(), metadata=TARGETS_FLAG)
+
+    def __post_init__(self):
+        self.targets = check_targets(self.targets)
+        if not self.targets:
+            raise TinyshipError(f"no target: give --target, one or more of {', '.join(TARGETS)}")
+
+
+def convert(config: ConvertConfig) -> Path:
+    """Rewrite config.bundle with the targets' files added; returns the bundle directory."""
+    from tinyship.export.bundling import seal_bundle
+    from tinyship.runtime.files import writing_directory
+
+    bundle = Path(config.bundle)
+    manifest = read_manifest(bundle)
+    with writing_directory(bundle) as tmp:
+        for name in manifest["files"]:
+            (tmp / name).write_bytes((bundle / name).read_bytes())
+        seal_bundle(tmp, add_targets(tmp, manifest, config.targets), bundle)
+    log.info(f"{bundle}: added {', '.join(config.targets)} ({MANIFEST_NAME} lists the files)")
+    return bundle
