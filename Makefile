@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test bench bench-quick bench-base clean
+.PHONY: install demo test test-edge bench bench-quick bench-base clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The edge checks (tests/edge), each on a real runtime this recipe installs: ARM64 under qemu's user-mode emulation
+# (Debian's qemu-user-static and debootstrap, an aarch64 Python unpacked into runs/edge/arm64 with the runtime's
+# aarch64 wheels). Needs root for apt; reruns reuse what is installed.
+EDGE := runs/edge
+test-edge: $(STAMP)
+	command -v qemu-aarch64-static >/dev/null && command -v debootstrap >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static debootstrap; }
+	tests/edge/arm64-env.sh $(EDGE)/arm64 constraints.txt
+	TINYSHIP_EDGE=1 $(BIN)/python -m pytest tests/edge
 
 # The benchmark suite on the built-in task, on the demo's models (made first if missing); `bench` rewrites README's
 # headline table. Its base-size row needs `make bench-base` first (about 3 hours on 2 cores; it resumes when rerun):

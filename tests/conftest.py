@@ -19,6 +19,7 @@ from tinyship.runtime.cli import configure_logging  # noqa: E402
 from tinyship.runtime.data import DataConfig  # noqa: E402
 
 configure_logging()  # tinyship's progress messages on stdout, as the CLI prints them (tests read some)
+collect_ignore = [] if os.environ.get("TINYSHIP_EDGE") else ["edge"]  # `make test-edge` runs those
 
 LABELS = ["negative", "positive"]
 
