@@ -24,15 +24,22 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# The edge checks (tests/edge), each on a real runtime this recipe installs: ARM64 under qemu's user-mode emulation
-# (Debian's qemu-user-static and debootstrap, an aarch64 Python unpacked into runs/edge/arm64 with the runtime's
-# aarch64 wheels). Needs root for apt; reruns reuse what is installed.
+# The edge checks (tests/edge), each on a real runtime this recipe installs: the browser page in Debian's Chromium
+# driven by Playwright, with transformers.js and onnxruntime-web from web/package-lock.json (`npm ci`; its install
+# scripts fetch Node binaries the page does not use); ARM64 under qemu's user-mode emulation (Debian's
+# qemu-user-static and debootstrap, an aarch64 Python unpacked into runs/edge/arm64 with the runtime's aarch64
+# wheels). Needs root for apt; reruns reuse what is installed.
 EDGE := runs/edge
-test-edge: $(STAMP)
-	command -v qemu-aarch64-static >/dev/null && command -v debootstrap >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static debootstrap; }
+EDGE_APT := chromium qemu-user-static debootstrap
+test-edge: $(STAMP) web/node_modules/.package-lock.json
+	dpkg -s $(EDGE_APT) >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(EDGE_APT); }
+	$(BIN)/python -m pip install --quiet -c constraints.txt playwright
 	tests/edge/arm64-env.sh $(EDGE)/arm64 constraints.txt
 	TINYSHIP_EDGE=1 $(BIN)/python -m pytest tests/edge
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --ignore-scripts --no-audit --no-fund
 
 # The benchmark suite on the built-in task, on the demo's models (made first if missing); `bench` rewrites README's
 # headline table. Its base-size row needs `make bench-base` first (about 3 hours on 2 cores; it resumes when rerun):

@@ -57,9 +57,11 @@ def write_bundle(out: Path, model_file: Path, model_dir: Path, manifest: dict, t
 
 
 def seal_bundle(tmp: Path, manifest: dict, out: Path) -> None:
-    """Write the manifest of the bundle in tmp (to be renamed to out), listing every file with its sha256. It is
-    checked against the schema the runtime loads with first: a bundle it would refuse is not written."""
-    manifest = {**manifest, "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST_NAME},
+    """Write the manifest of the bundle in tmp (to be renamed to out), listing every file at its top with its sha256
+    (a target's folder lists its own). It is checked against the schema the runtime loads with first: a bundle it
+    would refuse is not written."""
+    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST_NAME}
+    manifest = {**manifest, "files": files,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions()}
     validate(manifest, SCHEMA, f"the manifest for {out}", "nothing was written; labels come from the model's "
              "config.json id2label, anything else is a bug in tinyship export to report")

@@ -4,13 +4,16 @@ returns what the manifest records of it under targets[name]. Needs onnxruntime, 
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from tinyship.runtime.bundle import MANIFEST_NAME, read_manifest
 from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.files import sha256_file
 from tinyship.runtime.flags import comma_separated, flag
 
 log = logging.getLogger(__name__)
@@ -18,8 +21,13 @@ log = logging.getLogger(__name__)
 TARGETS: dict[str, Callable[[Path, dict], dict]] = {}
 ORT_MODEL, OPERATORS_CONFIG = "model.ort", "required_operators.config"
 TARGETS_FLAG = flag("comma-separated edge targets to add to the bundle: mobile (model.ort, onnxruntime's own format, "
-                    "and required_operators.config, the operators a reduced onnxruntime build needs)", "--target",
-                    type=comma_separated(str), metavar="TARGETS")
+                    "and required_operators.config, the operators a reduced onnxruntime build needs); web (web/, the "
+                    "folder transformers.js loads in a browser)", "--target", type=comma_separated(str),
+                    metavar="TARGETS")
+WEB = "web"
+WEB_DTYPES = {  # the bundle's precision -> transformers.js's dtype and the file it loads for it
+    "fp32": ("fp32", "model.onnx"), "int8": ("q8", "model_quantized.onnx"), "fp16": ("fp16", "model_fp16.onnx")}
+WEB_TASKS = ("text-classification", "token-classification", "question-answering")  # transformers.js pipelines
 DEVICE_SPECIFIC = ["NchwcTransformer"]  # x86 blocked layouts: an ORT-format model for every CPU leaves them out
 
 
@@ -41,7 +49,7 @@ def check_targets(names) -> tuple[str, ...]:
 def add_targets(bundle: Path, manifest: dict, names) -> dict:
     """Write each named target's files into bundle (a directory being written) and record them in manifest."""
     for name in check_targets(names):
-        log.info(f"target {name}: {TARGETS[name].__doc__.split(',')[0]}")
+        log.info(f"adding the {name} target")
         manifest.setdefault("targets", {})[name] = TARGETS[name](bundle, manifest)
     return manifest
 
@@ -70,6 +78,31 @@ def mobile(bundle: Path, manifest: dict) -> dict:
         raise TinyshipError(f"cannot convert {manifest['model']} to the ORT format: {e}") from None
     return {"model": ORT_MODEL, "operators_config": OPERATORS_CONFIG,
             "operators": operators(bundle / OPERATORS_CONFIG), "optimized_without": disabled}
+
+
+@target("web")
+def web(bundle: Path, manifest: dict) -> dict:
+    """web/, the folder transformers.js loads with pipeline(task, folder) in a browser (onnxruntime-web, WASM):
+    config.json with the labels and the precision to load (transformers.js_config.dtype), tokenizer.json,
+    tokenizer_config.json and onnx/ with the model named as transformers.js names that precision."""
+    if manifest["task"] not in WEB_TASKS:
+        raise TinyshipError(f"transformers.js has no pipeline for {manifest['task']}: the web target takes "
+                            f"{', '.join(WEB_TASKS)} bundles")
+    dtype, model_name = WEB_DTYPES[manifest.get("precision", "fp32")]
+    folder = bundle / WEB
+    shutil.rmtree(folder, ignore_errors=True)  # a conversion's copy of an earlier one
+    (folder / "onnx").mkdir(parents=True)
+    shutil.copyfile(bundle / manifest["model"], folder / "onnx" / model_name)
+    shutil.copyfile(bundle / manifest["tokenizer"], folder / "tokenizer.json")
+    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    config["transformers.js_config"] = {"dtype": dtype}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    # tokenizer.json says how to cut text; without a tokenizer_class, transformers.js reads it as it is
+    tokenizer_config = {"model_max_length": manifest["max_length"]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
+    return {"folder": WEB, "dtype": dtype, "task": manifest["task"],
+            "files": {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
+                      if p.is_file()}}
 
 
 def operators(config_file: Path) -> dict[str, list[str]]:
@@ -104,7 +137,10 @@ def convert(config: ConvertConfig) -> Path:
     manifest = read_manifest(bundle)
     with writing_directory(bundle) as tmp:
         for name in manifest["files"]:
-            (tmp / name).write_bytes((bundle / name).read_bytes())
+            shutil.copyfile(bundle / name, tmp / name)
+        for record in manifest.get("targets", {}).values():
+            if "folder" in record:
+                shutil.copytree(bundle / record["folder"], tmp / record["folder"])
         seal_bundle(tmp, add_targets(tmp, manifest, config.targets), bundle)
     log.info(f"{bundle}: added {', '.join(config.targets)} ({MANIFEST_NAME} lists the files)")
     return bundle

@@ -109,8 +109,13 @@ def timed(run, warmup: int, repeat: int) -> dict[str, float]:
         start = time.perf_counter()
         run()
         times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
-            "p99_ms": float(np.percentile(times, 99))}
+    return summary(times)
+
+
+def summary(times_ms) -> dict[str, float]:
+    """Median, p90 and p99 of run times in milliseconds (however they were taken: here, or in a browser)."""
+    return {"median_ms": float(np.median(times_ms)), "p90_ms": float(np.percentile(times_ms, 90)),
+            "p99_ms": float(np.percentile(times_ms, 99))}
 
 
 def markdown(report: dict) -> str:

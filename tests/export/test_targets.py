@@ -9,12 +9,14 @@ import pytest
 
 from tinyship.export import ExportConfig, export
 from tinyship.export.targets import ConvertConfig, convert, operators
+from tinyship.export.targets import web as web_target
 from tinyship.runtime import load
 from tinyship.runtime.bench import bench
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.cli import main
 from tinyship.runtime.data import load_examples
 from tinyship.runtime.errors import TinyshipError
+from tinyship.runtime.files import sha256_file
 
 TEXTS = ["a gripping, funny and moving film", "dull", "the plot wanders and the acting is wooden " * 20, "not bad"]
 
@@ -84,8 +86,32 @@ def test_cli_convert_then_predict_with_the_ort_model(fp32_bundle, tmp_path, caps
     assert json.loads(outputs[1].splitlines()[0])["label"] in ("negative", "positive")
 
 
+def test_the_web_target_is_the_folder_transformers_js_reads(converted, fp32_bundle, int8_mobile_bundle, tmp_path):
+    """The fp32 bundle (converted) and an INT8 one: config with the labels and the dtype, the model under onnx/ by
+    transformers.js's name for that dtype, every file listed with its sha256; earlier targets survive a conversion."""
+    int8 = tmp_path / "int8"
+    shutil.copytree(int8_mobile_bundle, int8)
+    for bundle, dtype, name in ((converted, "fp32", "model.onnx"), (int8, "q8", "model_quantized.onnx")):
+        convert(ConvertConfig(bundle=str(bundle), targets=("web",)))
+        manifest = read_manifest(bundle)
+        web = manifest["targets"]["web"]
+        assert "mobile" in manifest["targets"] and (bundle / "model.ort").is_file()
+        assert web["dtype"] == dtype and web["task"] == "text-classification"
+        folder = bundle / web["folder"]
+        assert sorted(web["files"]) == ["config.json", f"onnx/{name}", "tokenizer.json", "tokenizer_config.json"]
+        assert all(sha256_file(folder / path) == digest for path, digest in web["files"].items())
+        assert (folder / "onnx" / name).read_bytes() == (bundle / "model.onnx").read_bytes()
+        config = json.loads((folder / "config.json").read_text())
+        assert config["transformers.js_config"] == {"dtype": dtype}
+        assert config["id2label"] == {"0": "negative", "1": "positive"}
+        assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == manifest["max_length"]
+        assert "web" not in manifest["files"]  # the folder lists its own files
+    with pytest.raises(TinyshipError, match="transformers.js has no pipeline for text-regression"):
+        web_target(converted, {**read_manifest(converted), "task": "text-regression"})
+
+
 def test_bad_input(fp32_bundle, tmp_path, capsys):
-    with pytest.raises(TinyshipError, match="unknown target 'tflite': use one of mobile"):
+    with pytest.raises(TinyshipError, match="unknown target 'tflite': use one of mobile, web"):
         ConvertConfig(bundle=str(fp32_bundle), targets=("tflite",))
     with pytest.raises(TinyshipError, match="unknown target 'web2'"):
         ExportConfig(model="m", targets=("web2",))
