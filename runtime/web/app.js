@@ -39,6 +39,7 @@ const ready = load().then(({ classifier, labels }) => {
     }
     return ms;
   };
+  window.tinyship.pipeline = classifier;  // transformers.js's own, for other calls
   window.tinyship.scores = scores;
   window.tinyship.time = time;
   const used = env.backends.onnx.wasm.numThreads;
