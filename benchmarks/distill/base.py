@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.distill.run import INTERMEDIATE, timed
+from benchmarks.lab.paths import add_run_arguments, run_paths
 from tinyship.compress import AugmentConfig, DistillConfig, FinetuneConfig, Phase, PruneConfig, augment, finetune
 from tinyship.compress.pruning import load_model
 from tinyship.compress.training import default_base_model, parameter_count
@@ -70,6 +71,7 @@ STUDENTS = {
     "minilm-l4": Student(layers=4),
     "minilm-l4-imdb": Student(layers=4, transfer=40_000),
     "minilm-l4-imdb-120k": Student(layers=4, transfer=120_000),
+    "minilm-l6-imdb": Student(transfer=40_000),
     "minilm-l6-pruned": Student(prune_flops=0.5),
     "minilm-l3": Student(layers=3),
 }
@@ -127,9 +129,7 @@ def recipe(args, work: Path, data: DataConfig, teacher: Path, teacher_bundle: Pa
 def main() -> None:
     configure_logging()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny data and epochs: check that everything runs")
-    parser.add_argument("--work", help="models and data (default: runs/bench-distill-base, quick: ...-quick)")
-    parser.add_argument("--results", help="default: benchmarks/results/distill-base, quick: in the work directory")
+    add_run_arguments(parser, "distill-base", "tiny data and epochs (still the 438 MB teacher)")
     parser.add_argument("--students", default=",".join(STUDENTS),
                         help=f"which, in order, from {', '.join(STUDENTS)} (default: %(default)s)")
     parser.add_argument("--teacher-epochs", type=float, default=2.0, help="default: %(default)s")
@@ -146,8 +146,7 @@ def main() -> None:
     unknown = set(chosen) - set(STUDENTS)
     if unknown:
         parser.error(f"unknown student {sorted(unknown)[0]!r}: choose from {', '.join(STUDENTS)}")
-    work = Path(args.work or f"runs/bench-distill-base{'-quick' if args.quick else ''}")
-    results_dir = Path(args.results or (work / "results" if args.quick else "benchmarks/results/distill-base"))
+    work, results_dir = run_paths(args, "distill-base")
     work.mkdir(parents=True, exist_ok=True)
     data = DataConfig(limit=32, max_length=64) if args.quick else DataConfig(max_length=64)
     state_file = work / "results.json"

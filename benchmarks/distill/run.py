@@ -21,6 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks.lab.paths import add_run_arguments, run_paths
 from benchmarks.lab.plots import save_figure
 from tinyship.compress import AugmentConfig, DistillConfig, FinetuneConfig, Phase, augment, distill, finetune
 from tinyship.compress.corpus import corpus_lines
@@ -46,15 +47,13 @@ def timed(results: dict, name: str, out: Path, make) -> Path:
 def main() -> None:
     configure_logging()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny data and epochs: check that everything runs")
-    parser.add_argument("--work", default="runs/bench-distill", help="models and data (default: %(default)s)")
-    parser.add_argument("--results", default="benchmarks/results/distill", help="default: %(default)s")
+    add_run_arguments(parser, "distill", "64 examples per split, short phases")
     parser.add_argument("--copies", type=int, default=4, help="augmented copies per example (default: %(default)s)")
     parser.add_argument("--layers", default="3,2", help="student sizes, comma-separated (default: %(default)s)")
     parser.add_argument("--corpus-lines", type=int, default=10000,
                         help="Penn Treebank lines for general distillation (default: %(default)s)")
     args = parser.parse_args()
-    work, results_dir = Path(args.work), Path(args.results)
+    work, results_dir = run_paths(args, "distill")
     work.mkdir(parents=True, exist_ok=True)
     data = DataConfig(limit=64, max_length=64) if args.quick else DataConfig()
     epochs = 1 if args.quick else 3

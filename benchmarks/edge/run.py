@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.lab.browser import page_for
+from benchmarks.lab.paths import add_run_arguments, run_paths
 from benchmarks.runtime.run import LONG, SHORT
 from tinyship.export import ExportConfig, export
 from tinyship.export.bundling import versions
@@ -43,14 +44,11 @@ def main() -> None:
     parser.add_argument("--bundle", default="runs/demo/bundle", help="the shipped bundle (default: %(default)s)")
     parser.add_argument("--student", default="runs/demo/student",
                         help="its model, exported again as fp32 for comparison (default: %(default)s)")
-    parser.add_argument("--work", default="runs/bench-edge", help="default: %(default)s")
-    parser.add_argument("--results", help="default: benchmarks/results/edge (quick: in --work)")
-    parser.add_argument("--quick", action="store_true", help="20 test texts, 10 timed runs")
+    add_run_arguments(parser, "edge", "20 test texts, 10 timed runs")
     args = parser.parse_args()
     repeat, examples = (10, 20) if args.quick else (100, None)
-    work = Path(args.work)
+    work, results_dir = run_paths(args, "edge")
     work.mkdir(parents=True, exist_ok=True)
-    results_dir = Path(args.results or (work / "results" if args.quick else "benchmarks/results/edge"))
     results_dir.mkdir(parents=True, exist_ok=True)
     shipped = work / "shipped"
     shutil.rmtree(shipped, ignore_errors=True)

@@ -21,6 +21,7 @@ import numpy as np
 
 from benchmarks.lab.ceilings import gemm_ceilings, op_profile
 from benchmarks.lab.engines import latency_at
+from benchmarks.lab.paths import add_run_arguments, run_paths
 from benchmarks.lab.plots import save_figure
 from tinyship.compress.flops import config_flops
 from tinyship.compress.tasks import TASKS
@@ -44,10 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="runs/demo/teacher", help="default: %(default)s")
     parser.add_argument("--student", default="runs/demo/student", help="default: %(default)s")
-    parser.add_argument("--work", default="runs/bench-export", help="candidate models (default: %(default)s)")
-    parser.add_argument("--results", default="benchmarks/results/export", help="default: %(default)s")
-    parser.add_argument("--quick", action="store_true", help="64 examples per split and few repeats")
+    add_run_arguments(parser, "export", "64 examples per split and few repeats")
     args = parser.parse_args()
+    work, results = run_paths(args, "export")
     data = DataConfig(limit=64) if args.quick else DataConfig()
     repeat = 10 if args.quick else 100
     report = {"machine": machine(), "versions": versions(), "repeat": repeat, "target": TARGET, "models": {},
@@ -57,16 +57,15 @@ def main() -> None:
         model_dir = Path(getattr(args, role))
         if not (model_dir / "config.json").is_file():
             raise SystemExit(f"no {role} at {model_dir}: run `make demo` first, or pass --{role} DIR")
-        report["models"][role] = measure_model(model_dir, Path(args.work) / role, data, repeat)
+        report["models"][role] = measure_model(model_dir, work / role, data, repeat)
     student = report["models"]["student"]
     report["student_int8_vs_fp32"] = target_check(student)
     report["student_gops"] = achieved_gops(Path(args.student), student, report["ceiling"])
     report["student_profile"] = {
-        name: op_profile(Path(args.work) / "student" / "candidates" / name / "model.onnx",
+        name: op_profile(work / "student" / "candidates" / name / "model.onnx",
                          student["variants"][name]["disabled_optimizers"])
         for name in ("fp32", report["student_int8_vs_fp32"].get("variant")) if name
     }
-    results = Path(args.results)
     save_results(results, report, markdown(report))
     plot(report, results / "latency.png")
     print((results / "results.md").read_text())

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.lab.paths import add_run_arguments, run_paths
 from benchmarks.lab.plots import save_figure
 from tinyship.compress import DistillConfig, Phase, PruneConfig, distill, load_model, prune
 from tinyship.compress.pruning import encoder_flops
@@ -44,11 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="runs/demo/teacher", help="the recovery's teacher (default: %(default)s)")
     parser.add_argument("--model", help="the model to prune (default: the teacher; e.g. runs/demo/student)")
-    parser.add_argument("--work", default="runs/bench-prune", help="default: %(default)s")
-    parser.add_argument("--results", default="benchmarks/results/prune", help="default: %(default)s")
-    parser.add_argument("--quick", action="store_true", help="64 examples per split, short recovery")
+    add_run_arguments(parser, "prune", "64 examples per split, short recovery")
     args = parser.parse_args()
-    teacher, work = Path(args.teacher), Path(args.work)
+    teacher, (work, results) = Path(args.teacher), run_paths(args, "prune")
     model_dir = Path(args.model or args.teacher)
     for path in (teacher, model_dir):
         if not (path / "config.json").is_file():
@@ -102,7 +101,6 @@ def main() -> None:
     report = {"machine": machine(), "versions": versions(), "model": str(model_dir), "teacher": str(teacher),
               "test_examples": len(test_rows),
               "recovery": [{"losses": p.losses, "epochs": p.epochs} for p in recovery], "points": points}
-    results = Path(args.results)
     save_results(results, report, markdown(report))
     plot(report, results / "accuracy.png")
     print((results / "results.md").read_text())

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.lab.paths import add_run_arguments, run_paths
 from benchmarks.runtime.contenders import CONTENDERS, run_contender
 from tinyship.export import ExportConfig, export
 from tinyship.export.bundling import versions
@@ -50,15 +51,14 @@ def main() -> None:
     parser.add_argument("--teacher", default="runs/demo/teacher", help="default: %(default)s")
     parser.add_argument("--bundle", default="runs/demo/bundle",
                         help="the demo bundle, for the server (default: %(default)s)")
-    parser.add_argument("--work", default="runs/bench-runtime", help="default: %(default)s")
-    parser.add_argument("--results", default="benchmarks/results/runtime", help="default: %(default)s")
-    parser.add_argument("--quick", action="store_true", help="few repeats")
+    add_run_arguments(parser, "runtime", "few repeats")
     args = parser.parse_args()
+    work, results = run_paths(args, "runtime")
     repeat = 20 if args.quick else 300
     for path in (args.teacher, args.bundle):
         if not Path(path).is_dir():
             raise SystemExit(f"no {path}: run `make demo` first")
-    fp32 = Path(args.work) / "teacher-fp32"
+    fp32 = work / "teacher-fp32"
     if not (fp32 / "tinyship.json").is_file():
         export(ExportConfig(model=args.teacher, output=str(fp32), quantize="none", optimize=False,
                             data=DataConfig(limit=64), force=True))
@@ -80,7 +80,6 @@ def main() -> None:
     print(json.dumps(report["server"]))
     report["batch_invariance"] = batch_invariance(Path(args.bundle), 10 if args.quick else 100)
     print(json.dumps(report["batch_invariance"]))
-    results = Path(args.results)
     save_results(results, report, markdown(report))
     print((results / "results.md").read_text())
 

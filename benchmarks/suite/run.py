@@ -32,6 +32,7 @@ from pathlib import Path
 
 from benchmarks.lab.ceilings import ceilings_in_fresh_process
 from benchmarks.lab.engines import ENGINES, run
+from benchmarks.lab.paths import add_run_arguments, run_paths
 from benchmarks.suite.report import headline_markdown, markdown, plot_all, point, validate
 from tinyship.compress import (
     DistillConfig,
@@ -83,13 +84,10 @@ def main() -> None:
     parser.add_argument("--base-teacher", help="a base-size teacher (e.g. runs/bench-distill-base/teacher)")
     parser.add_argument("--base-bundle",
                         help="the bundle shipped from it (e.g. runs/bench-distill-base/minilm-l4/bundle)")
-    parser.add_argument("--work", help="models and measured systems (default: runs/bench, quick: runs/bench-quick)")
-    parser.add_argument("--results", help="default: benchmarks/results/suite, quick: runs/bench-quick/results")
     parser.add_argument("--readme", help="a README whose headline block to rewrite from the results (full mode only)")
-    parser.add_argument("--quick", action="store_true", help="one grid point, 64 examples, few repeats, short recovery")
+    add_run_arguments(parser, "suite", "one grid point, 64 examples, few repeats, short recovery", work="runs/bench")
     args = parser.parse_args()
-    args.work = args.work or ("runs/bench-quick" if args.quick else "runs/bench")
-    args.results = args.results or ("runs/bench-quick/results" if args.quick else "benchmarks/results/suite")
+    args.work, args.results = map(str, run_paths(args, "suite", work="runs/bench"))
     if args.quick and args.readme:
         parser.error("the README quotes full results only: drop --readme, or drop --quick")
     try:
