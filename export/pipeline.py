@@ -185,14 +185,16 @@ def recovery_phases(phases: list[Phase]) -> list[Phase]:
 
 
 def _run_stage(name: str, verb, stage_config, **made_from) -> Path:
-    """Run a training stage, or reuse its directory when it was made with the same settings from the same inputs."""
+    """Run a training stage, or reuse its directory when it was made with the same settings from the same inputs
+    (wherever it was made: a stage directory copied or moved stays reusable)."""
     out = Path(stage_config.output_dir)
     if (out / STAGE_FILE).is_file():
         try:
             made = json.loads((out / STAGE_FILE).read_text(encoding="utf-8"))
         except ValueError:
             raise TinyshipError(f"{out / STAGE_FILE} is damaged: delete {out} to redo the stage") from None
-        if made.get("config") == settings(stage_config) and all(made.get(k) == v for k, v in made_from.items()):
+        if _what(made.get("config")) == _what(settings(stage_config)) and all(made.get(k) == v
+                                                                             for k, v in made_from.items()):
             log.info(f"== {name}: reusing {out} (same settings)")
             from tinyship.compress.training import checkpoints_of
 
@@ -206,6 +208,11 @@ def _run_stage(name: str, verb, stage_config, **made_from) -> Path:
                             "delete it, or choose another --out")
     log.info(f"== {name}")
     return Path(verb(stage_config))
+
+
+def _what(recorded) -> dict | None:
+    """A stage's recorded settings without where it was written."""
+    return {k: v for k, v in recorded.items() if k != "output_dir"} if isinstance(recorded, dict) else None
 
 
 def load_recipe(path: str | Path) -> CompressConfig:

@@ -72,6 +72,7 @@ STUDENTS = {
     "minilm-l4-imdb": Student(layers=4, transfer=40_000),
     "minilm-l4-imdb-120k": Student(layers=4, transfer=120_000),
     "minilm-l6-imdb": Student(transfer=40_000),
+    "minilm-l6-imdb-pruned": Student(transfer=40_000, prune_flops=0.35),
     "minilm-l6-pruned": Student(prune_flops=0.5),
     "minilm-l3": Student(layers=3),
 }

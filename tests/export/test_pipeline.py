@@ -1,6 +1,7 @@
 import argparse
 import json
 import random
+import shutil
 
 import pytest
 from tokenizers import Tokenizer
@@ -51,6 +52,10 @@ def test_pipeline_writes_bundle_and_report_and_reuses_finished_stages(tiny_model
     compress(config)  # finished stages are reused, not retrained
     out = capsys.readouterr().out
     assert "teacher: reusing" in out and "student: reusing" in out
+    shutil.copytree(tmp_path / "run" / "student", tmp_path / "moved" / "student")  # reused wherever it lies
+    compress(CompressConfig(**{**config.__dict__, "output_dir": str(tmp_path / "moved"),
+                               "teacher": str(tmp_path / "run" / "teacher")}))
+    assert f"student: reusing {tmp_path / 'moved' / 'student'}" in capsys.readouterr().out
     changed = CompressConfig(**{**config.__dict__, "distill": DistillConfig(min_steps=0, batch_size=8)})
     with pytest.raises(TinyshipError, match="made with other settings"):
         compress(changed)
