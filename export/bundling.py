@@ -45,7 +45,7 @@ def write_bundle(out: Path, model_file: Path, model_dir: Path, manifest: dict, t
     """Copy the model, tokenizer and config into a temporary directory, add the edge targets' files and the manifest,
     rename into place."""
     from tinyship.compress.tinyship_pruned import plain_config  # torch and transformers: export time only
-    from tinyship.export.targets import add_targets
+    from tinyship.export.targets import add_targets  # which imports this module
 
     with writing_directory(out) as tmp:
         shutil.copyfile(model_file, tmp / "model.onnx")

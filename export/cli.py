@@ -20,7 +20,7 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> None:
-    from tinyship.export.targets import ConvertConfig, convert
+    from tinyship.export.targets import convert
 
     convert(ConvertConfig(**flagged(ConvertConfig, args)))
 
@@ -81,7 +81,7 @@ EXPORT = Command(
 )
 CONVERT = Command(
     help="add edge targets to a bundle already made (mobile: the ORT-format model and the operators a reduced "
-         "onnxruntime build needs); the bundle is rewritten whole",
+         "onnxruntime build needs; web: the folder transformers.js loads); the bundle is rewritten whole",
     configure=lambda parser: add_flags(parser, ConvertConfig),
     run=_run_convert,
 )

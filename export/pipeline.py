@@ -193,8 +193,8 @@ def _run_stage(name: str, verb, stage_config, **made_from) -> Path:
             made = json.loads((out / STAGE_FILE).read_text(encoding="utf-8"))
         except ValueError:
             raise TinyshipError(f"{out / STAGE_FILE} is damaged: delete {out} to redo the stage") from None
-        if _what(made.get("config")) == _what(settings(stage_config)) and all(made.get(k) == v
-                                                                             for k, v in made_from.items()):
+        same_inputs = all(made.get(k) == v for k, v in made_from.items())
+        if _what(made.get("config")) == _what(settings(stage_config)) and same_inputs:
             log.info(f"== {name}: reusing {out} (same settings)")
             from tinyship.compress.training import checkpoints_of
 

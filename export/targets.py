@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tinyship.export.bundling import seal_bundle
 from tinyship.runtime.bundle import MANIFEST_NAME, read_manifest
 from tinyship.runtime.errors import TinyshipError
-from tinyship.runtime.files import sha256_file
+from tinyship.runtime.files import sha256_file, writing_directory
 from tinyship.runtime.flags import comma_separated, flag
 
 log = logging.getLogger(__name__)
@@ -130,9 +131,6 @@ class ConvertConfig:
 
 def convert(config: ConvertConfig) -> Path:
     """Rewrite config.bundle with the targets' files added; returns the bundle directory."""
-    from tinyship.export.bundling import seal_bundle
-    from tinyship.runtime.files import writing_directory
-
     bundle = Path(config.bundle)
     manifest = read_manifest(bundle)
     with writing_directory(bundle) as tmp:

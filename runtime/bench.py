@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyship.runtime.bundle import read_manifest
+from tinyship.runtime.bundle import model_file, model_files, read_manifest
 from tinyship.runtime.errors import TinyshipError
 
 SPEED_FLAGS = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
@@ -69,12 +69,11 @@ def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads
           model_format: str = "onnx") -> dict:
     """Measure a bundle on this machine; threads None means all cores; model_format as load() takes it. The size is
     that of the files a device needs: the model run, the tokenizer and the bundle's small files."""
-    from tinyship.runtime.bundle import model_file, model_files
     from tinyship.runtime.loader import load
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    run = model_file(manifest, model_format, bundle)
+    others = model_files(manifest) - {model_file(manifest, model_format, bundle)}  # not needed to run this one
     task = manifest["task"]
     grid = []
     for count in threads:
@@ -91,8 +90,7 @@ def bench(bundle: str | Path, batch_sizes=(1, 8), lengths=(16, 64, 128), threads
         "precision": manifest.get("precision"),
         "batch_invariant": predict.batch_invariant,
         "model_format": model_format,
-        "size_bytes": sum((bundle / name).stat().st_size for name in manifest["files"]
-                          if name == run or name not in model_files(manifest)),
+        "size_bytes": sum((bundle / name).stat().st_size for name in manifest["files"] if name not in others),
         "cold_start": cold_start(bundle, bool(predict.pairs), model_format),
         "latency": grid,
         "repeat": repeat,

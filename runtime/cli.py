@@ -22,7 +22,17 @@ from typing import Callable
 
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
-from tinyship.runtime.flags import POSITIVE, SECONDS, THREADS, THREADS_HELP, add_flags, comma_separated, flagged, number
+from tinyship.runtime.flags import (
+    PORT,
+    POSITIVE,
+    SECONDS,
+    THREADS,
+    THREADS_HELP,
+    add_flags,
+    comma_separated,
+    flagged,
+    number,
+)
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what `cat` or `yes` report when the reader of their output leaves
 
@@ -289,7 +299,7 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundles", nargs="+", metavar="[NAME=]BUNDLE",
                         help="bundle directories to serve; NAME=DIR names one (default name: the directory's)")
     parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s (this machine only)")
-    parser.add_argument("--port", type=number(1, 65535), default=8000, help="1 to 65535 (default: %(default)s)")
+    parser.add_argument("--port", type=PORT, default=8000, help="1 to 65535 (default: %(default)s)")
     parser.add_argument("--max-batch", type=POSITIVE, default=d.max_batch,
                         help="inputs per model run (default: %(default)s)")
     parser.add_argument("--max-wait-ms", type=number(0, kind=float), default=d.max_wait_ms,

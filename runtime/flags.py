@@ -45,6 +45,7 @@ AMOUNT = number(1e-6, kind=float)  # a positive amount: epochs, a learning rate,
 THREADS = number(1, MAX_THREADS)
 THREADS_HELP = f"1 to {MAX_THREADS} (4 per core)"
 SECONDS = number(0.1, kind=float)
+PORT = number(1, 65535)
 
 
 def flag(help: str, name: str | None = None, **options) -> dict:

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.cli import Command
 from tinyship.runtime.errors import TinyshipError
-from tinyship.runtime.flags import number
+from tinyship.runtime.flags import PORT
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-modules", default="web/node_modules",
                         help="the npm packages the page imports (default: %(default)s, after `npm ci "
                              "--ignore-scripts` in web/)")
-    parser.add_argument("--port", type=number(1, 65535), default=8001, help="1 to 65535 (default: %(default)s)")
+    parser.add_argument("--port", type=PORT, default=8001, help="1 to 65535 (default: %(default)s)")
 
 
 def _run(args: argparse.Namespace) -> None:

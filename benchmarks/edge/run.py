@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.lab.browser import page_for
+from benchmarks.lab.browser import chromium, page_for
 from benchmarks.lab.paths import add_run_arguments, run_paths
 from benchmarks.runtime.run import LONG, SHORT
 from tinyship.export import ExportConfig, export
@@ -132,10 +133,6 @@ def markdown(report: dict) -> str:
 
 
 def _chromium_version() -> str:
-    import subprocess
-
-    from benchmarks.lab.browser import chromium
-
     return subprocess.run([chromium(), "--version"], capture_output=True, text=True).stdout.strip()
 
 

@@ -8,10 +8,10 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from benchmarks.lab.fresh import ROOT
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.web import server
 
-ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULES = ROOT / "web" / "node_modules"
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
