@@ -83,9 +83,10 @@ class DistillationTrainer(SeededTrainer):
     The mean of each loss since the last log line is logged beside the total."""
 
     def __init__(self, *args, teacher, task: Task | None, phase: Phase, layer_map, attention, temperature,
-                 cached_logits=None, **kwargs):
+                 cached_logits=None, teacher_bf16: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
+        self.teacher_bf16 = teacher_bf16
         self.task = task
         self.phase, self.layer_map, self.attention, self.temperature = phase, layer_map, attention, temperature
         self.cached_logits = cached_logits
@@ -111,7 +112,8 @@ class DistillationTrainer(SeededTrainer):
         with torch.no_grad():
             if losses & set(INTERMEDIATE_LOSSES):
                 layers = sorted(set(self.layer_map)) if "attention" in losses else ()
-                return forward_states(self.teacher, inputs, layers, self.attention)
+                with torch.autocast(self.args.device.type, dtype=torch.bfloat16, enabled=self.teacher_bf16):
+                    return forward_states(self.teacher, inputs, layers, self.attention).float()
             if "prediction" not in losses:
                 return None
             if self.cached_logits is not None and index is not None:
@@ -177,6 +179,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
                              if cache and task and task.per_sequence else (None, None))
     phases = _usable_phases(config.phases, misaligned, config.stage)
     _describe_heads(teacher, student, phases)
+    teacher_bf16 = teacher_precision(config.teacher_precision) == "bf16"
 
     log.info(f"distilling {teacher_dir} ({len(teacher.base_model.encoder.layer)} layers, {_size(teacher)}) into a "
           f"{len(layer_map)}-layer student ({_size(student)}) on {source}; student layer m learns from teacher layer "
@@ -224,6 +227,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
             attention=config.attention,
             temperature=config.temperature,
             cached_logits=cached,
+            teacher_bf16=teacher_bf16,
             best=(task.metric, not task.lower_is_better) if task else None,
         )
         record.append({"phase": number, "epochs": epochs, "steps": trainer.state.global_step,
@@ -243,6 +247,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         "tokenizers": ("same" if not separate else "different: prediction loss only" if misaligned
                        else "aligned by position"),
         **({"teacher_logits": engine_record} if engine_record else {}),
+        "teacher_precision": "bf16" if teacher_bf16 else "fp32",
         "phases": record,
     }
     if task:
@@ -252,6 +257,14 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
     save_model(student, tokenizer, out, stage)
     remove_checkpoints(checkpoints)
     return out
+
+
+def teacher_precision(asked: str) -> str:
+    """The precision the live teacher runs in: as asked, or for auto bf16 where the CPU has bf16 instructions
+    (AVX-512 BF16, AMX), where bf16 autocast is about 3x faster than fp32; elsewhere it is slower."""
+    if asked != "auto":
+        return asked
+    return "bf16" if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported() else "fp32"
 
 
 def _teacher_dir(config: DistillConfig) -> Path:

@@ -20,6 +20,11 @@ class States:
     hidden: tuple[torch.Tensor, ...] = ()  # the embedding output, then each layer's output
     attention: dict[int, torch.Tensor] | None = None  # 1-based layer -> [batch, heads, query, key]
 
+    def float(self) -> States:
+        """The states in fp32, as the losses compare them (a teacher run under bf16 autocast gives bf16)."""
+        return States(None if self.logits is None else self.logits.float(), tuple(h.float() for h in self.hidden),
+                      None if self.attention is None else {n: a.float() for n, a in self.attention.items()})
+
 
 def encoder_layers(model) -> torch.nn.ModuleList:
     layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)

@@ -60,11 +60,14 @@ EARLIER = Path(__file__).resolve().parents[1] / "results" / "distill-base" / "ea
 class Student:
     """A student of the recipe: MiniLM-L6 cut to `layers` of its own (None: all 6), then `prune_flops` of its
     encoder FLOPs pruned away and recovered by distillation (0: no pruning); `transfer` sentences of the built-in
-    IMDB reviews, labelled by the teacher, join the augmented training set (0: none)."""
+    IMDB reviews, labelled by the teacher, join the augmented training set (0: none); the intermediate-layer and
+    prediction phases last `intermediate_epochs` and `epochs` (None: --intermediate-epochs, --epochs)."""
 
     layers: int | None = None
     prune_flops: float = 0.0
     transfer: int = 0
+    intermediate_epochs: float | None = None
+    epochs: float | None = None
 
 
 STUDENTS = {
@@ -73,6 +76,7 @@ STUDENTS = {
     "minilm-l4-imdb-120k": Student(layers=4, transfer=120_000),
     "minilm-l6-imdb": Student(transfer=40_000),
     "minilm-l6-imdb-pruned": Student(transfer=40_000, prune_flops=0.35),
+    "minilm-l6-imdb-long": Student(transfer=40_000, intermediate_epochs=0.5, epochs=1.0),
     "minilm-l6-pruned": Student(prune_flops=0.5),
     "minilm-l3": Student(layers=3),
 }
@@ -115,10 +119,11 @@ def long_input(tokenizer_dir: Path, tokens: int) -> dict[str, np.ndarray]:
 def recipe(args, work: Path, data: DataConfig, teacher: Path, teacher_bundle: Path, augmented: Path, name: str,
            student: Student) -> CompressConfig:
     """One student's `tinyship compress` recipe."""
-    epochs = 0.5 if args.quick else args.epochs
+    epochs = 0.5 if args.quick else student.epochs or args.epochs
+    intermediate_epochs = student.intermediate_epochs or args.intermediate_epochs
     distill = DistillConfig(student=default_base_model(), student_layers=student.layers, augmented=str(augmented),
                             teacher_bundle=str(teacher_bundle), teacher_logits_dir=str(work / "teacher-logits"),
-                            phases=[Phase(INTERMEDIATE, args.intermediate_epochs), Phase({"prediction": 1.0}, epochs)],
+                            phases=[Phase(INTERMEDIATE, intermediate_epochs), Phase({"prediction": 1.0}, epochs)],
                             learning_rate=args.learning_rate, min_steps=0,
                             **({"transfer": "imdb", "transfer_examples": 64 if args.quick else student.transfer}
                                if student.transfer else {}))

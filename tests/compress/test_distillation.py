@@ -23,7 +23,7 @@ from tinyship.compress import (
     uniform_layers,
     weights_digest,
 )
-from tinyship.compress.distillation import DistillationTrainer, attention_distance
+from tinyship.compress.distillation import DistillationTrainer, attention_distance, teacher_precision
 from tinyship.compress.states import forward_states
 from tinyship.runtime.data import DataConfig, Examples, load_examples
 from tinyship.runtime.errors import TinyshipError
@@ -114,10 +114,13 @@ def test_task_distillation_runs_intermediate_then_prediction_phases(wide_teacher
         distill(config)
 
 
-def test_the_intermediate_phase_pulls_hidden_states_toward_the_teacher(wide_teacher, small_data, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_intermediate_phase_pulls_hidden_states_toward_the_teacher(precision, wide_teacher, small_data, tmp_path):
     config = DistillConfig(min_steps=0, teacher=str(wide_teacher), output_dir=str(tmp_path / "s"), data=small_data,
-                           batch_size=16, learning_rate=1e-3, phases=[Phase({"hidden": 1}, 3)], layers=[1, 3])
+                           batch_size=16, learning_rate=1e-3, phases=[Phase({"hidden": 1}, 3)], layers=[1, 3],
+                           teacher_precision=precision)
     student = AutoModelForSequenceClassification.from_pretrained(distill(config))
+    assert json.loads((tmp_path / "s" / "tinyship_stage.json").read_text())["teacher_precision"] == precision
     teacher = AutoModelForSequenceClassification.from_pretrained(wide_teacher)
     tokenizer, texts = AutoTokenizer.from_pretrained(str(wide_teacher)), load_examples(small_data, "validation").texts
     before = hidden_distance(student_from_teacher(teacher, [1, 3]), teacher, tokenizer, texts, [1, 3])
@@ -228,9 +231,32 @@ def test_misaligned_tokenizers_fall_back_to_the_prediction_loss_each_model_readi
     assert {tuple(ids) for ids in teacher_inputs} == teacher_ids
 
 
+def test_auto_runs_the_teacher_in_bf16_where_the_cpu_computes_it(monkeypatch):
+    assert teacher_precision("fp32") == "fp32" and teacher_precision("bf16") == "bf16"
+    for avx512_bf16, amx, expected in [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        assert teacher_precision("auto") == expected
+
+
+def test_bf16_teacher_states_come_back_in_fp32_close_to_the_fp32_ones(wide_teacher):
+    teacher = AutoModelForSequenceClassification.from_pretrained(wide_teacher).eval()
+    inputs = dict(AutoTokenizer.from_pretrained(str(wide_teacher))(["a fine film", "dull"], padding=True,
+                                                                     return_tensors="pt"))
+    with torch.no_grad():
+        exact = forward_states(teacher, inputs, [1])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = forward_states(teacher, inputs, [1]).float()
+    assert {t.dtype for t in (rounded.logits, *rounded.hidden, *rounded.attention.values())} == {torch.float32}
+    for a, b in zip(exact.hidden, rounded.hidden):
+        assert ((a - b).norm() / a.norm()).item() < 0.05
+
+
 def test_config_errors_are_clear(tiny_model_dir, small_data, tmp_path):
     with pytest.raises(TinyshipError, match="not both|give one of"):
         DistillConfig(min_steps=0, student_layers=2, layers=[1, 2])
+    with pytest.raises(TinyshipError, match="teacher_precision 'fp16': use auto, fp32, bf16"):
+        DistillConfig(min_steps=0, teacher_precision="fp16")
     with pytest.raises(TinyshipError, match="general distillation has no labels"):
         DistillConfig(min_steps=0, stage="general", phases=[Phase({"prediction": 1}, 1)])
     with pytest.raises(TinyshipError, match="student 'tinybert-3' is neither a model directory nor a shape"):

@@ -2,6 +2,7 @@ import argparse
 import json
 import random
 import shutil
+from dataclasses import replace
 
 import pytest
 from tokenizers import Tokenizer
@@ -56,6 +57,14 @@ def test_pipeline_writes_bundle_and_report_and_reuses_finished_stages(tiny_model
     compress(CompressConfig(**{**config.__dict__, "output_dir": str(tmp_path / "moved"),
                                "teacher": str(tmp_path / "run" / "teacher")}))
     assert f"student: reusing {tmp_path / 'moved' / 'student'}" in capsys.readouterr().out
+    stage_file = tmp_path / "run" / "student" / "tinyship_stage.json"  # as a tinyship without teacher_precision wrote
+    stage = json.loads(stage_file.read_text())
+    del stage["config"]["teacher_precision"]
+    stage_file.write_text(json.dumps(stage))
+    compress(config)  # a setting added since, at its default, is the same
+    assert "student: reusing" in capsys.readouterr().out
+    with pytest.raises(TinyshipError, match="made with other settings"):
+        compress(replace(config, distill=replace(config.distill, teacher_precision="fp32")))
     changed = CompressConfig(**{**config.__dict__, "distill": DistillConfig(min_steps=0, batch_size=8)})
     with pytest.raises(TinyshipError, match="made with other settings"):
         compress(changed)
