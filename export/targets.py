@@ -16,6 +16,7 @@ from tinyship.runtime.bundle import MANIFEST_NAME, read_manifest
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import sha256_file, writing_directory
 from tinyship.runtime.flags import comma_separated, flag
+from tinyship.runtime.predictor import PAD_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def mobile(bundle: Path, manifest: dict) -> dict:
 @target("web")
 def web(bundle: Path, manifest: dict) -> dict:
     """web/, the folder transformers.js loads with pipeline(task, folder) in a browser (onnxruntime-web, WASM):
-    config.json with the labels and the precision to load (transformers.js_config.dtype), tokenizer.json,
+    config.json with the labels, the precision to load (transformers.js_config.dtype) and the task, tokenizer.json,
     tokenizer_config.json and onnx/ with the model named as transformers.js names that precision."""
     if manifest["task"] not in WEB_TASKS:
         raise TinyshipError(f"transformers.js has no pipeline for {manifest['task']}: the web target takes "
@@ -97,13 +98,34 @@ def web(bundle: Path, manifest: dict) -> dict:
     shutil.copyfile(bundle / manifest["tokenizer"], folder / "tokenizer.json")
     config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
     config["transformers.js_config"] = {"dtype": dtype}
+    config["tinyship"] = {"task": manifest["task"]}  # for the page: which pipeline to run (transformers.js skips it)
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    # tokenizer.json says how to cut text; without a tokenizer_class, transformers.js reads it as it is
-    tokenizer_config = {"model_max_length": manifest["max_length"]}
+    tokenizer = json.loads((bundle / manifest["tokenizer"]).read_text(encoding="utf-8"))
+    tokenizer_config = web_tokenizer_config(tokenizer, manifest)
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
     return {"folder": WEB, "dtype": dtype, "task": manifest["task"],
             "files": {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
                       if p.is_file()}}
+
+
+def web_tokenizer_config(tokenizer: dict, manifest: dict) -> dict:
+    """What transformers.js reads beside tokenizer.json: the special tokens its pipelines look for (question
+    answering finds the context after sep_token), the length, and a class that returns token_type_ids when the
+    model takes them (its base class does not: a text pair's second segment would read as the first)."""
+    processor = tokenizer.get("post_processor") or {}
+    if processor.get("type") == "TemplateProcessing":
+        ends = [piece["SpecialToken"]["id"] for piece in processor["single"] if "SpecialToken" in piece]
+        cls, sep = (ends[0], ends[-1]) if ends else (None, None)
+    else:  # BertProcessing, RobertaProcessing: [token, id] pairs
+        cls, sep = (processor.get(k, [None])[0] for k in ("cls", "sep"))
+    added = [t["content"] for t in tokenizer.get("added_tokens", [])]
+    pad = (tokenizer.get("padding") or {}).get("pad_token") or next((t for t in PAD_TOKENS if t in added), None)
+    mask = next((t for t in ("[MASK]", "<mask>") if t in added), None)
+    special = {"cls_token": cls, "sep_token": sep, "pad_token": pad, "unk_token": tokenizer["model"].get("unk_token"),
+               "mask_token": mask}
+    type_ids = "token_type_ids" in manifest.get("inputs", [])
+    return {"tokenizer_class": "BertTokenizer" if type_ids else "PreTrainedTokenizer",
+            "model_max_length": manifest["max_length"], **{k: v for k, v in special.items() if v}}
 
 
 def operators(config_file: Path) -> dict[str, list[str]]:

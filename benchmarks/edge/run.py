@@ -81,7 +81,7 @@ def measure(name: str, bundle: Path, test, repeat: int, screenshot_dir: Path | N
     for threads in (1, 2):
         with page_for(bundle, threads=threads) as page:
             if threads == 1:
-                browser = [page.evaluate("text => window.tinyship.scores(text)", text) for text in test.texts]
+                browser = [page.evaluate("text => window.tinyship.run(text)", text) for text in test.texts]
                 if screenshot_dir:
                     page.screenshot(path=str(screenshot_dir / "page.png"))
             latency[f"browser, {threads} thread{'s' * (threads > 1)}"] = {

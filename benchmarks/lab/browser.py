@@ -26,8 +26,9 @@ def chromium() -> str:
 
 @contextmanager
 def page_for(bundle: Path, threads: int = 1, timeout_s: float = 120):
-    """A loaded page classifying with the bundle's web folder: page.evaluate('window.tinyship.scores(text)') gives
-    transformers.js's [{label, score}, ...], window.tinyship.time(text, runs) the milliseconds of each run."""
+    """A loaded page running the bundle's web folder: page.evaluate('window.tinyship.run(input)') gives
+    transformers.js's result for one input (a text; for question answering [question, context]),
+    window.tinyship.time(input, runs) the milliseconds of each run."""
     from playwright.sync_api import sync_playwright
 
     httpd = server(bundle, NODE_MODULES, port=0)

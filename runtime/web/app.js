@@ -1,5 +1,6 @@
 // Loads a bundle's web folder (served at models/<name>/) with transformers.js, all from this server: the
-// JavaScript from npm packages under vendor/, no CDN, no model hub. window.tinyship is what the tests drive.
+// JavaScript from npm packages under vendor/, no CDN, no model hub. The folder's config.json names the task
+// (tinyship.task): the page classifies, tags or answers. window.tinyship is what the tests and benchmarks drive.
 import { env, pipeline } from "./vendor/@huggingface/transformers/dist/transformers.js";
 
 const params = new URLSearchParams(location.search);
@@ -19,47 +20,71 @@ if (threads > 0) env.backends.onnx.wasm.numThreads = threads;
 
 const $ = (id) => document.getElementById(id);
 
-async function load() {
-  const config = await (await fetch(`models/${name}/config.json`)).json();
-  const task = params.get("task") ?? "text-classification";
-  const classifier = await pipeline(task, name, { device: "wasm" });
-  const labels = Object.keys(config.label2id ?? {}).length;
-  return { classifier, labels };
+// Per task: the form's words, how one input (a text, or [question, context]) runs, and how its result shows.
+const TASKS = {
+  "text-classification": {
+    verb: "Classify", prompt: "Text to classify",
+    run: (model, text, labels) => model(text, { top_k: labels || null }),
+    show: (result) => result.map(({ label, score }) => row(label, score, true)),
+  },
+  "token-classification": {
+    verb: "Tag", prompt: "Text to tag",
+    run: (model, text) => model(text, { ignore_labels: [] }),  // every token's label, "O" included
+    show: (result) => result.map(({ word, entity, score }) => row(`${word} · ${entity}`, score)),
+  },
+  "question-answering": {
+    verb: "Answer", prompt: "Question", context: true,
+    run: (model, [question, context]) => model(question, context),
+    show: ({ answer, score }) => [row(answer || "(no answer)", score, true)],
+  },
+};
+
+function row(label, score, bar = false) {
+  const tr = document.createElement("tr");
+  tr.innerHTML = `<td class="label"></td><td><div class="bar"></div></td><td class="score"></td>`;
+  tr.cells[0].textContent = label;
+  tr.cells[1].firstChild.style.width = bar ? `${(100 * score).toFixed(1)}%` : "0";
+  tr.cells[2].textContent = score.toFixed(3);
+  return tr;
 }
 
-const ready = load().then(({ classifier, labels }) => {
-  const scores = async (text) => (await classifier(text, { top_k: labels || null }));
-  const time = async (text, runs) => {
-    await classifier(text);
+async function load() {
+  const config = await (await fetch(`models/${name}/config.json`)).json();
+  const task = config.tinyship?.task ?? "text-classification";
+  if (!TASKS[task]) throw new Error(`this page does not run ${task} models`);
+  const model = await pipeline(task, name, { device: "wasm" });
+  return { task, model, labels: Object.keys(config.label2id ?? {}).length };
+}
+
+const ready = load().then(({ task, model, labels }) => {
+  const spec = TASKS[task];
+  const run = (input) => spec.run(model, input, labels);
+  const time = async (input, runs) => {
+    await run(input);
     const ms = [];
     for (let i = 0; i < runs; i++) {
       const start = performance.now();
-      await classifier(text);
+      await run(input);
       ms.push(performance.now() - start);
     }
     return ms;
   };
-  window.tinyship.pipeline = classifier;  // transformers.js's own, for other calls
-  window.tinyship.scores = scores;
-  window.tinyship.time = time;
+  Object.assign(window.tinyship, { task, run, time, pipeline: model });  // pipeline: transformers.js's own
   const used = env.backends.onnx.wasm.numThreads;
-  $("status").textContent = `Model loaded: onnxruntime-web (WASM, SIMD, ${used} thread${used === 1 ? "" : "s"}; ` +
-    `cross-origin isolated: ${self.crossOriginIsolated ? "yes" : "no"}).`;
-  $("classify").disabled = false;
-  $("classify").onclick = async () => {
+  $("status").textContent = `Model loaded (${task}): onnxruntime-web (WASM, SIMD, ${used} thread` +
+    `${used === 1 ? "" : "s"}; cross-origin isolated: ${self.crossOriginIsolated ? "yes" : "no"}).`;
+  $("prompt").textContent = spec.prompt;
+  $("go").textContent = spec.verb;
+  $("context-field").hidden = !spec.context;
+  $("go").disabled = false;
+  $("go").onclick = async () => {
+    const input = spec.context ? [$("text").value, $("context").value] : $("text").value;
     const start = performance.now();
-    const result = await scores($("text").value);
+    const result = await run(input);
     $("timing").textContent = `${(performance.now() - start).toFixed(1)} ms in this browser`;
-    $("scores").replaceChildren(...result.map(({ label, score }) => {
-      const row = document.createElement("tr");
-      row.innerHTML = `<td class="label"></td><td><div class="bar"></div></td><td class="score"></td>`;
-      row.cells[0].textContent = label;
-      row.cells[1].firstChild.style.width = `${(100 * score).toFixed(1)}%`;
-      row.cells[2].textContent = score.toFixed(3);
-      return row;
-    }));
+    $("results").replaceChildren(...spec.show(result));
   };
-  $("classify").click();
+  if (task === "text-classification") $("go").click();
 }).catch((error) => {
   $("status").textContent = `Could not load the model: ${error}`;
   throw error;

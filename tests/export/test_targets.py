@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tinyship.export import ExportConfig, export
-from tinyship.export.targets import ConvertConfig, convert, operators
+from tinyship.export.targets import ConvertConfig, convert, operators, web_tokenizer_config
 from tinyship.export.targets import web as web_target
 from tinyship.runtime import load
 from tinyship.runtime.bench import bench
@@ -25,7 +25,7 @@ TEXTS = ["a gripping, funny and moving film", "dull", "the plot wanders and the 
 def int8_mobile_bundle(tiny_model_dir, small_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("mobile") / "bundle"
     return export(ExportConfig(model=str(tiny_model_dir), output=str(out), data=small_data, quantize="dynamic",
-                               targets=("mobile",)))
+                               objective="size", targets=("mobile",)))  # INT8: the smallest, whatever the timings
 
 
 @pytest.fixture
@@ -102,12 +102,24 @@ def test_the_web_target_is_the_folder_transformers_js_reads(converted, fp32_bund
         assert all(sha256_file(folder / path) == digest for path, digest in web["files"].items())
         assert (folder / "onnx" / name).read_bytes() == (bundle / "model.onnx").read_bytes()
         config = json.loads((folder / "config.json").read_text())
-        assert config["transformers.js_config"] == {"dtype": dtype}
+        assert config["transformers.js_config"] == {"dtype": dtype} and config["tinyship"] == {"task": manifest["task"]}
         assert config["id2label"] == {"0": "negative", "1": "positive"}
-        assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == manifest["max_length"]
+        assert json.loads((folder / "tokenizer_config.json").read_text()) == {
+            "tokenizer_class": "BertTokenizer", "model_max_length": manifest["max_length"], "cls_token": "[CLS]",
+            "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]", "mask_token": "[MASK]"}
         assert "web" not in manifest["files"]  # the folder lists its own files
     with pytest.raises(TinyshipError, match="transformers.js has no pipeline for text-regression"):
         web_target(converted, {**read_manifest(converted), "task": "text-regression"})
+
+
+def test_a_tokenizer_without_type_ids_names_its_own_special_tokens():
+    """An MPNet/RoBERTa-style tokenizer.json: the pair processor's tokens, the padding token among the added ones."""
+    tokenizer = {"post_processor": {"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0]},
+                 "padding": None, "model": {"type": "WordPiece", "unk_token": "[UNK]"},
+                 "added_tokens": [{"content": t} for t in ("<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>")]}
+    assert web_tokenizer_config(tokenizer, {"inputs": ["input_ids", "attention_mask"], "max_length": 64}) == {
+        "tokenizer_class": "PreTrainedTokenizer", "model_max_length": 64, "cls_token": "<s>", "sep_token": "</s>",
+        "pad_token": "<pad>", "unk_token": "[UNK]", "mask_token": "<mask>"}
 
 
 def test_bad_input(fp32_bundle, tmp_path, capsys):
