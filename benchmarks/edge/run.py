@@ -5,8 +5,9 @@ and its student is exported again as fp32 with it (`--target web`, `--quantize n
 serves loads each with transformers.js (onnxruntime-web, WASM, SIMD) in Debian's Chromium, headless, driven by
 Playwright. In one run, for each: labels and scores of every test text in the browser against the Python runtime,
 and end-to-end latency at batch 1 (a short sentence and a 128-token input; median, p90 and p99 of the runs) in the
-browser on 1 and 2 threads, beside the native runtime on 1 thread. Writes results.json, results.md and page.png
-(the page after classifying, for the README).
+browser on 1 and 2 threads, beside the native runtime on 1 thread; and the ceiling under both, the throughput of
+the student's largest GEMM (128 tokens x hidden x FFN width, int8 and fp32) in onnxruntime-web and in native
+onnxruntime on 1 thread. Writes results.json, results.md and page.png (the page after classifying, for the README).
 
     python -m benchmarks.edge.run           # after `make demo` and `make test-edge` (which installs the browser side)
     python -m benchmarks.edge.run --quick   # 20 test texts, 10 runs
@@ -15,6 +16,8 @@ browser on 1 and 2 threads, beside the native runtime on 1 thread. Writes result
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.lab.browser import chromium, page_for
+from benchmarks.lab.ceilings import GEMM_OPS, gemm_graphs, gemm_throughput
 from benchmarks.lab.paths import add_run_arguments, run_paths
 from benchmarks.runtime.run import LONG, SHORT
 from tinyship.export import ExportConfig, export
@@ -37,6 +41,7 @@ from tinyship.runtime.data import DataConfig, load_examples
 SCORE_TOLERANCE = 1e-3
 INPUTS = {"short": SHORT, "128 tokens": LONG}
 TARGET_RATIO = 3.0  # issue 16: the browser within 3x of native onnxruntime at batch 1, 128 tokens, 1 thread
+GEMM_JS = Path(__file__).with_name("gemm.js")
 
 
 def main() -> None:
@@ -65,7 +70,8 @@ def main() -> None:
                for name, bundle in (("shipped", shipped), ("fp32", fp32))]
     report = {"benchmark": "edge", "quick": args.quick, "bundle": args.bundle, "student": args.student,
               "test_examples": len(test), "score_tolerance": SCORE_TOLERANCE, "repeat": repeat,
-              "target_ratio": TARGET_RATIO, "systems": systems, "chromium": _chromium_version(),
+              "target_ratio": TARGET_RATIO, "systems": systems, "gemm": gemm(shipped, args.student, repeat),
+              "chromium": _chromium_version(),
               "machine": machine(), "versions": versions()}
     save_results(results_dir, report, markdown(report))
     print(markdown(report))
@@ -100,6 +106,21 @@ def measure(name: str, bundle: Path, test, repeat: int, screenshot_dir: Path | N
             / latency["native, 1 thread"]["128 tokens"]["median_ms"]}
 
 
+def gemm(bundle: Path, student: str, repeat: int) -> dict:
+    """The student's FFN GEMM (LONG's 128 tokens x hidden x FFN width) in G(FL)OP/s, native and in the browser."""
+    config = json.loads((Path(student) / "config.json").read_text(encoding="utf-8"))
+    shape = (128, config["hidden_size"], config["intermediate_size"])
+    graphs = gemm_graphs(*shape)
+    browser = {}
+    with page_for(bundle) as page:
+        for name, (model, a, operations) in graphs.items():
+            ms = page.evaluate(GEMM_JS.read_text(encoding="utf-8"), [
+                base64.b64encode(model).decode(), base64.b64encode(a.tobytes()).decode(),
+                "float32" if a.dtype == np.float32 else "uint8", list(a.shape), repeat])
+            browser[name] = operations / (ms / 1e3) / 1e9
+    return {"shape": shape, "native": gemm_throughput(graphs, 1, repeat), "browser": browser}
+
+
 def markdown(report: dict) -> str:
     lines = [
         f"# Edge benchmark: the bundle in a browser{' (quick mode)' if report['quick'] else ''}",
@@ -129,6 +150,17 @@ def markdown(report: dict) -> str:
             f"{system['accuracy']['browser']:.4f} in the browser, {system['accuracy']['python']:.4f} in Python. "
             f"Browser over native at 128 tokens, 1 thread each: {system['browser_over_native_128']:.1f}x (target: "
             f"within {report['target_ratio']:g}x, {met}).")
+    gemm = report["gemm"]
+    lines += [
+        "",
+        f"The ceiling under both: the student's FFN GEMM ({' x '.join(map(str, gemm['shape']))}), 1 thread, "
+        "G(FL)OP/s (median of the runs):",
+        "",
+        "| GEMM | native onnxruntime | onnxruntime-web (WASM, SIMD) | native / browser |",
+        "|---|---:|---:|---:|",
+        *(f"| {GEMM_OPS[name]} | {gemm['native'][name]:.1f} | {gemm['browser'][name]:.1f} | "
+          f"{gemm['native'][name] / gemm['browser'][name]:.1f}x |" for name in GEMM_OPS),
+    ]
     return "\n".join(lines) + "\n"
 
 

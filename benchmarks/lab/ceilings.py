@@ -17,40 +17,55 @@ def ceilings_in_fresh_process(repeat: int, timeout_s: float = 600) -> dict:
     return in_fresh_process("benchmarks.lab.ceilings", {"repeat": repeat}, "the GEMM ceilings", timeout_s)
 
 
-def gemm_ceilings(threads=(1, 2), repeat: int = 20, size: int = 1024) -> dict:
-    """onnxruntime's GEMM throughput on this CPU, size^3 products: u8s8 MatMulInteger with constant (packed) int8
-    weights in GOP/s, and fp32 MatMul in GFLOP/s, per thread count. Imports neither torch nor transformers."""
-    import tempfile
+GEMM_OPS = {"int8_gops": "u8s8 MatMulInteger, constant int8 weights", "fp32_gflops": "fp32 MatMul"}
 
-    import onnx
-    import onnxruntime as ort
+
+def gemm_graphs(m: int, k: int, n: int) -> dict[str, tuple[bytes, np.ndarray, int]]:
+    """The two GEMMs that bound a Transformer's speed (GEMM_OPS), each an (m x k) input times constant (k x n)
+    weights: serialized ONNX (IR version 9, which onnxruntime-web reads too), a random input, and the operations of
+    one product (2 m k n)."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     graphs = {
         "int8_gops": (TensorProto.UINT8, helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"]),
-                      [numpy_helper.from_array(rng.integers(-127, 128, (size, size), dtype=np.int8), "b"),
+                      [numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "b"),
                        numpy_helper.from_array(np.array(128, dtype=np.uint8), "a_zero"),
                        numpy_helper.from_array(np.array(0, dtype=np.int8), "b_zero")],
-                      TensorProto.INT32, rng.integers(0, 256, (size, size), dtype=np.uint8)),
+                      TensorProto.INT32, rng.integers(0, 256, (m, k), dtype=np.uint8)),
         "fp32_gflops": (TensorProto.FLOAT, helper.make_node("MatMul", ["a", "b"], ["y"]),
-                        [numpy_helper.from_array(rng.standard_normal((size, size)).astype(np.float32), "b")],
-                        TensorProto.FLOAT, rng.standard_normal((size, size)).astype(np.float32)),
+                        [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "b")],
+                        TensorProto.FLOAT, rng.standard_normal((m, k)).astype(np.float32)),
     }
+    built = {}
+    for name, (in_type, node, weights, out_type, a) in graphs.items():
+        graph = helper.make_graph([node], name, [helper.make_tensor_value_info("a", in_type, [m, k])],
+                                  [helper.make_tensor_value_info("y", out_type, [m, n])], weights)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+        built[name] = (model.SerializeToString(), a, 2 * m * k * n)
+    return built
+
+
+def gemm_throughput(graphs: dict[str, tuple[bytes, np.ndarray, int]], threads: int, repeat: int) -> dict[str, float]:
+    """Each graph's operations per second in onnxruntime on `threads` threads, in G(FL)OP/s (median of repeat)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (in_type, node, weights, out_type, a) in graphs.items():
-            graph = helper.make_graph([node], name, [helper.make_tensor_value_info("a", in_type, [size, size])],
-                                      [helper.make_tensor_value_info("y", out_type, [size, size])], weights)
-            path = Path(tmp) / f"{name}.onnx"
-            onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
-            for count in threads:
-                options = ort.SessionOptions()
-                options.intra_op_num_threads, options.inter_op_num_threads = count, 1
-                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-                ms = timed(lambda: session.run(None, {"a": a}), 3, repeat)["median_ms"]
-                results[f"{name}_{count}_thread{'s' if count > 1 else ''}"] = 2 * size**3 / (ms / 1e3) / 1e9
+    for name, (model, a, operations) in graphs.items():
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        ms = timed(lambda: session.run(None, {"a": a}), 3, repeat)["median_ms"]
+        results[name] = operations / (ms / 1e3) / 1e9
     return results
+
+
+def gemm_ceilings(threads=(1, 2), repeat: int = 20, size: int = 1024) -> dict:
+    """onnxruntime's GEMM throughput on this CPU, size^3 products (GEMM_OPS), per thread count. Imports neither torch
+    nor transformers."""
+    graphs = gemm_graphs(size, size, size)
+    return {f"{name}_{count}_thread{'s' if count > 1 else ''}": value for count in threads
+            for name, value in gemm_throughput(graphs, count, repeat).items()}
 
 
 def op_profile(path: Path, disabled_optimizers: list[str], tokens: int = 128, runs: int = 50) -> dict[str, float]:
