@@ -212,9 +212,9 @@ class DistillConfig(TrainingConfig):
     teacher_bundle_tolerance: float = field(default=0.005, metadata=flag(
         "largest validation metric loss of the teacher bundle; 0.005 = half a point", type=SHARE))
     teacher_precision: str = field(default="auto", metadata=flag(
-        "the teacher's passes in phases with intermediate losses (its states cannot be cached): bf16 autocast, about "
-        "3x faster on CPUs with bf16 instructions, hidden states within a few percent of fp32; fp32; or auto: bf16 "
-        "where the CPU has AVX-512 BF16 or AMX, else fp32 (logits stay fp32)", choices=TEACHER_PRECISIONS))
+        "the PyTorch teacher's passes (its states for intermediate losses, its logits unless a teacher bundle computes "
+        "them): bf16 autocast, about 3x faster on CPUs with bf16 instructions, hidden states within a few percent of "
+        "fp32; fp32; or auto: bf16 where the CPU has AVX-512 BF16 or AMX, else fp32", choices=TEACHER_PRECISIONS))
     teacher_logits_dir: str | None = field(default=None, metadata=flag(
         "keep the cached teacher logits here, keyed by teacher and data, so that other distillations from the same "
         "teacher on the same data (a student and its recovery after pruning) reuse them, and on data that shares rows "

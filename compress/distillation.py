@@ -109,17 +109,17 @@ class DistillationTrainer(SeededTrainer):
 
     def teacher_states(self, inputs: dict, index, split: str) -> States | None:
         losses = set(self.phase.losses)
-        with torch.no_grad():
-            if losses & set(INTERMEDIATE_LOSSES):
+        intermediate = bool(losses & set(INTERMEDIATE_LOSSES))
+        if not intermediate and "prediction" not in losses:
+            return None
+        if not intermediate and self.cached_logits is not None and index is not None:
+            cached = self.cached_logits[split]
+            return States(torch.from_numpy(cached[index.cpu().numpy()]).to(self.args.device))
+        with torch.no_grad(), torch.autocast(self.args.device.type, dtype=torch.bfloat16, enabled=self.teacher_bf16):
+            if intermediate:
                 layers = sorted(set(self.layer_map)) if "attention" in losses else ()
-                with torch.autocast(self.args.device.type, dtype=torch.bfloat16, enabled=self.teacher_bf16):
-                    return forward_states(self.teacher, inputs, layers, self.attention).float()
-            if "prediction" not in losses:
-                return None
-            if self.cached_logits is not None and index is not None:
-                cached = self.cached_logits[split]
-                return States(torch.from_numpy(cached[index.cpu().numpy()]).to(self.args.device))
-            return States(logits_of(self.teacher(**inputs)))
+                return forward_states(self.teacher, inputs, layers, self.attention).float()
+            return States(logits_of(self.teacher(**inputs))).float()
 
     def embedding_loss(self, s: States, t: States, mask, labels, projections):
         return LOSSES["embedding"](s.hidden[0], t.hidden[0], mask, projections[0] if projections else None)
@@ -202,8 +202,9 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         epochs = training_epochs(phase.epochs, per_epoch, config)
         cached = None
         if cache and "prediction" in phase.losses and task and task.per_sequence:
-            cached = {split: _cached_logits(engine or _torch_logits(teacher, teacher_pad_ids), rows, config,
-                                            _logits_path(config, checkpoints, split, teacher_dir, engine_record, rows))
+            cached = {split: _cached_logits(engine or _torch_logits(teacher, teacher_pad_ids, teacher_bf16), rows,
+                                            config, _logits_path(config, checkpoints, split, teacher_dir,
+                                                                 engine_record, teacher_bf16, rows))
                       for split, rows in (("train", train_data), ("validation", eval_data))}
         wrapper = Student(student, teacher.config.hidden_size, len(layer_map), phase, config.attention)
         predicts = bool({"prediction", "labels"} & set(phase.losses))
@@ -471,15 +472,17 @@ def _teacher_engine(config: DistillConfig, teacher, task: Task, names: list[str]
 
 
 def _logits_path(config: DistillConfig, checkpoints: Path, split: str, teacher_dir: Path, engine_record: dict | None,
-                 rows: list[dict]) -> tuple[Path, np.ndarray | None]:
+                 bf16: bool, rows: list[dict]) -> tuple[Path, np.ndarray | None]:
     """Where the cached logits of a split's rows live, and each row's key (None without config.teacher_logits_dir):
     with the checkpoints, or in config.teacher_logits_dir under a key of what they depend on (the teacher's weights,
-    the bundle that computes them if one does, and the teacher's inputs)."""
+    the bundle that computes them if one does, else the PyTorch teacher's precision, and the teacher's inputs)."""
     if not config.teacher_logits_dir:
         return checkpoints / f"teacher_logits_{split}.npy", None
     teacher = hashlib.sha256(weights_digest(teacher_dir).encode())
     if engine_record and engine_record["engine"] == "bundle":
         teacher.update(engine_record["model_sha256"].encode())
+    elif bf16:
+        teacher.update(b"bf16")
     keys = np.frombuffer(b"".join(_row_key(teacher, row) for row in rows), dtype=np.uint8).reshape(len(rows), ROW_KEY)
     directory = Path(config.teacher_logits_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -510,10 +513,15 @@ def _known_logits(directory: Path, keys: np.ndarray) -> dict[int, np.ndarray]:
     return found
 
 
-def _torch_logits(teacher, pad_ids: dict):
-    """The PyTorch teacher as a function of a batch of its rows: their logits."""
+def _torch_logits(teacher, pad_ids: dict, bf16: bool):
+    """The PyTorch teacher (under bf16 autocast when asked) as a function of a batch of its rows: their logits."""
     collator = PadCollator(pad_ids)
-    return lambda rows: logits_of(teacher(**collator(rows))).float().numpy()
+
+    def logits(rows: list[dict]) -> np.ndarray:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return logits_of(teacher(**collator(rows))).float().numpy()
+
+    return logits
 
 
 def _cached_logits(engine, rows: list[dict], config: DistillConfig,

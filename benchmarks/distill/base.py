@@ -61,13 +61,15 @@ class Student:
     """A student of the recipe: MiniLM-L6 cut to `layers` of its own (None: all 6), then `prune_flops` of its
     encoder FLOPs pruned away and recovered by distillation (0: no pruning); `transfer` sentences of the built-in
     IMDB reviews, labelled by the teacher, join the augmented training set (0: none); the intermediate-layer and
-    prediction phases last `intermediate_epochs` and `epochs` (None: --intermediate-epochs, --epochs)."""
+    prediction phases last `intermediate_epochs` and `epochs` (None: --intermediate-epochs, --epochs); the teacher's
+    INT8 bundle computes its logits when `teacher_bundle` (within its tolerance), else the PyTorch teacher does."""
 
     layers: int | None = None
     prune_flops: float = 0.0
     transfer: int = 0
     intermediate_epochs: float | None = None
     epochs: float | None = None
+    teacher_bundle: bool = True
 
 
 STUDENTS = {
@@ -77,6 +79,7 @@ STUDENTS = {
     "minilm-l6-imdb": Student(transfer=40_000),
     "minilm-l6-imdb-pruned": Student(transfer=40_000, prune_flops=0.35),
     "minilm-l6-imdb-long": Student(transfer=40_000, intermediate_epochs=0.5, epochs=1.0),
+    "minilm-l6-imdb-pytorch": Student(transfer=40_000, teacher_bundle=False),
     "minilm-l6-pruned": Student(prune_flops=0.5),
     "minilm-l3": Student(layers=3),
 }
@@ -122,7 +125,8 @@ def recipe(args, work: Path, data: DataConfig, teacher: Path, teacher_bundle: Pa
     epochs = 0.5 if args.quick else student.epochs or args.epochs
     intermediate_epochs = student.intermediate_epochs or args.intermediate_epochs
     distill = DistillConfig(student=default_base_model(), student_layers=student.layers, augmented=str(augmented),
-                            teacher_bundle=str(teacher_bundle), teacher_logits_dir=str(work / "teacher-logits"),
+                            teacher_bundle=str(teacher_bundle) if student.teacher_bundle else None,
+                            teacher_logits_dir=str(work / "teacher-logits"),
                             phases=[Phase(INTERMEDIATE, intermediate_epochs), Phase({"prediction": 1.0}, epochs)],
                             learning_rate=args.learning_rate, min_steps=0,
                             **({"transfer": "imdb", "transfer_examples": 64 if args.quick else student.transfer}

@@ -317,22 +317,31 @@ def test_a_killed_distillation_resumes_to_the_same_weights(tiny_model_dir, small
         torch.testing.assert_close(resumed[name], reference[name], rtol=0, atol=1e-6, msg=name)
 
 
-def test_cached_teacher_logits_train_the_same_student(tiny_model_dir, small_data, tmp_path, capsys):
-    live = run(tiny_model_dir, small_data, tmp_path / "live")
+@pytest.mark.parametrize("precision, atol", [("fp32", 1e-4), ("bf16", 2e-2)])
+def test_cached_teacher_logits_train_the_same_student(precision, atol, tiny_model_dir, small_data, tmp_path, capsys):
+    """The same student whether the teacher runs live or its logits are cached: in fp32 to within float error, in
+    bf16 (whose rounding depends on how rows are batched) to within bf16's."""
+    live = run(tiny_model_dir, small_data, tmp_path / "live", teacher_precision=precision)
     shared = tmp_path / "logits"
-    cached = run(tiny_model_dir, small_data, tmp_path / "cached", cache_teacher=True, teacher_logits_dir=str(shared))
+    cached = run(tiny_model_dir, small_data, tmp_path / "cached", cache_teacher=True, teacher_logits_dir=str(shared),
+                 teacher_precision=precision)
     for name in live:
-        torch.testing.assert_close(cached[name], live[name], rtol=0, atol=1e-4, msg=name)
+        torch.testing.assert_close(cached[name], live[name], rtol=0, atol=atol, msg=name)
     kept = logit_files(shared)
     assert len(kept) == 2 and "teacher logits: reusing" not in capsys.readouterr().out  # training and validation
-    again = run(tiny_model_dir, small_data, tmp_path / "again", cache_teacher=True, teacher_logits_dir=str(shared))
+    again = run(tiny_model_dir, small_data, tmp_path / "again", cache_teacher=True, teacher_logits_dir=str(shared),
+                teacher_precision=precision)
     printed = capsys.readouterr().out
     assert all(f"teacher logits: reusing {path}" in printed for path in kept) and logit_files(shared) == kept
     for name in live:
         torch.testing.assert_close(again[name], cached[name], rtol=0, atol=0, msg=name)
     run(tiny_model_dir, DataConfig(limit=32, max_length=64), tmp_path / "other", cache_teacher=True,
-        teacher_logits_dir=str(shared))
+        teacher_logits_dir=str(shared), teacher_precision=precision)
     assert len(logit_files(shared)) == 4  # other data: other logits
+    other = "bf16" if precision == "fp32" else "fp32"
+    run(tiny_model_dir, small_data, tmp_path / other, cache_teacher=True, teacher_logits_dir=str(shared),
+        teacher_precision=other)
+    assert len(logit_files(shared)) == 6  # logits of the other precision are kept apart
 
 
 def logit_files(directory):
@@ -361,8 +370,9 @@ def test_a_larger_training_set_takes_the_rows_it_shares_from_an_earlier_cache(ti
 
 def test_a_teacher_bundle_within_tolerance_computes_the_cached_logits(tiny_model_dir, fp32_bundle, small_data, tmp_path,
                                                                        capsys):
-    cached = run(tiny_model_dir, small_data, tmp_path / "cached", cache_teacher=True)
-    bundled = run(tiny_model_dir, small_data, tmp_path / "bundled", teacher_bundle=str(fp32_bundle))
+    cached = run(tiny_model_dir, small_data, tmp_path / "cached", cache_teacher=True, teacher_precision="fp32")
+    bundled = run(tiny_model_dir, small_data, tmp_path / "bundled", teacher_bundle=str(fp32_bundle),
+                  teacher_precision="fp32")
     record = json.loads((tmp_path / "bundled" / "tinyship_stage.json").read_text())["teacher_logits"]
     assert record["engine"] == "bundle" and record["tolerance"] == 0.005
     assert record["bundle"]["validation_accuracy"] == record["pytorch"]["validation_accuracy"]  # fp32: the same answers
