@@ -261,7 +261,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
 
 
 def teacher_precision(asked: str) -> str:
-    """The precision the live teacher runs in: as asked, or for auto bf16 where the CPU has bf16 instructions
+    """The precision the PyTorch teacher runs in: as asked, or for auto bf16 where the CPU has bf16 instructions
     (AVX-512 BF16, AMX), where bf16 autocast is about 3x faster than fp32; elsewhere it is slower."""
     if asked != "auto":
         return asked

@@ -217,9 +217,8 @@ def _same_settings(recorded, stage_config) -> bool:
         return False
     defaults = {f.name: f.default for f in dataclasses.fields(stage_config) if f.default is not dataclasses.MISSING}
     current = {k: v for k, v in settings(stage_config).items()
-               if k in recorded or k not in defaults or v != defaults[k]}
-    return {k: v for k, v in recorded.items() if k != "output_dir"} == {k: v for k, v in current.items()
-                                                                           if k != "output_dir"}
+               if k != "output_dir" and (k in recorded or k not in defaults or v != defaults[k])}
+    return {k: v for k, v in recorded.items() if k != "output_dir"} == current
 
 
 def load_recipe(path: str | Path) -> CompressConfig:
