@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from tinyship.runtime.data import DataConfig
 from tinyship.runtime.errors import TinyshipError
@@ -31,6 +31,18 @@ def settings(config) -> dict:
     values = json.loads(json.dumps(asdict(config), default=str))
     values.pop("force", None)
     return values
+
+
+def same_settings(recorded, config) -> bool:
+    """Whether recorded settings (settings() of an earlier config) are config's, wherever each was written. A setting
+    added to tinyship since they were recorded counts as the same while it keeps its default, so an upgrade neither
+    redoes finished work nor refuses to resume an interrupted run."""
+    if not isinstance(recorded, dict):
+        return False
+    defaults = {f.name: f.default for f in fields(config) if f.default is not MISSING}
+    current = {k: v for k, v in settings(config).items()
+               if k != "output_dir" and (k in recorded or k not in defaults or v != defaults[k])}
+    return {k: v for k, v in recorded.items() if k != "output_dir"} == current
 
 
 @dataclass

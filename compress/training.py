@@ -16,7 +16,7 @@ import torch
 from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from tinyship.compress.config import STAGE_FILE, TrainingConfig, settings
+from tinyship.compress.config import STAGE_FILE, TrainingConfig, same_settings, settings
 from tinyship.compress.tinyship_pruned import mark as mark_pruned
 from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import refuse_existing, writing_directory
@@ -222,7 +222,7 @@ def prepare_checkpoints(out: Path, config: TrainingConfig) -> Path:
     stage = checkpoints / STAGE_FILE
     if checkpoints.is_dir() and not config.force:
         try:
-            same = json.loads(stage.read_text(encoding="utf-8")).get("config") == settings(config)
+            same = same_settings(json.loads(stage.read_text(encoding="utf-8")).get("config"), config)
         except (OSError, ValueError):
             same = False
         if not same:

@@ -25,7 +25,7 @@ from tinyship.compress.config import (
     Phase,
     PruneConfig,
     VocabularyConfig,
-    settings,
+    same_settings,
     with_student,
 )
 from tinyship.export.config import ExportConfig
@@ -194,7 +194,7 @@ def _run_stage(name: str, verb, stage_config, **made_from) -> Path:
         except ValueError:
             raise TinyshipError(f"{out / STAGE_FILE} is damaged: delete {out} to redo the stage") from None
         same_inputs = all(made.get(k) == v for k, v in made_from.items())
-        if _same_settings(made.get("config"), stage_config) and same_inputs:
+        if same_settings(made.get("config"), stage_config) and same_inputs:
             log.info(f"== {name}: reusing {out} (same settings)")
             from tinyship.compress.training import checkpoints_of
 
@@ -208,17 +208,6 @@ def _run_stage(name: str, verb, stage_config, **made_from) -> Path:
                             "delete it, or choose another --out")
     log.info(f"== {name}")
     return Path(verb(stage_config))
-
-
-def _same_settings(recorded, stage_config) -> bool:
-    """Whether a stage was made with stage_config's settings, wherever it was written. A setting added to tinyship
-    after the stage ran counts as the same while it keeps its default, so an upgrade does not redo finished work."""
-    if not isinstance(recorded, dict):
-        return False
-    defaults = {f.name: f.default for f in dataclasses.fields(stage_config) if f.default is not dataclasses.MISSING}
-    current = {k: v for k, v in settings(stage_config).items()
-               if k != "output_dir" and (k in recorded or k not in defaults or v != defaults[k])}
-    return {k: v for k, v in recorded.items() if k != "output_dir"} == current
 
 
 def load_recipe(path: str | Path) -> CompressConfig:
