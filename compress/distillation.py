@@ -115,7 +115,7 @@ class DistillationTrainer(SeededTrainer):
         if not intermediate and self.cached_logits is not None and index is not None:
             cached = self.cached_logits[split]
             return States(torch.from_numpy(cached[index.cpu().numpy()]).to(self.args.device))
-        with torch.no_grad(), torch.autocast(self.args.device.type, dtype=torch.bfloat16, enabled=self.teacher_bf16):
+        with torch.no_grad(), teacher_autocast(self.teacher_bf16, self.args.device.type):
             if intermediate:
                 layers = sorted(set(self.layer_map)) if "attention" in losses else ()
                 return forward_states(self.teacher, inputs, layers, self.attention).float()
@@ -179,7 +179,8 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
                              if cache and task and task.per_sequence else (None, None))
     phases = _usable_phases(config.phases, misaligned, config.stage)
     _describe_heads(teacher, student, phases)
-    teacher_bf16 = teacher_precision(config.teacher_precision) == "bf16"
+    precision = teacher_precision(config.teacher_precision)
+    teacher_bf16 = precision == "bf16"
 
     log.info(f"distilling {teacher_dir} ({len(teacher.base_model.encoder.layer)} layers, {_size(teacher)}) into a "
           f"{len(layer_map)}-layer student ({_size(student)}) on {source}; student layer m learns from teacher layer "
@@ -248,7 +249,7 @@ def distill(config: DistillConfig, callbacks: list | None = None) -> Path:
         "tokenizers": ("same" if not separate else "different: prediction loss only" if misaligned
                        else "aligned by position"),
         **({"teacher_logits": engine_record} if engine_record else {}),
-        "teacher_precision": "bf16" if teacher_bf16 else "fp32",
+        "teacher_precision": precision,
         "phases": record,
     }
     if task:
@@ -266,6 +267,11 @@ def teacher_precision(asked: str) -> str:
     if asked != "auto":
         return asked
     return "bf16" if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported() else "fp32"
+
+
+def teacher_autocast(bf16: bool, device_type: str = "cpu"):
+    """The context every PyTorch teacher pass runs in: bf16 autocast when asked, else a no-op."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def _teacher_dir(config: DistillConfig) -> Path:
@@ -518,7 +524,7 @@ def _torch_logits(teacher, pad_ids: dict, bf16: bool):
     collator = PadCollator(pad_ids)
 
     def logits(rows: list[dict]) -> np.ndarray:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with teacher_autocast(bf16):
             return logits_of(teacher(**collator(rows))).float().numpy()
 
     return logits

@@ -111,10 +111,10 @@ def gemm(bundle: Path, student: str, repeat: int) -> dict:
     config = json.loads((Path(student) / "config.json").read_text(encoding="utf-8"))
     shape = (128, config["hidden_size"], config["intermediate_size"])
     graphs = gemm_graphs(*shape)
-    browser = {}
+    script, browser = GEMM_JS.read_text(encoding="utf-8"), {}
     with page_for(bundle) as page:
         for name, (model, a, operations) in graphs.items():
-            ms = page.evaluate(GEMM_JS.read_text(encoding="utf-8"), [
+            ms = page.evaluate(script, [
                 base64.b64encode(model).decode(), base64.b64encode(a.tobytes()).decode(),
                 "float32" if a.dtype == np.float32 else "uint8", list(a.shape), repeat])
             browser[name] = operations / (ms / 1e3) / 1e9
