@@ -42,8 +42,8 @@ web/node_modules/.package-lock.json: web/package-lock.json
 	cd web && npm ci --ignore-scripts --no-audit --no-fund
 
 # The benchmark suite on the built-in task, on the demo's models (made first if missing); `bench` rewrites README's
-# headline table. Its base-size row needs `make bench-base` first (about 3 hours on 2 cores; it resumes when rerun):
-# without it, that row leaves the README. BENCH_ARGS adds options. bench-quick checks the suite runs, in minutes.
+# headline table. Its base-size row needs `make bench-base` first (the shipped student: about 1.5 hours on 2 cores;
+# it resumes when rerun): without it, that row leaves the README. BENCH_ARGS adds options. bench-quick checks the suite runs, in minutes.
 BASE := runs/bench-distill-base
 bench bench-quick: $(STAMP)
 	test -f runs/demo/bundle/tinyship.json || $(BIN)/tinyship compress
