@@ -7,8 +7,10 @@ import argparse
 from dataclasses import replace
 
 from tinyship.compress.config import STUDENT_FIELDS, DistillConfig, FinetuneConfig, PruneConfig, TrainingConfig
+from tinyship.export.budget import BudgetConfig
 from tinyship.export.config import ExportConfig
 from tinyship.export.pipeline import CompressConfig, load_recipe
+from tinyship.export.probes import ProbeConfig
 from tinyship.export.targets import ConvertConfig
 from tinyship.runtime.cli import Command, add_data_arguments, data_config_from_args
 from tinyship.runtime.flags import add_flags, flagged
@@ -23,6 +25,12 @@ def _run_convert(args: argparse.Namespace) -> None:
     from tinyship.export.targets import convert
 
     convert(ConvertConfig(**flagged(ConvertConfig, args)))
+
+
+def _run_probes(args: argparse.Namespace) -> None:
+    from tinyship.export.probes import probe_pack
+
+    probe_pack(ProbeConfig(**flagged(ProbeConfig, args)))
 
 
 def _run_export(args: argparse.Namespace) -> None:
@@ -40,6 +48,7 @@ STAGE_FLAGS = [  # the stage flags `tinyship compress` offers: (the stages they 
     (("distill",), DistillConfig, ["phases"], "distill"),
     (("prune",), PruneConfig, ["flops", "steps"], "prune"),
     (("export",), ExportConfig, ["quantize", "accuracy_budget", "objective", "targets"], ""),
+    (("budget",), BudgetConfig, None, ""),
 ]
 
 
@@ -55,7 +64,7 @@ def _configure_compress(parser: argparse.ArgumentParser) -> None:
 def compress_config_from_args(args: argparse.Namespace) -> CompressConfig:
     """The recipe (or the defaults) with the flags that were given."""
     config = load_recipe(args.recipe) if "recipe" in vars(args) else CompressConfig()
-    changes = {"finetune": {}, "distill": {}, "prune": {}, "export": {}}
+    changes = {"finetune": {}, "distill": {}, "prune": {}, "export": {}, "budget": {}}
     for stages, stage_config, names, prefix in STAGE_FLAGS:
         for stage in stages:
             changes[stage].update(flagged(stage_config, args, prefix, names))
@@ -89,4 +98,10 @@ COMPRESS = Command(
     help="the whole pipeline: fine-tune a teacher (unless given), distil, prune (if asked), export, quantize, report",
     configure=_configure_compress,
     run=_run_compress,
+)
+PROBES = Command(
+    help="write a probe pack: encoder graphs of many shapes, fp32 and INT8, without weights, for `tinyship bench "
+         "--profile` to time on a target device (base install there) and fit its cost model",
+    configure=lambda parser: add_flags(parser, ProbeConfig),
+    run=_run_probes,
 )

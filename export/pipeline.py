@@ -28,6 +28,7 @@ from tinyship.compress.config import (
     same_settings,
     with_student,
 )
+from tinyship.export.budget import BudgetConfig
 from tinyship.export.config import ExportConfig
 from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.data import DataConfig
@@ -53,6 +54,7 @@ class CompressConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)  # nothing to remove (the default): no pruning step
     export: ExportConfig = field(default_factory=ExportConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)  # no latency budget (the default): the stages decide
     allow_weak_teacher: bool = field(default=False, metadata=flag(
         "go on with a teacher that is not clearly better than always predicting the most frequent label (clearly "
         f"better: {CLEARLY_BETTER}); without it, such a teacher stops the run", action="store_true"))
@@ -65,19 +67,18 @@ def compress(config: CompressConfig) -> Path:
     """Run every stage into config.output_dir; returns the bundle's path (report.md and .json beside it).
     Stops after the teacher is fine-tuned (or, when given, first evaluated) if it is not clearly better than always
     predicting the most frequent label, unless config.allow_weak_teacher."""
-    from tinyship.compress import distill, finetune, prune, prune_vocabulary
+    from tinyship.compress import distill, prune, prune_vocabulary
     from tinyship.export.exporting import export
     from tinyship.export.report import compression_report
 
+    if config.budget.latency_ms is not None:
+        from tinyship.export.budget import search
+
+        return search(config)
     out = Path(config.output_dir)
-    plan = stages(config)  # every stage's config is checked before anything runs
+    plan = stages(config)[0 if config.teacher else 1:]  # every stage's config is checked before anything runs
     out.mkdir(parents=True, exist_ok=True)
-    if config.teacher:
-        teacher = check_model_dir(config.teacher)
-    else:
-        name, finetune_config = plan.pop(0)
-        teacher = _run_stage(name, finetune, finetune_config)
-    teacher_validation, warnings = _check_teacher(teacher, config)
+    teacher, teacher_validation, warnings = prepare_teacher(config)
     verbs = {DistillConfig: distill, PruneConfig: prune, VocabularyConfig: prune_vocabulary}
     for name, stage_config in plan[:-1]:
         _run_stage(name, verbs[type(stage_config)], stage_config, **_made_from(stage_config))
@@ -98,6 +99,20 @@ def compress(config: CompressConfig) -> Path:
     log.info((out / "report.md").read_text(encoding="utf-8"))
     log.info(f"bundle: {bundle}\nreport: {out / 'report.md'} and {out / 'report.json'}")
     return bundle
+
+
+def prepare_teacher(config: CompressConfig) -> tuple[Path, dict, list[str]]:
+    """The teacher (fine-tuned first, unless given), its validation metrics and the warnings to report; stops on a
+    weak teacher (_check_teacher)."""
+    from tinyship.compress import finetune
+
+    if config.teacher:
+        teacher = check_model_dir(config.teacher)
+    else:
+        name, finetune_config = stages(config)[0]
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        teacher = _run_stage(name, finetune, finetune_config)
+    return (teacher, *_check_teacher(teacher, config))
 
 
 def stages(config: CompressConfig) -> list[tuple[str, object]]:

@@ -247,7 +247,7 @@ def _model_format_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _configure_bench(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", help="a bundle directory")
+    parser.add_argument("bundle", help="a bundle directory (with --profile: a probe pack)")
     parser.add_argument("--batch-sizes", type=comma_separated(POSITIVE), default=(1, 8),
                         help="comma-separated (default: 1,8)")
     parser.add_argument("--lengths", type=comma_separated(POSITIVE), default=(16, 64, 128),
@@ -257,6 +257,9 @@ def _configure_bench(parser: argparse.ArgumentParser) -> None:
                         "every core (default: 1,all)")
     parser.add_argument("--repeat", type=POSITIVE, default=50, help="timed runs per setting (default: %(default)s)")
     parser.add_argument("--out", help="write bench.json and bench.md to this directory")
+    parser.add_argument("--profile", metavar="FILE", help="time the probe pack given (`tinyship probes` writes one) "
+                        "at --lengths and --threads and write this device's profile to FILE: the latency table and "
+                        "the cost model `tinyship compress --device-profile` predicts students' latency with")
     _model_format_argument(parser)
 
 
@@ -266,6 +269,8 @@ def _run_bench(args: argparse.Namespace) -> None:
     from tinyship.runtime.bench import bench, markdown
     from tinyship.runtime.files import write_text_atomic
 
+    if args.profile:
+        return _run_profile(args)
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)  # before measuring: an unusable --out fails at once
@@ -275,6 +280,21 @@ def _run_bench(args: argparse.Namespace) -> None:
         write_text_atomic(out / "bench.json", json.dumps(report, indent=2) + "\n")
         write_text_atomic(out / "bench.md", markdown(report))
         print(f"written to {out / 'bench.json'} and {out / 'bench.md'}")
+
+
+def _run_profile(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from tinyship.runtime.files import write_text_atomic
+    from tinyship.runtime.profile import markdown, profile
+
+    out = Path(args.profile)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = profile(args.bundle, args.lengths, [t or os.cpu_count() for t in args.threads], args.repeat)
+    write_text_atomic(out, json.dumps(report, indent=1) + "\n")
+    write_text_atomic(out.with_suffix(".md"), markdown(report))
+    print(markdown(report))
+    print(f"written to {out} and {out.with_suffix('.md')}")
 
 
 PREDICT = Command(
