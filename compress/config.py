@@ -365,6 +365,9 @@ class PruneConfig:
         return (self.flops, self.flops) if self.flops is not None else (self.heads, self.ffn)
 
 
+NO_PRUNE_TARGET = {"heads": 0.0, "ffn": 0.0, "flops": None, "parameters": None, "latency": None}  # to set one anew
+
+
 @dataclass
 class VocabularyConfig:
     """Keep only the word pieces a task's text uses (and every special token and single character): fewer

@@ -188,8 +188,7 @@ def predictors_for(budget: BudgetConfig, out: Path, task: str) -> tuple[dict[str
 
 def _train(config, teacher: Path, candidate: Candidate, predictors: dict, device: dict) -> Trial:
     """Distil, prune and export one candidate through the pipeline (its own directory, so a rerun resumes it)."""
-    from tinyship.compress.config import Student
-    from tinyship.export.cli import NO_PRUNE_TARGET
+    from tinyship.compress.config import NO_PRUNE_TARGET, Student
     from tinyship.export.pipeline import compress
 
     log.info(f"== candidate {candidate.name}: {candidate.shape.describe()}, predicted {candidate.predicted_ms:.2f} ms")

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from tinyship.compress.config import STUDENT_FIELDS, DistillConfig, FinetuneConfig, PruneConfig, TrainingConfig
+from tinyship.compress.config import (
+    NO_PRUNE_TARGET,
+    STUDENT_FIELDS,
+    DistillConfig,
+    FinetuneConfig,
+    PruneConfig,
+    TrainingConfig,
+)
 from tinyship.export.budget import BudgetConfig
 from tinyship.export.config import ExportConfig
 from tinyship.export.pipeline import CompressConfig, load_recipe
@@ -39,7 +46,6 @@ def _run_export(args: argparse.Namespace) -> None:
     export(ExportConfig(**flagged(ExportConfig, args), data=data_config_from_args(args)))
 
 
-NO_PRUNE_TARGET = {"heads": 0.0, "ffn": 0.0, "flops": None, "parameters": None, "latency": None}  # --prune-flops: ditto
 STAGE_FLAGS = [  # the stage flags `tinyship compress` offers: (the stages they set, the config declaring them, its
     # fields (or field -> flag name), flag prefix)
     (("finetune",), FinetuneConfig, {"model": "--base-model", "epochs": None}, "finetune"),

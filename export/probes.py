@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from tinyship.export.quantization import PRESETS, VARIANTS, Recipe, detect_preset
-from tinyship.runtime.errors import TinyshipError
 from tinyship.runtime.files import write_text_atomic
 from tinyship.runtime.flags import POSITIVE, flag
 from tinyship.runtime.profile import ALIGNMENT, PACK_FILE, PACK_FORMAT, Shape
@@ -85,8 +84,8 @@ def probe_pack(config: ProbeConfig) -> Path:
     for index, (name, shape, held_out) in enumerate(tqdm(plan, desc="probes", unit="probe")):
         record = out / name / "probe.json"
         if not record.is_file():
-            _write_probe(out / name, shape, PRESETS[preset_name], config)
-            write_text_atomic(record, json.dumps({"variants": _graphs(out, name)}) + "\n")
+            graphs = _write_probe(out / name, shape, PRESETS[preset_name], config)
+            write_text_atomic(record, json.dumps({"variants": graphs}) + "\n")
         variants = json.loads(record.read_text(encoding="utf-8"))["variants"]
         probes.append({"name": name, "shape": asdict(shape), "held_out": held_out, "seed": config.seed + index,
                        "variants": variants})
@@ -100,14 +99,16 @@ def probe_pack(config: ProbeConfig) -> Path:
     return out
 
 
-def _write_probe(directory: Path, shape: Shape, preset, config: ProbeConfig) -> None:
-    """Export one random model of the shape as each probe variant, weights stripped, into directory."""
+def _write_probe(directory: Path, shape: Shape, preset, config: ProbeConfig) -> dict[str, dict]:
+    """Export one random model of the shape as each probe variant, weights stripped, into directory; returns what
+    the device needs of each variant: its graph, precision and weight layout."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     from tinyship.compress.tasks import TASKS
     from tinyship.compress.tinyship_pruned import set_ffn_widths
     from tinyship.export.onnx_export import to_onnx
+    from tinyship.export.quantization import precision_of
 
     full = shape.hidden // shape.head_dim
     torch.manual_seed(config.seed)
@@ -132,19 +133,22 @@ def _write_probe(directory: Path, shape: Shape, preset, config: ProbeConfig) -> 
             log.info(f"{directory.name}: no {name} ({e})")
             continue
         paths[name] = target
-    for name, path in paths.items():
-        _strip_weights(path, directory / f"{name}.onnx", f"{name}.weights")
+    graphs = {name: {"file": f"{directory.name}/{name}.onnx", "weights": f"{name}.weights",
+                     "precision": precision_of(name),
+                     "tensors": _strip_weights(path, directory / f"{name}.onnx", f"{name}.weights")}
+              for name, path in paths.items()}
     shutil.rmtree(work)
+    return graphs
 
 
-def _strip_weights(source: Path, out: Path, weights: str) -> None:
+def _strip_weights(source: Path, out: Path, weights: str) -> list[list]:
     """Save source's graph to out with every float or 8-bit matrix moved to the external file `weights` (not
-    written: the device fills it), recording where each lies in the tensor's external-data entries."""
+    written: the device fills it); returns where each lies: [offset, element count, type]."""
     import onnx
     from onnx.external_data_helper import set_external_data
 
     model = onnx.load(str(source))
-    offset = 0
+    offset, tensors = 0, []
     for tensor in model.graph.initializer:
         if tensor.data_type not in STORED_TYPES or len(tensor.dims) < 2:
             continue  # shapes, axes, biases and norms stay in the graph: small, and some must keep their values
@@ -155,28 +159,8 @@ def _strip_weights(source: Path, out: Path, weights: str) -> None:
         for kind in ("raw_data", "float_data", "int32_data"):
             tensor.ClearField(kind)
         tensor.data_location = onnx.TensorProto.EXTERNAL
+        tensors.append([offset, int(np.prod(tensor.dims)), STORED_TYPES[tensor.data_type]])
         offset += -(-length // ALIGNMENT) * ALIGNMENT
     onnx.save(model, str(out))
+    return tensors
 
-
-def _graphs(pack: Path, name: str) -> dict[str, dict]:
-    """What the device needs of each variant written for a probe: its graph, precision and weight layout."""
-    import onnx
-
-    from tinyship.export.quantization import precision_of
-
-    graphs = {}
-    for path in sorted((pack / name).glob("*.onnx")):
-        variant = path.stem
-        model = onnx.load(str(path), load_external_data=False)
-        tensors = []
-        for tensor in model.graph.initializer:
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                entries = {e.key: e.value for e in tensor.external_data}
-                count = int(np.prod(tensor.dims))
-                tensors.append([int(entries["offset"]), count, STORED_TYPES[tensor.data_type]])
-        graphs[variant] = {"file": f"{name}/{path.name}", "weights": f"{variant}.weights",
-                           "precision": precision_of(variant), "tensors": tensors}
-    if "fp32" not in graphs:
-        raise TinyshipError(f"probe {name} has no fp32 graph: delete {pack / name} and write the pack again")
-    return graphs
