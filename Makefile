@@ -43,13 +43,15 @@ web/node_modules/.package-lock.json: web/package-lock.json
 
 # The benchmark suite on the built-in task, on the demo's models (made first if missing); `bench` rewrites README's
 # headline table. Its base-size row needs `make bench-base` first (the shipped student: about 1.5 hours on 2 cores;
-# it resumes when rerun): without it, that row leaves the README. BENCH_ARGS adds options. bench-quick checks the suite runs, in minutes.
+# it resumes when rerun): without it, that row leaves the README. BENCH_ARGS adds options. Then the latency budgets'
+# front (benchmarks/budget: about 2 hours on 2 cores the first time; it resumes). bench-quick checks both run, in minutes.
 BASE := runs/bench-distill-base
 bench bench-quick: $(STAMP)
 	test -f runs/demo/bundle/tinyship.json || $(BIN)/tinyship compress
 	$(BIN)/python -m benchmarks.suite.run $(if $(filter bench-quick,$@),--quick,--readme README.md) \
 		$(if $(and $(filter bench,$@),$(wildcard $(BASE)/bundle/tinyship.json)),--base-teacher $(BASE)/teacher \
 		--base-bundle $(BASE)/bundle) $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.budget.run $(if $(filter bench-quick,$@),--quick)
 
 bench-base: $(STAMP)
 	$(BIN)/python -m benchmarks.distill.base

@@ -4,7 +4,8 @@ A candidate is a cut of the teacher (or of a smaller pre-trained student) to som
 encoder FLOPs pruned away, and a precision. Its latency on the device is predicted by the device profile's cost model
 (runtime.profile) from its shape; pruning removes that fraction of every layer's heads and neurons in the
 prediction (the real pruning ranks them across layers, so its layers differ, at the same totals). Candidates
-within the budget are trained largest first: the more a student computes, the more it keeps of its teacher.
+within the budget are trained largest first: the more a student computes, the more it keeps of its teacher; one
+predicted within but measured over the budget is followed by its depth pruned further.
 """
 
 from __future__ import annotations
@@ -110,6 +111,14 @@ def fastest(found: list[Candidate]) -> Candidate:
     return min(found, key=lambda c: c.predicted_ms)
 
 
+def more_pruned(found: list[Candidate], missed: Candidate) -> Candidate | None:
+    """The same cut and precision at the next larger pruning fraction: what to try when `missed` was predicted
+    within the budget but measured over it."""
+    return min((c for c in found if (c.source, c.layers, c.precision) == (missed.source, missed.layers,
+                                                                         missed.precision)
+                and c.prune_flops > missed.prune_flops), key=lambda c: c.prune_flops, default=None)
+
+
 @dataclass
 class Trial:
     """A trained candidate: its bundle, its validation metric, and its latency predicted (for the shape pruning
@@ -137,16 +146,21 @@ def search(config) -> Path:
     sources = {"teacher": shape_of(_model_config(teacher))}
     if config.distill.spec.directory:
         sources[config.distill.spec.directory] = shape_of(_model_config(config.distill.spec.directory))
-    predictors, device = predictors_for(budget, out, _task_name(teacher))
+    predictors, device = predictors_for(budget, out, task_name(teacher))
     found = candidates(sources, lambda shape, p: predict_ms(predictors[p], shape), precisions=tuple(predictors))
     order = training_order(found, budget.latency_ms)
     log.info(f"{len(found)} candidates, {len(order)} depths predicted within {budget.latency_ms:g} ms at "
              f"{budget.tokens} tokens on {budget.threads} thread(s) ({device['where']}); training at most "
              f"{budget.trials}, largest first")
     trials: list[Trial] = []
-    for candidate in order[: budget.trials] or [fastest(found)]:
-        trial = _train(config, teacher, candidate, predictors, device)
+    queue = order or [fastest(found)]
+    while queue and len(trials) < budget.trials:
+        candidate = queue.pop(0)
+        trial = train_candidate(config, teacher, candidate, predictors, device)
         trials.append(trial)
+        if not trial.meets and candidate.predicted_ms <= budget.latency_ms and (step := more_pruned(found, candidate)):
+            queue.insert(0, step)  # predicted within but measured over: that depth, pruned further
+            continue
         best = max((t for t in trials[:-1] if t.meets), key=lambda t: t.metric, default=None)
         if best and trial.meets and trial.metric <= best.metric:
             break  # largest first: a smaller student that is no better ends the search
@@ -186,8 +200,9 @@ def predictors_for(budget: BudgetConfig, out: Path, task: str) -> tuple[dict[str
     return models, {"profile": str(path), "machine": data["machine"], "measured_here": here, "where": where}
 
 
-def _train(config, teacher: Path, candidate: Candidate, predictors: dict, device: dict) -> Trial:
-    """Distil, prune and export one candidate through the pipeline (its own directory, so a rerun resumes it)."""
+def train_candidate(config, teacher: Path, candidate: Candidate, predictors: dict, device: dict) -> Trial:
+    """Distil, prune and export one candidate through the pipeline into OUT/students/NAME (a rerun resumes it);
+    its latency measured here (device["measured_here"]) or predicted."""
     from tinyship.compress.config import NO_PRUNE_TARGET, Student
     from tinyship.export.pipeline import compress
 
@@ -255,7 +270,8 @@ def _model_config(model_dir) -> dict:
     return plain_config(model_dir)
 
 
-def _task_name(model_dir: Path) -> str:
+def task_name(model_dir: Path) -> str:
+    """The task of a fine-tuned model directory, from its head: what a device profile's risks are checked against."""
     from tinyship.compress.tasks import task_of
     from tinyship.compress.tinyship_pruned import read_config
 

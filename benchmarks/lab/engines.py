@@ -1,7 +1,8 @@
 """Systems measured the same way: a model served one way, timed, sized and scored like every other.
 
 A system is an engine (ENGINES: PyTorch fp32, PyTorch dynamic INT8 via torch.ao, an onnxruntime session, tinyship's
-runtime on a bundle, and the pipelines users would pick instead: transformers' and optimum's) applied to a model.
+runtime on a bundle, and what users would pick instead: transformers' and optimum's pipelines, model2vec's static
+embeddings) applied to a model.
 run(spec) measures one in a fresh process (`python -m benchmarks.lab.engines SPEC_JSON`), so that the cold start
 and the memory it reports are the system's own. Forward engines are timed on token ids of exactly the grid's length;
 pipelines and the runtime are timed end to end, text in and labels out.
@@ -174,6 +175,26 @@ def optimum_pipeline(spec: dict, threads: int) -> System:
         model = ORTModelForSequenceClassification.from_pretrained(tmp, session_options=options)
     classify = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(spec["model"]))
     return _pipeline_system(classify, spec, onnx.stat().st_size, spec.get("parameters"))
+
+
+@engine("model2vec", END_TO_END)
+def model2vec_pipeline(spec: dict, threads: int) -> System:
+    """model2vec's StaticModelPipeline saved in spec["model"]: its tokenizer, the mean of static token embeddings and
+    its classifier head, in numpy (threads: numpy's BLAS pool)."""
+    from model2vec.inference import StaticModelPipeline
+    from safetensors.numpy import load_file
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    pipeline = StaticModelPipeline.from_pretrained(spec["model"])
+    names = spec["labels"]
+    files = list(Path(spec["model"]).glob("*.safetensors"))
+    parameters = sum(array.size for file in files for array in load_file(file).values())
+
+    def predict(texts: list[str]) -> list[int]:
+        return [names.index(label) for label in pipeline.predict(texts, use_multiprocessing=False)]
+
+    return System(predict, None, weights_bytes(spec["model"]), parameters)
 
 
 def measure(spec: dict) -> dict:

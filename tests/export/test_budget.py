@@ -11,7 +11,16 @@ import pytest
 
 from tinyship.compress import DistillConfig, FinetuneConfig, Phase
 from tinyship.export import CompressConfig, ExportConfig, compress, load_recipe
-from tinyship.export.budget import PRUNE_FRACTIONS, BudgetConfig, candidates, cut, fastest, pruned, training_order
+from tinyship.export.budget import (
+    PRUNE_FRACTIONS,
+    BudgetConfig,
+    candidates,
+    cut,
+    fastest,
+    more_pruned,
+    pruned,
+    training_order,
+)
 from tinyship.export.cli import _configure_compress, compress_config_from_args
 from tinyship.runtime import load
 from tinyship.runtime.bundle import read_manifest
@@ -59,6 +68,14 @@ def test_training_order_takes_the_least_pruning_per_depth_that_fits_largest_firs
         assert not any(o.layers == c.layers and o.prune_flops < c.prune_flops and o.predicted_ms <= budget
                        for o in found)
     assert training_order(found, 0.01) == []
+
+
+def test_a_depth_measured_over_its_budget_is_tried_next_pruned_further():
+    found = candidates({"teacher": MINILM}, toy_latency)
+    by_name = {c.name: c for c in found}
+    assert more_pruned(found, by_name["l2-p25-int8"]) == by_name["l2-p50-int8"]
+    assert more_pruned(found, by_name["l2-p50-fp32"]) == by_name["l2-p75-fp32"]
+    assert more_pruned(found, by_name["l2-p75-int8"]) is None
 
 
 def device_profile(path, ms_per_layer: float = 1.0) -> str:
