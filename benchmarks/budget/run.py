@@ -52,6 +52,8 @@ from tinyship.runtime.profile import Shape, profile
 
 BUDGETS = (1.0, 2.0, 4.0)
 AT = {"batch_size": 1, "tokens": 128, "threads": 1}
+MARKERS = {"shipped by the search": ("*", "tab:red"), "trained (by hand)": ("o", "tab:blue"),
+           "static embeddings (model2vec)": ("^", "tab:green"), "teacher, INT8": ("s", "black")}
 NOISE_Z = 1.96  # accuracies differ beyond the test set's noise when apart by more than this many standard errors
 
 
@@ -313,21 +315,26 @@ def plot(report: dict, path: Path) -> None:
                 best = s["accuracy"]
         ax.plot([median_ms(s) for s in frontier], [s["accuracy"] for s in frontier], color="tab:blue", lw=1,
                 label="students' front")
+        labelled = set()
         for s in shown:
-            kind = ("shipped" if s["role"] in shipped else "student" if s["role"] in report["trained"]
-                    else "static" if s["engine"] == "model2vec" else "teacher")
-            marker, color = {"shipped": ("*", "tab:red"), "student": ("o", "tab:blue"),
-                             "static": ("^", "tab:green"), "teacher": ("s", "black")}[kind]
-            ax.scatter(median_ms(s), s["accuracy"], marker=marker, color=color, s=80 if kind == "shipped" else 30)
+            kind = ("shipped by the search" if s["role"] in shipped else "trained (by hand)"
+                    if s["role"] in report["trained"] else "static embeddings (model2vec)"
+                    if s["engine"] == "model2vec" else "teacher, INT8")
+            marker, color = MARKERS[kind]
+            ax.scatter(median_ms(s), s["accuracy"], marker=marker, color=color, s=80 if marker == "*" else 30,
+                       label=None if kind in labelled else kind)
+            labelled.add(kind)
             ax.annotate(s["role"], (median_ms(s), s["accuracy"]), textcoords="offset points", xytext=(4, 3),
                         fontsize=7)
         if scope == "forward":
-            for run in report["budgets"]:
-                ax.axvline(run["budget_ms"], color="tab:red", ls="--", lw=0.8)
+            for number, run in enumerate(report["budgets"]):
+                ax.axvline(run["budget_ms"], color="tab:red", ls="--", lw=0.8, label="budgets" if number == 0 else None)
         ax.set_xscale("log")
+        ax.set_title("the ONNX model from token ids: what a budget bounds" if scope == "forward"
+                     else "text in, label out", fontsize=9)
+        ax.legend(loc="lower right", fontsize=7)
         ax.set_xlabel(f"{scope} latency, ms (batch 1, {report['at']['tokens']} tokens, 1 thread)")
     axes[0].set_ylabel("test accuracy")
-    axes[0].legend(loc="lower right")
     save_figure(fig, path)
 
 
