@@ -44,7 +44,7 @@ web/node_modules/.package-lock.json: web/package-lock.json
 # The benchmark suite on the built-in task, on the demo's models (made first if missing); `bench` rewrites README's
 # headline table. Its base-size row needs `make bench-base` first (the shipped student: about 1.5 hours on 2 cores;
 # it resumes when rerun): without it, that row leaves the README. BENCH_ARGS adds options. Then the latency budgets'
-# front (benchmarks/budget: about 2 hours on 2 cores the first time; it resumes). bench-quick checks both run, in minutes.
+# front (benchmarks/budget: about 1.5 hours on 2 cores the first time; it resumes). bench-quick checks both run, in minutes.
 BASE := runs/bench-distill-base
 bench bench-quick: $(STAMP)
 	test -f runs/demo/bundle/tinyship.json || $(BIN)/tinyship compress

@@ -10,7 +10,7 @@ measured in a fresh process (benchmarks.lab.engines): test accuracy, size, laten
 what the budget bounds) and end to end, text in and label out (all of them). Writes results.json, results.md and
 front.png. Models and measurements are kept in --work (the students shared by the budgets), so a rerun resumes.
 
-    python -m benchmarks.budget.run           # after `make demo`: about 2 hours on 2 cores
+    python -m benchmarks.budget.run           # after `make demo`: about 1.5 hours on 2 cores
     python -m benchmarks.budget.run --quick   # one budget, 64 examples, one trial, static embeddings from the
                                               # teacher only: checks that it runs
 """
