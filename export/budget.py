@@ -115,9 +115,9 @@ def fastest(found: list[Candidate]) -> Candidate:
 def more_pruned(found: list[Candidate], missed: Candidate) -> Candidate | None:
     """The same cut and precision at the next larger pruning fraction: what to try when `missed` was predicted
     within the budget but measured over it."""
-    return min((c for c in found if (c.source, c.layers, c.precision) == (missed.source, missed.layers,
-                                                                         missed.precision)
-                and c.prune_flops > missed.prune_flops), key=lambda c: c.prune_flops, default=None)
+    same_cut = (missed.source, missed.layers, missed.precision)
+    further = [c for c in found if (c.source, c.layers, c.precision) == same_cut and c.prune_flops > missed.prune_flops]
+    return min(further, key=lambda c: c.prune_flops, default=None)
 
 
 @dataclass

@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import math
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -44,10 +43,11 @@ from tinyship.export.bundling import versions
 from tinyship.export.exporting import model_labels
 from tinyship.export.probes import ProbeConfig, probe_pack
 from tinyship.runtime.bench import machine
+from tinyship.runtime.bundle import read_manifest
 from tinyship.runtime.cli import configure_logging
 from tinyship.runtime.data import DataConfig, load_examples
 from tinyship.runtime.errors import TinyshipError
-from tinyship.runtime.files import write_text_atomic
+from tinyship.runtime.files import write_text_atomic, writing_directory
 from tinyship.runtime.profile import Shape, profile
 
 BUDGETS = (1.0, 2.0, 4.0)
@@ -91,14 +91,14 @@ def front(args) -> dict:
                        distill=DistillConfig(min_steps=0, phases=[Phase({"prediction": 1.0}, 1)]))
     trained: dict[str, dict] = {}
     runs = [budget_run(base, budget, work, quick, trained) for budget in budgets]
+    labels = model_labels(teacher)
     report = {"date": datetime.date.today().isoformat(), "machine": machine(), "versions": measuring["versions"],
-              "at": AT, "test_set": load_examples(data, "test", model_labels(teacher)).source,
+              "at": AT, "test_set": load_examples(data, "test", labels).source,
               "budgets": runs, "trained": trained, "models": {}, "systems": []}
     specs = []
     for name, trial in trained.items():
         specs += bundle_systems(Path(trial["bundle"]), name, report, measuring)
     specs += bundle_systems(teacher_int8(teacher, work, data), "teacher INT8", report, measuring)
-    labels = model_labels(teacher)
     sources = {"teacher": teacher} if quick else {"teacher": teacher, "MiniLM-L6": Path(default_base_model())}
     for source, model_dir in sources.items():
         role = f"static embeddings from {source}"
@@ -158,7 +158,7 @@ def budget_run(base: CompressConfig, budget_ms: float, work: Path, quick: bool, 
             by_hand.append(candidate.name)
             within = trained[candidate.name]["measured_ms"] <= budget_ms
             candidate = None if within or quick else more_pruned(found, candidate)
-    shipped = json.loads((out / "bundle" / "tinyship.json").read_text())["budget"]["candidate"] if not error else None
+    shipped = read_manifest(out / "bundle")["budget"]["candidate"] if not error else None
     return {"budget_ms": budget_ms, "shipped": shipped, "error": error,
             "searched": [t["candidate"] for t in search["trials"]], "by_hand": by_hand}
 
@@ -188,11 +188,8 @@ def static_embeddings(model_dir: Path, out: Path, data: DataConfig, labels: list
     classifier = StaticModelForClassification.from_static_model(model=static).fit(
         train.texts, [labels[i] for i in train.labels], X_val=validation.texts,
         y_val=[labels[i] for i in validation.labels], device="cpu")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    classifier.to_pipeline().save_pretrained(str(tmp))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with writing_directory(out) as tmp:
+        classifier.to_pipeline().save_pretrained(str(tmp))
     return out
 
 
